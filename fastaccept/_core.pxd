@@ -1,0 +1,69 @@
+# Declarations of the C core in src/. Every function here is safe to call
+# without the GIL; none of them touches a Python object.
+from libc.stdint cimport uint32_t, uint64_t, int64_t
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    cdef struct sockaddr_storage:
+        unsigned short ss_family
+
+
+cdef extern from "fa_ring.h" nogil:
+    ctypedef struct fa_conn:
+        int fd
+        socklen_t addrlen
+        uint64_t accepted_ns
+        sockaddr_storage addr
+
+    ctypedef struct fa_ring:
+        uint64_t capacity
+
+    unsigned int FA_RING_MIN_CAPACITY
+    unsigned int FA_RING_MAX_CAPACITY
+    bint fa_ring_capacity_ok(uint64_t capacity)
+    int fa_ring_init(fa_ring *r, uint64_t capacity)
+    void fa_ring_destroy(fa_ring *r, int close_fds)
+    uint64_t fa_ring_depth(fa_ring *r)
+    uint64_t fa_ring_high_water "fa_ring_high_water_get"(fa_ring *r)
+    int fa_ring_push(fa_ring *r, const fa_conn *c)
+    int fa_ring_pop(fa_ring *r, fa_conn *out)
+
+
+cdef extern from "fa_park.h" nogil:
+    ctypedef struct fa_lot:
+        pass
+
+    uint64_t fa_now_ns()
+    int fa_lot_init(fa_lot *lot)
+    void fa_lot_destroy(fa_lot *lot)
+    int fa_lot_wake_one(fa_lot *lot)
+    void fa_lot_close(fa_lot *lot)
+    uint32_t fa_lot_parked(fa_lot *lot)
+    uint64_t fa_lot_wake_calls(fa_lot *lot)
+    uint64_t fa_lot_sleeps(fa_lot *lot)
+    bint fa_lot_is_closed(fa_lot *lot)
+    int fa_pop_wait(fa_ring *r, fa_lot *lot, fa_conn *out, int64_t timeout_ns)
+
+
+cdef extern from "fa_accept.h" nogil:
+    int FA_ERRNO_SLOTS
+
+    ctypedef struct fa_accept_stats:
+        pass
+
+    ctypedef struct fa_acceptor:
+        fa_ring ring
+        fa_lot lot
+        uint32_t max_batch
+
+    int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch)
+    int fa_acceptor_run(fa_acceptor *a)
+    void fa_acceptor_stop(fa_acceptor *a)
+    void fa_acceptor_abort(fa_acceptor *a)
+    void fa_acceptor_destroy(fa_acceptor *a)
+    uint64_t fa_stat_accepted(fa_acceptor *a)
+    uint64_t fa_stat_batches(fa_acceptor *a)
+    uint64_t fa_stat_ring_full_waits(fa_acceptor *a)
+    uint64_t fa_stat_emfile_pauses(fa_acceptor *a)
+    uint64_t fa_stat_errors(fa_acceptor *a, int err)

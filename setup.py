@@ -1,0 +1,25 @@
+"""Build the fastaccept._core extension from fastaccept/_core.pyx and src/."""
+import sys
+
+from setuptools import Extension, setup
+
+if not sys.platform.startswith("linux"):
+    raise SystemExit("fastaccept needs Linux (accept4, epoll, eventfd, futex)")
+
+from Cython.Build import cythonize  # noqa: E402  (after the platform check)
+
+C_FLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11"]
+HEADERS = ["src/fa_ring.h", "src/fa_park.h", "src/fa_accept.h"]
+
+extensions = [
+    Extension(
+        "fastaccept._core",
+        sources=["fastaccept/_core.pyx", "src/fa_accept.c"],
+        include_dirs=["src"],
+        depends=HEADERS,
+        extra_compile_args=C_FLAGS,
+        define_macros=[("_GNU_SOURCE", "1")],
+    ),
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}))

@@ -1,0 +1,302 @@
+#define _GNU_SOURCE
+#include "fa_accept.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The accept loop is the only writer of its counters, so a relaxed
+ * load-and-store is enough and avoids a locked instruction per connection. */
+static inline void count(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static inline void count_errno(fa_acceptor *a, int err)
+{
+    count(&a->stats.errors[err > 0 && err < FA_ERRNO_SLOTS ? err : FA_ERRNO_SLOTS - 1]);
+}
+
+int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch)
+{
+    int rc;
+    memset(a, 0, sizeof *a);
+    a->listen_fd = listen_fd;
+    a->epoll_fd = -1;
+    a->stop_fd = -1;
+    if (max_batch < 1 || listen_fd < 0)
+        return -EINVAL;
+    a->max_batch = max_batch;
+
+    int flags = fcntl(listen_fd, F_GETFL);
+    if (flags < 0)
+        return -errno;
+    if (!(flags & O_NONBLOCK) && fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return -errno;
+
+    rc = fa_ring_init(&a->ring, capacity);
+    if (rc < 0)
+        return rc;
+    rc = fa_lot_init(&a->lot);
+    if (rc < 0)
+        goto fail_ring;
+
+    a->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (a->stop_fd < 0) {
+        rc = -errno;
+        goto fail_lot;
+    }
+    a->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (a->epoll_fd < 0) {
+        rc = -errno;
+        goto fail_stop;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = a->stop_fd};
+    if (epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, a->stop_fd, &ev) < 0) {
+        rc = -errno;
+        goto fail_epoll;
+    }
+    ev.data.fd = listen_fd;
+    if (epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, listen_fd, &ev) < 0) {
+        rc = -errno;
+        goto fail_epoll;
+    }
+    return 0;
+
+fail_epoll:
+    close(a->epoll_fd);
+    a->epoll_fd = -1;
+fail_stop:
+    close(a->stop_fd);
+    a->stop_fd = -1;
+fail_lot:
+    fa_lot_destroy(&a->lot);
+fail_ring:
+    fa_ring_destroy(&a->ring, 1);
+    return rc;
+}
+
+void fa_acceptor_destroy(fa_acceptor *a)
+{
+    if (a->epoll_fd >= 0)
+        close(a->epoll_fd);
+    if (a->stop_fd >= 0)
+        close(a->stop_fd);
+    a->epoll_fd = a->stop_fd = -1;
+    fa_lot_destroy(&a->lot);
+    fa_ring_destroy(&a->ring, 1);
+}
+
+static void signal_stop_fd(fa_acceptor *a)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already nonzero: the loop will wake. */
+    while (write(a->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+void fa_acceptor_stop(fa_acceptor *a)
+{
+    atomic_store(&a->stopping, 1);
+    signal_stop_fd(a);
+}
+
+void fa_acceptor_abort(fa_acceptor *a)
+{
+    atomic_store(&a->aborting, 1);
+    atomic_store(&a->stopping, 1);
+    signal_stop_fd(a);
+    /* the loop may sleep in fa_wait_space rather than epoll_wait */
+    atomic_fetch_add_explicit(&a->lot.space_word, 1, memory_order_release);
+    fa_futex_wake(&a->lot.space_word, INT_MAX);
+}
+
+enum batch_end { QUEUE_EMPTY, BATCH_DONE, RING_FULL, PAUSE };
+
+/*
+ * Accepts up to limit connections. Returns a batch_end, or -errno for an
+ * error that must end the loop. *pushed counts what reached the ring.
+ */
+static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
+{
+    fa_conn c;
+    uint32_t n = 0;
+    *pushed = 0;
+    while (n < limit) {
+        /* Never accept a connection the ring cannot hold: leave it in the
+         * kernel queue instead of dropping it. */
+        if (fa_ring_depth(&a->ring) >= a->ring.capacity)
+            return RING_FULL;
+        c.addrlen = sizeof c.addr;
+        int fd = accept4(a->listen_fd, (struct sockaddr *)&c.addr, &c.addrlen, SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            switch (err) {
+            case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+            case EWOULDBLOCK:
+#endif
+                return QUEUE_EMPTY;
+            case EINTR:
+                continue;
+            case ECONNABORTED:
+            case EPROTO:
+            case EPERM:
+            case ENETDOWN:
+            case ENOPROTOOPT:
+            case EHOSTDOWN:
+            case ENONET:
+            case EHOSTUNREACH:
+            case EOPNOTSUPP:
+            case ENETUNREACH:
+                count_errno(a, err);
+                n++;
+                continue;
+            case EMFILE:
+            case ENFILE:
+            case ENOBUFS:
+            case ENOMEM:
+                count_errno(a, err);
+                return PAUSE;
+            default:
+                count_errno(a, err);
+                return -err;
+            }
+        }
+        c.fd = fd;
+        c.accepted_ns = fa_now_ns();
+        if (fa_ring_push(&a->ring, &c) < 0) {
+            /* Unreachable with one producer (depth was checked above); if
+             * it ever happens, close rather than leak. */
+            close(fd);
+            count_errno(a, ENOBUFS);
+            return RING_FULL;
+        }
+        count(&a->stats.accepted);
+        (*pushed)++;
+        n++;
+    }
+    return BATCH_DONE;
+}
+
+/* Sleeps up to ms milliseconds, or until stop/abort is signalled. */
+static int pause_ms(fa_acceptor *a, int ms)
+{
+    struct pollfd p = {.fd = a->stop_fd, .events = POLLIN};
+    if (poll(&p, 1, ms) < 0 && errno != EINTR)
+        return -errno;
+    return 0;
+}
+
+/* How many connections wait in the kernel accept queue now, or -1 if the
+ * socket cannot tell (not TCP). For a LISTEN socket Linux reports the
+ * queue length in tcpi_unacked. */
+static int64_t queued_now(fa_acceptor *a)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(a->listen_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        ti.tcpi_state != 10 /* TCP_LISTEN */)
+        return -1;
+    return ti.tcpi_unacked;
+}
+
+/* Accepts what was queued when the stop was asked for, so those clients are
+ * served rather than reset when the listening socket closes. */
+static int final_drain(fa_acceptor *a)
+{
+    int64_t left = queued_now(a);
+    if (left < 0)
+        left = (int64_t)a->ring.capacity + 4096;   /* bounded even if unknown */
+    while (left > 0 && !atomic_load(&a->aborting)) {
+        uint32_t pushed = 0;
+        uint32_t limit = left < (int64_t)a->max_batch ? (uint32_t)left : a->max_batch;
+        int rc = accept_batch(a, limit, &pushed);
+        left -= pushed;
+        if (pushed)
+            fa_lot_wake_one(&a->lot);
+        if (rc < 0)
+            return rc;
+        if (rc == QUEUE_EMPTY || rc == PAUSE)
+            break;
+        if (rc == RING_FULL) {
+            count(&a->stats.ring_full_waits);
+            if (fa_wait_space(&a->ring, &a->lot, &a->aborting, -1) < 0)
+                break;
+        }
+    }
+    return 0;
+}
+
+int fa_acceptor_run(fa_acceptor *a)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+
+    struct epoll_event events[2];
+    int backoff_ms = 0;
+    int rc = 0;
+    for (;;) {
+        if (atomic_load(&a->stopping))
+            break;
+        if (backoff_ms > 0) {
+            /* Out of fds or memory: the listening socket stays readable, so
+             * waiting on it would spin. Wait on the stop fd alone. */
+            rc = pause_ms(a, backoff_ms);
+            if (rc < 0)
+                break;
+        } else {
+            int n = epoll_wait(a->epoll_fd, events, 2, -1);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                rc = -errno;
+                break;
+            }
+        }
+        if (atomic_load(&a->stopping))
+            break;
+
+        uint32_t pushed = 0;
+        int end = accept_batch(a, a->max_batch, &pushed);
+        if (pushed) {
+            count(&a->stats.batches);
+            fa_lot_wake_one(&a->lot);
+        }
+        if (end < 0) {
+            rc = end;
+            break;
+        }
+        if (end == PAUSE) {
+            count(&a->stats.emfile_pauses);
+            backoff_ms = backoff_ms == 0 ? FA_BACKOFF_MIN_MS : backoff_ms * 2;
+            if (backoff_ms > FA_BACKOFF_MAX_MS)
+                backoff_ms = FA_BACKOFF_MAX_MS;
+            continue;
+        }
+        backoff_ms = 0;
+        if (end == RING_FULL) {
+            count(&a->stats.ring_full_waits);
+            /* Only an abort or close ends this wait; a stop waits too, since
+             * the final drain needs the same space. */
+            if (fa_wait_space(&a->ring, &a->lot, &a->aborting, -1) < 0)
+                break;
+        }
+    }
+    if (rc == 0 && !atomic_load(&a->aborting))
+        rc = final_drain(a);
+    fa_lot_close(&a->lot);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}

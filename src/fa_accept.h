@@ -1,0 +1,99 @@
+/*
+ * fa_accept.h - the accept loop: drains a listening socket into a ring.
+ *
+ * One thread runs fa_acceptor_run(). It sleeps in epoll_wait on the listening
+ * socket and an eventfd (the stop signal), accepts in batches with accept4()
+ * until EAGAIN, pushes every connection into the ring and wakes one parked
+ * worker per batch. It never touches a Python object, so its caller releases
+ * the GIL for the loop's whole life.
+ *
+ * Errors of accept4():
+ *  EINTR                               retried
+ *  EAGAIN                              queue drained: back to epoll_wait
+ *  ECONNABORTED EPROTO EPERM and the   counted; the next connection is
+ *  network errors Linux reports early  accepted (the peer is gone or was
+ *  (ENETDOWN ENOPROTOOPT EHOSTDOWN     refused by a firewall rule)
+ *  ENONET EHOSTUNREACH EOPNOTSUPP
+ *  ENETUNREACH)
+ *  EMFILE ENFILE ENOBUFS ENOMEM        counted; the loop waits 5 ms, doubling
+ *                                      to 1 s, then tries again: no spinning,
+ *                                      and it resumes by itself
+ *  anything else                       the loop stops and returns -errno
+ *
+ * A full ring stops accepting: the kernel backlog becomes the second buffer
+ * and nothing is dropped. Stopping drains what sat in the kernel queue when
+ * the stop was asked for (so those clients are served, not reset), then
+ * closes the lot; aborting returns at once.
+ */
+#ifndef FA_ACCEPT_H
+#define FA_ACCEPT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "fa_park.h"
+#include "fa_ring.h"
+
+/* errno values above this are counted in the last slot. */
+#define FA_ERRNO_SLOTS 160
+
+#define FA_BACKOFF_MIN_MS 5
+#define FA_BACKOFF_MAX_MS 1000
+
+typedef struct fa_accept_stats {
+    _Atomic uint64_t accepted;
+    _Atomic uint64_t batches;           /* epoll wake-ups that accepted */
+    _Atomic uint64_t ring_full_waits;   /* times the loop waited for space */
+    _Atomic uint64_t emfile_pauses;     /* back-offs on EMFILE/ENFILE/ENOBUFS/ENOMEM */
+    _Atomic uint64_t errors[FA_ERRNO_SLOTS];   /* accept4 failures by errno */
+} fa_accept_stats;
+
+typedef struct fa_acceptor {
+    fa_ring ring;
+    fa_lot lot;
+    fa_accept_stats stats;
+    int listen_fd;          /* borrowed: the caller owns and closes it */
+    int epoll_fd;
+    int stop_fd;            /* eventfd: readable once stop or abort is asked */
+    uint32_t max_batch;     /* accept4 calls per epoll wake-up */
+    _Atomic uint32_t stopping;
+    _Atomic uint32_t aborting;
+} fa_acceptor;
+
+/* Sets listen_fd nonblocking and allocates the ring, lot, epoll and eventfd.
+ * Returns 0 or -errno (-EINVAL for a bad capacity or max_batch). On error
+ * nothing is left allocated. */
+int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch);
+
+/* Runs the loop until stopped or a fatal error. Blocks every signal in the
+ * calling thread while it runs, so signals reach the other threads. Closes
+ * the lot on return, so workers drain the ring and then see -ESHUTDOWN.
+ * Returns 0 after a stop, or -errno of the error that ended it. */
+int fa_acceptor_run(fa_acceptor *a);
+
+/* Asks the loop to drain the kernel queue once more and return. Safe from
+ * any thread, any number of times, before or during run. */
+void fa_acceptor_stop(fa_acceptor *a);
+
+/* Asks the loop to return at once, even while it waits for ring space. */
+void fa_acceptor_abort(fa_acceptor *a);
+
+/* Frees everything; closes the fds still queued in the ring (not listen_fd).
+ * Call only when no thread runs or waits on the acceptor. */
+void fa_acceptor_destroy(fa_acceptor *a);
+
+/* Relaxed snapshots of the counters, for stats. */
+static inline uint64_t fa_stat_load(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+static inline uint64_t fa_stat_accepted(fa_acceptor *a) { return fa_stat_load(&a->stats.accepted); }
+static inline uint64_t fa_stat_batches(fa_acceptor *a) { return fa_stat_load(&a->stats.batches); }
+static inline uint64_t fa_stat_ring_full_waits(fa_acceptor *a) { return fa_stat_load(&a->stats.ring_full_waits); }
+static inline uint64_t fa_stat_emfile_pauses(fa_acceptor *a) { return fa_stat_load(&a->stats.emfile_pauses); }
+static inline uint64_t fa_stat_errors(fa_acceptor *a, int err)
+{
+    return err >= 0 && err < FA_ERRNO_SLOTS ? fa_stat_load(&a->stats.errors[err]) : 0;
+}
+
+#endif /* FA_ACCEPT_H */
