@@ -43,6 +43,7 @@ cdef extern from "fa_park.h" nogil:
     uint64_t fa_lot_wake_calls(fa_lot *lot)
     uint64_t fa_lot_sleeps(fa_lot *lot)
     bint fa_lot_is_closed(fa_lot *lot)
+    int fa_try_pop(fa_ring *r, fa_lot *lot, fa_conn *out)
     int fa_pop_wait(fa_ring *r, fa_lot *lot, fa_conn *out, int64_t timeout_ns)
 
 

@@ -114,6 +114,10 @@ cdef object _pop(fa_ring *ring, fa_lot *lot, object timeout):
     cdef int rc
     cdef int64_t left_ns = _timeout_ns(timeout)
     cdef uint64_t deadline_ns = 0
+    # Ready work is taken with the GIL held: releasing and re-taking it for
+    # a pop that cannot block would cost a GIL hand-off per connection.
+    if fa_try_pop(ring, lot, &c) == 0:
+        return (c.fd, _peer_address(&c), c.accepted_ns)
     if left_ns >= 0:
         deadline_ns = fa_now_ns() + <uint64_t>left_ns
     while True:

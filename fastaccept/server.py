@@ -202,12 +202,8 @@ class Server:
         In the main thread, SIGINT and SIGTERM trigger a graceful shutdown and
         this returns once it is done.
         """
-        try:
-            self.start()
-        except RuntimeError:
-            if self._state != "running":   # already shut down
-                self._stopped.wait()
-                return
+        # The handlers go in before start(): once a client has been served,
+        # a SIGINT must mean a graceful shutdown, not a KeyboardInterrupt.
         in_main = threading.current_thread() is threading.main_thread()
         previous = {}
         if in_main:
@@ -217,6 +213,12 @@ class Server:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, on_signal)
         try:
+            try:
+                self.start()
+            except RuntimeError:
+                if self._state != "running":   # already shut down
+                    self._stopped.wait()
+                    return
             self._stop_requested.wait()
             self.shutdown()
         finally:
@@ -234,7 +236,8 @@ class Server:
         within ``timeout`` seconds (None: wait as long as it takes), False
         if some workers were still running handlers (or this is called from
         a handler); stuck workers are logged, and the queued connections no
-        worker had started are closed.
+        worker had started are closed. After False, calling it again waits
+        for those workers once more and frees the accept loop once they end.
         """
         timeout = _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -260,7 +263,9 @@ class Server:
                 if dropped:
                     log.warning("shutdown closed %d queued connections no worker was free "
                                 "to serve", dropped)
-            self._state = "closed"
+            # Stay "stopping" while workers run on: the next shutdown() joins
+            # them and closes the acceptor instead of reporting success.
+            self._state = "closed" if finished else "stopping"
             self._stopped.set()
         return finished
 

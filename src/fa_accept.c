@@ -1,4 +1,6 @@
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "fa_accept.h"
 
 #include <errno.h>
@@ -134,8 +136,9 @@ static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
     *pushed = 0;
     while (n < limit) {
         /* Never accept a connection the ring cannot hold: leave it in the
-         * kernel queue instead of dropping it. */
-        if (fa_ring_depth(&a->ring) >= a->ring.capacity)
+         * kernel queue instead of dropping it. (Not depth >= capacity: a
+         * pop still copying its entry out holds its slot after head moved.) */
+        if (fa_ring_full(&a->ring))
             return RING_FULL;
         c.addrlen = sizeof c.addr;
         int fd = accept4(a->listen_fd, (struct sockaddr *)&c.addr, &c.addrlen, SOCK_CLOEXEC);
@@ -272,7 +275,10 @@ int fa_acceptor_run(fa_acceptor *a)
         int end = accept_batch(a, a->max_batch, &pushed);
         if (pushed) {
             count(&a->stats.batches);
-            fa_lot_wake_one(&a->lot);
+            /* Workers already running may have taken the whole batch; then
+             * waking a parked one would only put it back to sleep. */
+            if (fa_ring_depth(&a->ring) > 0)
+                fa_lot_wake_one(&a->lot);
         }
         if (end < 0) {
             rc = end;

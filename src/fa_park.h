@@ -198,6 +198,17 @@ static inline void fa_after_pop(fa_ring *r, fa_lot *lot)
         fa_lot_wake_one(lot);
 }
 
+/* Pops one entry without ever sleeping. Returns 0 or -EAGAIN (empty). Lets a
+ * caller that holds a lock of its own (Python's GIL) take ready work without
+ * giving the lock up and winning it back. */
+static inline int fa_try_pop(fa_ring *r, fa_lot *lot, fa_conn *out)
+{
+    if (fa_ring_pop(r, out) < 0)
+        return -EAGAIN;
+    fa_after_pop(r, lot);
+    return 0;
+}
+
 /*
  * Pops one entry, sleeping while the ring is empty.
  * timeout_ns < 0 waits forever. Returns 0 with *out filled, -ETIMEDOUT,
@@ -238,9 +249,17 @@ static inline int fa_pop_wait(fa_ring *r, fa_lot *lot, fa_conn *out, int64_t tim
         pthread_mutex_unlock(&lot->lock);
         /* pairs with the fence in fa_lot_wake_one (and fa_lot_close) */
         atomic_thread_fence(memory_order_seq_cst);
-        if (fa_ring_pop(r, out) == 0 || atomic_load(&lot->closed)) {
+        if (fa_ring_pop(r, out) == 0) {
+            /* The entry is ours now: going round the loop would pop again
+             * and lose it. Unpark before fa_after_pop, so a chain wake
+             * cannot pick this very waiter. */
             fa_lot_cancel(lot, &w);
-            continue;           /* the loop top pops or sees closed */
+            fa_after_pop(r, lot);
+            return 0;
+        }
+        if (atomic_load(&lot->closed)) {
+            fa_lot_cancel(lot, &w);
+            continue;           /* the loop top drains or sees closed */
         }
 
         int rc = 0;
@@ -281,9 +300,10 @@ static inline int fa_wait_space(fa_ring *r, fa_lot *lot, _Atomic uint32_t *abort
         /* pairs with the release increments in fa_lot_space_freed/close */
         uint32_t seen = atomic_load_explicit(&lot->space_word, memory_order_acquire);
         atomic_store_explicit(&lot->producer_waiting, 1, memory_order_relaxed);
-        /* pairs with the fence in fa_lot_space_freed */
+        /* pairs with the fence in fa_lot_space_freed: either we see the
+         * slot a pop freed, or that pop sees producer_waiting */
         atomic_thread_fence(memory_order_seq_cst);
-        if (fa_ring_depth(r) < r->capacity) {
+        if (!fa_ring_full(r)) {
             atomic_store_explicit(&lot->producer_waiting, 0, memory_order_relaxed);
             return 0;
         }

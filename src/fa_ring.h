@@ -114,6 +114,19 @@ static inline uint64_t fa_ring_depth(fa_ring *r)
     return tail > head ? tail - head : 0;
 }
 
+/* Returns 1 when a push now would fail with -EAGAIN. Exact for the only
+ * producer, a hint with several. Use it, not depth == capacity, to decide
+ * whether there is room: a pop moves head before it has copied its entry out
+ * and freed the slot, so depth can show a free slot that a push still finds
+ * taken. */
+static inline int fa_ring_full(fa_ring *r)
+{
+    uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    /* pairs with the release store of seq in fa_ring_pop (slot freed) */
+    uint64_t seq = atomic_load_explicit(&r->slots[t & r->mask].seq, memory_order_acquire);
+    return (int64_t)(seq - t) < 0;
+}
+
 /* Most entries the ring has held at once since init. */
 static inline uint64_t fa_ring_high_water_get(fa_ring *r)
 {
