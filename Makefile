@@ -1,0 +1,37 @@
+# The few verbs a newcomer needs. Each calls the real tool; read the line to
+# see what it does.
+PYTHON ?= python3
+CC = gcc
+STRESS_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc
+STRESS_SRC = tests/c/stress_ring.c src/fa_accept.c
+STRESS_DEPS = $(STRESS_SRC) src/fa_ring.h src/fa_park.h src/fa_accept.h
+# GCC cannot instrument standalone fences for TSan (-Wtsan); see tests/test_c_stress.py.
+TSAN = -fsanitize=thread -Wno-tsan
+ASAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# Sizes for `make debug`; pass e.g. STRESS_ARGS="-s b -r 100000 -S 42" to replay or dig.
+STRESS_ARGS = -m 300000 -r 5000 -k 500
+
+.PHONY: build test bench debug clean
+
+build:
+	$(PYTHON) -m pip install .
+
+test:
+	$(PYTHON) -m pytest tests -q
+
+bench:
+	$(PYTHON) -m fastaccept bench
+
+# The C stress test of src/ under ThreadSanitizer, then ASan+UBSan.
+debug: build/stress/stress_tsan build/stress/stress_asan
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/stress/stress_tsan $(STRESS_ARGS)
+	ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1 UBSAN_OPTIONS=print_stacktrace=1 build/stress/stress_asan $(STRESS_ARGS)
+
+build/stress/stress_tsan: $(STRESS_DEPS)
+	mkdir -p $(@D) && $(CC) $(STRESS_CFLAGS) $(TSAN) $(STRESS_SRC) -o $@
+
+build/stress/stress_asan: $(STRESS_DEPS)
+	mkdir -p $(@D) && $(CC) $(STRESS_CFLAGS) $(ASAN) $(STRESS_SRC) -o $@
+
+clean:
+	rm -rf build dist *.egg-info fastaccept/_core.c fastaccept/*.so .pytest_cache .benchmarks

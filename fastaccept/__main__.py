@@ -1,0 +1,130 @@
+"""Command line: ``python -m fastaccept VERB``.
+
+    serve   a demo server answering every connection with a fixed HTTP 200
+    bench   benchmark fastaccept against reference servers (see fastaccept.bench)
+    load    open many connections to a server from C and report rate and latency
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from typing import Any, List, Optional
+
+DEMO_REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+REQUEST_END = b"\r\n\r\n"
+MAX_REQUEST = 65536
+
+
+def demo_handler(conn: socket.socket, addr: Any) -> None:
+    """Read one request head (up to 64 KiB), answer 200 "ok"; the server closes."""
+    data = b""
+    while REQUEST_END not in data and len(data) < MAX_REQUEST:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+    conn.sendall(DEMO_REPLY)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fastaccept import Server
+
+    server = Server(demo_handler, args.host, args.port, workers=args.workers,
+                    backlog=args.backlog, ring_size=args.ring_size, timeout=args.timeout)
+    host, port = server.address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"fastaccept serving on http://{shown}:{port}/ ({args.workers} workers); "
+          "Ctrl-C to stop", flush=True)
+    server.serve_forever()
+    stats = server.stats()
+    print(f"stopped: accepted {stats['accepted']}, handled {stats['handled']}, "
+          f"handler errors {stats['handler_errors']}", flush=True)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from fastaccept import bench
+
+    return bench.main(args)
+
+
+def _load(args: argparse.Namespace) -> int:
+    import json
+
+    from fastaccept import loadgen
+
+    result = loadgen.run(args.host, args.port, connections=args.connections,
+                         concurrency=args.concurrency, burst=args.burst, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2), flush=True)
+        return 0
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    cut = (f" ({args.connections - result.connections} not started: the run's deadline passed)"
+           if result.connections < args.connections else "")
+    print(f"load {shown}:{args.port}: completed {result.completed}/{result.connections} in "
+          f"{result.elapsed_s:.3f} s, {result.conn_per_s:.0f} conn/s{cut}")
+    print("failures: " + ", ".join(f"{k} {v}" for k, v in result.failures.items()))
+    for name, p in (("connect", result.connect_ms), ("rtt", result.rtt_ms)):
+        print(f"{name + ' ms:':12} p50 {p.p50:.3f}  p90 {p.p90:.3f}  p99 {p.p99:.3f}  "
+              f"max {p.max:.3f}", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every verb."""
+    parser = argparse.ArgumentParser(prog="python -m fastaccept",
+                                     description="fastaccept command line tools")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    serve = verbs.add_parser("serve", help="run a demo server that answers HTTP 200 \"ok\"")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080; 0 picks one)")
+    serve.add_argument("--workers", type=int, default=8, help="worker threads (default 8)")
+    serve.add_argument("--backlog", type=int, default=2048, help="listen backlog (default 2048)")
+    serve.add_argument("--ring-size", type=int, default=4096, help="ring slots, a power of two")
+    serve.add_argument("--timeout", type=float, default=10.0,
+                       help="per-connection socket timeout in seconds (default 10)")
+    serve.set_defaults(run=_serve)
+
+    from fastaccept.bench import add_arguments as add_bench_arguments
+    bench = verbs.add_parser("bench", help="benchmark fastaccept against reference servers",
+                             description="Run the load scenarios against every reference "
+                             "server, interleaved, and print a table of medians.")
+    add_bench_arguments(bench)
+    bench.set_defaults(run=_bench)
+
+    load = verbs.add_parser("load", help="open many connections to a server from C and "
+                            "report conn/s and latency percentiles",
+                            description="Connect, send one HTTP/1.0 request, read to EOF, "
+                            "close: N times, from one C epoll thread.")
+    load.add_argument("host", help="server address or name")
+    load.add_argument("port", type=int, help="server port")
+    load.add_argument("-n", "--connections", type=int, default=20000,
+                      help="connections to make (default 20000)")
+    load.add_argument("-c", "--concurrency", type=int, default=64,
+                      help="connections open at once (default 64)")
+    load.add_argument("--burst", action="store_true",
+                      help="open all connections at once (ignores -c)")
+    load.add_argument("--timeout", type=float, default=10.0,
+                      help="per-connection timeout in seconds; the whole run gives up "
+                      "1 s after it (default 10)")
+    load.add_argument("--json", action="store_true", help="print the result as JSON")
+    load.set_defaults(run=_load)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"python -m fastaccept {args.verb}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""The Cython layer: fastaccept.Ring and fastaccept.Acceptor through the extension."""
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import socket
+import threading
+import time
+
+import pytest
+
+import fastaccept
+
+
+# -- Ring ------------------------------------------------------------------
+
+def test_ring_is_fifo():
+    ring = fastaccept.Ring(64)
+    values = [1000 + 7 * i for i in range(50)]
+    for v in values:
+        assert ring.push(v) is True
+    popped = []
+    for _ in values:
+        item = ring.pop(timeout=1.0)
+        assert item is not None
+        fd, addr, queued_ns = item
+        assert addr is None
+        assert queued_ns > 0
+        popped.append(fd)
+    assert popped == values
+    assert ring.pop(timeout=0) is None
+
+
+def test_ring_fifo_across_laps():
+    # A small ring reused many times: the slot sequence numbers wrap laps.
+    ring = fastaccept.Ring(4)
+    expected = []
+    got = []
+    n = 0
+    for _ in range(100):
+        for _ in range(3):
+            assert ring.push(n)
+            expected.append(n)
+            n += 1
+        for _ in range(3):
+            got.append(ring.pop(timeout=1.0)[0])
+    assert got == expected
+
+
+def test_ring_capacity_len_and_high_water():
+    ring = fastaccept.Ring(8)
+    assert ring.capacity == 8
+    assert len(ring) == 0
+    assert ring.high_water == 0
+    for i in range(8):
+        assert ring.push(i) is True
+        assert len(ring) == i + 1
+    assert ring.push(99) is False          # full: refused, not blocked
+    assert len(ring) == 8
+    assert ring.high_water == 8
+    assert ring.pop(timeout=1.0)[0] == 0
+    assert ring.pop(timeout=1.0)[0] == 1
+    assert len(ring) == 6
+    assert ring.high_water == 8             # a maximum, not the current depth
+    assert ring.push(8) is True             # a freed slot is usable again
+    assert len(ring) == 7
+
+
+def test_ring_pop_timeout_on_empty_returns_none():
+    ring = fastaccept.Ring(4)
+    t0 = time.monotonic()
+    assert ring.pop(timeout=0.05) is None
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 0.045, f"pop returned after {elapsed:.3f} s, before its timeout"
+    assert ring.pop(timeout=0) is None
+
+
+def test_ring_close_wakes_every_waiter(wait_for, join_all):
+    ring = fastaccept.Ring(16)
+    n = 6
+    results = [object()] * n
+    # A long pop timeout keeps a lost wake-up from hanging the suite, while
+    # the join below (much shorter) still catches it.
+    pop_timeout = 30.0
+
+    def waiter(i: int) -> None:
+        results[i] = ring.pop(timeout=pop_timeout)
+
+    threads = [threading.Thread(target=waiter, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: ring.parked == n, 10.0, f"{n} waiters parked in pop()")
+    assert not ring.closed
+    t0 = time.monotonic()
+    ring.close()
+    alive = join_all(threads, 5.0)
+    assert not alive, f"{len(alive)} waiters still blocked 5 s after close()"
+    assert time.monotonic() - t0 < pop_timeout / 2
+    assert results == [None] * n
+    assert ring.closed
+    assert ring.parked == 0
+
+
+def test_ring_close_lets_waiters_drain_first():
+    ring = fastaccept.Ring(4)
+    assert ring.push(5) and ring.push(6)
+    ring.close()
+    assert ring.pop(timeout=1.0)[0] == 5
+    assert ring.pop(timeout=1.0)[0] == 6
+    assert ring.pop(timeout=1.0) is None
+    with pytest.raises(ValueError):
+        ring.push(7)
+
+
+def test_ring_push_wakes_a_parked_waiter(wait_for, join_all):
+    ring = fastaccept.Ring(4)
+    got = []
+    t = threading.Thread(target=lambda: got.append(ring.pop(timeout=30.0)), daemon=True)
+    t.start()
+    wait_for(lambda: ring.parked == 1, 10.0, "the waiter to park")
+    assert ring.push(42)
+    assert not join_all([t], 5.0)
+    assert got and got[0] is not None and got[0][0] == 42
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 3, 6, 100, -2, 2**25, 2**64])
+def test_ring_bad_capacity(capacity):
+    with pytest.raises(ValueError, match="capacity"):
+        fastaccept.Ring(capacity)
+
+
+@pytest.mark.parametrize("timeout", [-0.001, -1, float("nan")])
+def test_ring_pop_bad_timeout(timeout):
+    ring = fastaccept.Ring(4)
+    ring.push(1)
+    with pytest.raises(ValueError, match="timeout"):
+        ring.pop(timeout=timeout)
+    assert len(ring) == 1           # nothing was taken
+
+
+# -- Acceptor ----------------------------------------------------------------
+
+@pytest.fixture
+def listener(no_leaks):
+    """A listening IPv4 socket on an ephemeral loopback port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    yield sock
+    sock.close()
+
+
+class Running:
+    """An Acceptor whose run() executes in a thread; always stopped and freed."""
+
+    def __init__(self, sock: socket.socket, **kwargs) -> None:
+        self.acceptor = fastaccept.Acceptor(sock.fileno(), **kwargs)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-acceptor", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.acceptor.run()
+        except BaseException as e:      # reported by stop()
+            self.error = e
+
+    def start(self) -> "Running":
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.acceptor.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "run() did not return after stop()"
+        assert self.error is None, f"run() raised {self.error!r}"
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.acceptor.abort()
+            self.thread.join(5.0)
+        if not self.thread.is_alive():
+            self.acceptor.close()
+
+
+@pytest.fixture
+def running(listener):
+    made = []
+
+    def make(**kwargs) -> Running:
+        r = Running(listener, **kwargs).start()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _open_fds() -> set:
+    """Descriptors open now (without the one listdir itself used)."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        fds.add(int(name))
+    return fds
+
+
+def _close_fd(item) -> None:
+    os.close(item[0])
+
+
+def test_acceptor_pop_returns_fd_peer_and_time(listener, running):
+    r = running(ring_size=64)
+    before_ns = time.monotonic_ns()
+    with socket.create_connection(listener.getsockname(), timeout=5.0) as client:
+        item = r.acceptor.pop(timeout=5.0)
+        after_ns = time.monotonic_ns()
+        assert item is not None, "no connection popped within 5 s"
+        fd, addr, accepted_ns = item
+        try:
+            assert addr == client.getsockname()
+            assert before_ns <= accepted_ns <= after_ns
+            # The fd is the server end of this very connection.
+            with socket.socket(fileno=os.dup(fd)) as server_end:
+                assert server_end.getpeername() == client.getsockname()
+                server_end.sendall(b"hi")
+            assert client.recv(2) == b"hi"
+        finally:
+            os.close(fd)
+    r.stop()
+    assert r.acceptor.pop(timeout=5.0) is None
+
+
+def test_acceptor_stop_ends_run_and_closes_ring(listener, running, wait_for):
+    r = running()
+    # Wait until run() is really in its loop, so stop() reaches the running loop.
+    wait_for(lambda: r.acceptor.running, 5.0, "run() to start")
+    t0 = time.monotonic()
+    r.stop()
+    assert not r.acceptor.running
+    assert r.acceptor.pop(timeout=5.0) is None
+    assert time.monotonic() - t0 < 4.0, "pop() waited for its timeout instead of seeing the close"
+
+
+def test_acceptor_stats_count_connections(listener, running, wait_for):
+    r = running(ring_size=64)
+    n = 10
+    clients = [socket.create_connection(listener.getsockname(), timeout=5.0) for _ in range(n)]
+    try:
+        wait_for(lambda: r.acceptor.stats()["accepted"] == n, 10.0, f"{n} accepts")
+        st = r.acceptor.stats()
+        assert st["ring_depth"] == n
+        assert st["ring_high_water"] == n
+        assert st["ring_capacity"] == 64
+        assert st["accept_errors"] == {}
+        assert st["accept_batches"] >= 1
+        for _ in range(n):
+            _close_fd(r.acceptor.pop(timeout=5.0))
+        assert r.acceptor.stats()["ring_depth"] == 0
+        assert r.acceptor.stats()["ring_high_water"] == n
+    finally:
+        for c in clients:
+            c.close()
+    r.stop()
+
+
+def test_acceptor_close_closes_queued_fds(listener, running, wait_for):
+    r = running(ring_size=16)
+    fds_before = _open_fds()
+    clients = [socket.create_connection(listener.getsockname(), timeout=5.0) for _ in range(3)]
+    try:
+        wait_for(lambda: r.acceptor.stats()["ring_depth"] == 3, 10.0, "3 queued connections")
+        client_fds = {c.fileno() for c in clients}
+        queued = sorted(_open_fds() - fds_before - client_fds)
+        assert len(queued) == 3, f"expected 3 accepted fds, found {queued}"
+        for fd in queued:
+            os.fstat(fd)                    # open while queued
+        r.stop()
+        r.acceptor.close()
+        for fd in queued:
+            with pytest.raises(OSError) as exc:
+                os.fstat(fd)
+            assert exc.value.errno == errno.EBADF
+        r.acceptor.close()                  # idempotent
+        for c in clients:                   # the server end is gone: EOF
+            assert c.recv(1) == b""
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_acceptor_run_twice_is_an_error(listener, running, wait_for):
+    r = running()
+    wait_for(lambda: r.acceptor.running, 5.0, "run() to start")
+    with pytest.raises(RuntimeError):
+        r.acceptor.run()                    # while the first run() is running
+    r.stop()
+    with pytest.raises(RuntimeError):
+        r.acceptor.run()                    # after it returned
+
+
+def test_acceptor_stop_before_run_closes_ring(listener):
+    acceptor = fastaccept.Acceptor(listener.fileno())
+    try:
+        acceptor.stop()
+        t0 = time.monotonic()
+        assert acceptor.pop(timeout=5.0) is None
+        assert time.monotonic() - t0 < 4.0, "pop() waited for its timeout instead of seeing the close"
+        with pytest.raises(RuntimeError):
+            acceptor.run()
+    finally:
+        acceptor.close()
+
+
+def test_acceptor_close_while_running_is_refused(listener, running, wait_for):
+    r = running()
+    wait_for(lambda: r.acceptor.running, 5.0, "run() to start")
+    with pytest.raises(RuntimeError):
+        r.acceptor.close()
+    r.stop()
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(ring_size=3), "ring_size"),
+    (dict(ring_size=1), "ring_size"),
+    (dict(ring_size=2**25), "ring_size"),
+    (dict(max_batch=0), "max_batch"),
+])
+def test_acceptor_bad_arguments(listener, kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        fastaccept.Acceptor(listener.fileno(), **kwargs)
+
+
+def test_acceptor_counts_emfile_by_name_and_recovers(listener, running, wait_for):
+    """accept4() failing with EMFILE is counted under "EMFILE", and the loop
+    resumes by itself once descriptors are available again."""
+    r = running(ring_size=16)
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.settimeout(5.0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The lowest free descriptor number: with the soft limit there, no new
+    # descriptor can be allocated, but every open one stays usable.
+    probe = os.dup(0)
+    os.close(probe)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+        try:
+            client.connect(listener.getsockname())      # needs no new fd here
+            wait_for(lambda: r.acceptor.stats()["accept_errors"].get("EMFILE", 0) >= 1,
+                     10.0, "an EMFILE accept error")
+            st = r.acceptor.stats()
+            assert st["emfile_pauses"] >= 1
+            assert st["accepted"] == 0
+            assert set(st["accept_errors"]) == {"EMFILE"}
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        item = r.acceptor.pop(timeout=10.0)
+        assert item is not None, "the loop did not resume after EMFILE"
+        try:
+            assert item[1] == client.getsockname()
+        finally:
+            os.close(item[0])
+    finally:
+        client.close()
+    r.stop()
+
+
+def test_acceptor_dealloc_without_close_frees_fds(listener):
+    # uvloop-style: C resources are freed even when close() is never called.
+    before = _open_fds()
+    acceptor = fastaccept.Acceptor(listener.fileno())
+    assert len(_open_fds() - before) == 2       # its epoll fd and eventfd
+    acceptor.stop()
+    del acceptor            # no cycle: freed now, not by the collector
+    assert _open_fds() == before

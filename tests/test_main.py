@@ -1,0 +1,113 @@
+"""The command line: ``python -m fastaccept serve``."""
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ADDRESS_RE = re.compile(r"http://(\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d+)/")
+
+
+def _readline(proc: subprocess.Popen, timeout: float) -> str:
+    """One line of the child's stdout, or fail after timeout."""
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            pytest.fail(f"no line from the CLI within {timeout} s (got {line!r})")
+        byte = os.read(fd, 1)       # byte by byte: nothing read past the line
+        if not byte:
+            pytest.fail(f"the CLI exited (status {proc.poll()}) after {line!r}")
+        line += byte
+    return line.decode()
+
+
+@pytest.fixture
+def cli(tmp_path, no_leaks):
+    """Return run(*args) -> a running `python -m fastaccept` child; killed in teardown.
+
+    The child runs from tmp_path so it imports the installed package, not
+    the source tree."""
+    procs = []
+
+    def run(*args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "fastaccept", *args], cwd=str(tmp_path),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(proc)
+        return proc
+
+    yield run
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10.0)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_serve_prints_address_answers_and_exits_on_sigint(cli, http_get):
+    proc = cli("serve", "--port", "0", "--workers", "2")
+    line = _readline(proc, 30.0)
+    match = ADDRESS_RE.search(line)
+    assert match, f"no address in {line!r}"
+    host = match.group("v4") or match.group("v6")
+    port = int(match.group("port"))
+    assert host == "127.0.0.1"
+    assert port != 0
+
+    reply = http_get((host, port), timeout=10.0)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ")
+    assert body == b"ok"
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        status = proc.wait(timeout=10.0)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the CLI did not exit within 10 s of SIGINT")
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    assert status == 0, f"exit status {status}\n{err}"
+    assert "accepted 1, handled 1, handler errors 0" in out, out
+    assert "Traceback" not in err, err
+
+
+def test_serve_exits_on_sigterm(cli, http_get):
+    proc = cli("serve", "--port", "0", "--workers", "1")
+    match = ADDRESS_RE.search(_readline(proc, 30.0))
+    assert match
+    address = (match.group("v4") or match.group("v6"), int(match.group("port")))
+    assert http_get(address, timeout=10.0).endswith(b"\r\n\r\nok")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10.0) == 0
+
+
+@pytest.mark.parametrize("args", [
+    ["serve", "--port", "0", "--workers", "0"],
+    ["serve", "--port", "0", "--ring-size", "3"],
+    ["serve", "--port", "70000"],
+])
+def test_serve_bad_arguments_exit_2(cli, args):
+    proc = cli(*args)
+    try:
+        status = proc.wait(timeout=30.0)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`python -m fastaccept {' '.join(args)}` did not exit")
+    err = proc.stderr.read().decode()
+    assert status == 2, err
+    assert "Traceback" not in err
+    assert err.strip(), "no error message"
+
+
+def test_no_verb_is_a_usage_error(cli):
+    proc = cli()
+    assert proc.wait(timeout=30.0) == 2
+    assert b"usage" in proc.stderr.read().lower()

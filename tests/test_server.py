@@ -1,0 +1,700 @@
+"""fastaccept.Server: serving, peer addresses, errors, shutdown, limits, validation."""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import queue
+import resource
+import select
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import fastaccept
+
+REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _open_fds() -> set:
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue        # the directory fd listdir itself used
+        fds.add(int(name))
+    return fds
+
+
+@pytest.fixture
+def ok_handler(read_request):
+    """A handler that reads one request and answers REPLY_OK."""
+    def handler(conn: socket.socket, addr) -> None:
+        if read_request(conn):
+            conn.sendall(REPLY_OK)
+    return handler
+
+
+# -- serving and peer addresses ----------------------------------------------
+
+def test_many_clients_get_replies_and_handler_sees_their_address(
+        server_factory, read_request, join_all):
+    n_threads, per_thread = 64, 32          # 2048 connections
+    seen = {}                               # request id -> addr the handler got
+
+    def handler(conn, addr):
+        head = read_request(conn)
+        request_id = head.split(b" ", 2)[1].decode()
+        seen[request_id] = addr
+        conn.sendall(f"{addr[0]} {addr[1]}".encode())
+
+    server = server_factory(handler, workers=8, backlog=1024)
+    host, port = server.address
+    mine = {}                               # request id -> client getsockname()
+    failures = []
+
+    def client(t: int) -> None:
+        try:
+            for i in range(per_thread):
+                request_id = f"/{t}-{i}"
+                with socket.create_connection((host, port), timeout=10.0) as sock:
+                    local = sock.getsockname()
+                    mine[request_id] = local
+                    sock.sendall(f"GET {request_id} HTTP/1.0\r\n\r\n".encode())
+                    reply = b""
+                    while True:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        reply += chunk
+                expected = f"{local[0]} {local[1]}".encode()
+                if reply != expected:
+                    failures.append(f"{request_id}: reply {reply!r}, expected {expected!r}")
+        except Exception as e:     # reported below with the others
+            failures.append(f"client {t}: {e!r}")
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    assert not join_all(threads, 60.0), "clients still running after 60 s"
+    assert not failures, f"{len(failures)} failures, first: {failures[:5]}"
+    assert len(mine) == n_threads * per_thread
+    assert seen.keys() == mine.keys()
+    wrong = [(k, seen[k], mine[k]) for k in mine if seen[k] != mine[k]]
+    assert not wrong, f"handler saw wrong peer addresses: {wrong[:5]}"
+    assert server.shutdown(timeout=10.0)
+    st = server.stats()
+    assert st["accepted"] == st["handled"] == n_threads * per_thread
+    assert st["handler_errors"] == 0
+
+
+def _has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1)")
+def test_ipv6_loopback(server_factory, read_request):
+    seen = []
+
+    def handler(conn, addr):
+        seen.append(addr)
+        if read_request(conn):
+            conn.sendall(REPLY_OK)
+
+    server = server_factory(handler, host="::1")
+    assert server.address[0] == "::1"
+    assert server.address[1] != 0
+    assert server.socket.family == socket.AF_INET6
+    with socket.create_connection(server.address[:2], timeout=10.0) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        local = sock.getsockname()
+    assert reply == REPLY_OK
+    assert seen == [local]          # ('::1', port, flowinfo, scope_id)
+
+
+def test_handler_exception_is_logged_counted_and_service_continues(
+        server_factory, read_request, http_get, caplog):
+    caplog.set_level(logging.INFO, logger="fastaccept")
+
+    def handler(conn, addr):
+        head = read_request(conn)
+        if head.startswith(b"GET /boom"):
+            raise ZeroDivisionError("boom from the handler")
+        conn.sendall(REPLY_OK)
+
+    server = server_factory(handler, workers=2)
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        boom_addr = sock.getsockname()
+        sock.sendall(b"GET /boom HTTP/1.0\r\n\r\n")
+        assert sock.recv(4096) == b""       # the server closed it, nothing sent
+    for _ in range(5):                      # both workers still serve
+        assert http_get(server.address, timeout=10.0) == REPLY_OK
+    assert server.shutdown(timeout=10.0)
+    st = server.stats()
+    assert st["handler_errors"] == 1
+    assert st["handled"] == st["accepted"] == 6
+    records = [r for r in caplog.records
+               if r.name == "fastaccept" and r.levelno >= logging.ERROR]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    record = records[0]
+    assert str(boom_addr) in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
+    assert "Traceback" in caplog.text and "boom from the handler" in caplog.text
+
+
+# -- shutdown -------------------------------------------------------------------
+
+CLEAN_REFUSALS = (ConnectionRefusedError, ConnectionResetError, BrokenPipeError)
+
+
+@pytest.mark.parametrize("workers", [1, 4, 16])
+def test_shutdown_under_load(server_factory, ok_handler, join_all, wait_for, workers):
+    """Clients run while shutdown() happens: each one gets its full reply or a
+    clean refusal/reset, none hangs, nothing leaks (server_factory checks)."""
+    server = server_factory(ok_handler, workers=workers, backlog=1024)
+    address = server.address
+    outcomes = []           # ("ok" | "refused" | "eof") per connection
+    problems = []
+    done = threading.Event()
+    n_clients, max_per_client = 16, 2000
+
+    def client() -> None:
+        refusals = 0
+        for _ in range(max_per_client):
+            try:
+                with socket.create_connection(address, timeout=10.0) as sock:
+                    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    reply = b""
+                    while True:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        reply += chunk
+                if reply == REPLY_OK:
+                    outcomes.append("ok")
+                elif reply == b"":
+                    outcomes.append("eof")
+                    refusals += 1
+                else:
+                    problems.append(f"partial reply {reply!r}")
+            except socket.timeout as e:
+                problems.append(f"timeout: {e!r}")
+            except CLEAN_REFUSALS:
+                outcomes.append("refused")
+                refusals += 1
+            except Exception as e:
+                problems.append(f"unexpected {e!r}")
+            if done.is_set() and refusals >= 3:
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(n_clients)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: outcomes.count("ok") >= 200, 30.0, "200 served connections")
+    t0 = time.monotonic()
+    assert server.shutdown(timeout=20.0), "shutdown under load timed out"
+    shutdown_s = time.monotonic() - t0
+    done.set()
+    assert not join_all(threads, 30.0), "clients still running 30 s after shutdown"
+    assert not problems, f"{len(problems)} bad outcomes, first: {problems[:5]}"
+    assert outcomes.count("refused") + outcomes.count("eof") >= 3 * n_clients
+    assert shutdown_s < 20.0
+    st = server.stats()
+    # Every connection the server accepted was handled: none dropped on the floor.
+    assert st["accepted"] == st["handled"]
+    assert st["handled"] >= outcomes.count("ok")
+    assert st["handler_errors"] <= outcomes.count("eof")
+
+
+def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for):
+    """ring_size=8, slow workers, 500 concurrent connections: all served, the
+    ring never overflows; the kernel backlog holds the rest."""
+    n = 500
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2 * n + 100:
+        pytest.skip(f"RLIMIT_NOFILE {soft} is too low for {n} client sockets")
+    gate = threading.Event()
+
+    def handler(conn, addr):
+        # Hold every worker until the whole burst is connected, so the ring
+        # fills up for certain; then a few ms of "work" per connection.
+        gate.wait(30.0)
+        if read_request(conn):
+            time.sleep(0.002)
+            conn.sendall(REPLY_OK)
+
+    server = server_factory(handler, workers=4, ring_size=8, backlog=1024)
+    clients = []
+    try:
+        for _ in range(n):
+            sock = socket.create_connection(server.address, timeout=15.0)
+            clients.append(sock)
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        wait_for(lambda: server.stats()["ring_depth"] == 8
+                 and server.stats()["workers_busy"] == 4, 10.0, "busy workers and a full ring")
+        assert server.stats()["accepted"] == 4 + 8        # the rest waits in the kernel
+        gate.set()
+        replies = []
+        for sock in clients:
+            reply = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            replies.append(reply)
+    finally:
+        gate.set()
+        for sock in clients:
+            sock.close()
+    assert replies.count(REPLY_OK) == n, f"{n - replies.count(REPLY_OK)} clients not served"
+    assert server.shutdown(timeout=10.0)
+    st = server.stats()
+    assert st["accepted"] == st["handled"] == n
+    assert st["ring_high_water"] == 8
+    assert st["ring_full_waits"] >= 1
+    assert st["accept_errors"] == {}
+
+
+def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, join_all):
+    """Connections still in the kernel accept queue when shutdown() is called
+    are accepted and served, not reset."""
+    gate = threading.Event()
+
+    def handler(conn, addr):
+        gate.wait(30.0)
+        if read_request(conn):
+            conn.sendall(REPLY_OK)
+
+    server = server_factory(handler, workers=2, ring_size=2, backlog=64)
+    n = 20
+    clients = []
+    shutdown_result = []
+    shutter = threading.Thread(target=lambda: shutdown_result.append(server.shutdown(20.0)))
+    try:
+        for _ in range(n):
+            sock = socket.create_connection(server.address, timeout=15.0)
+            clients.append(sock)
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        # 2 in handlers, 2 in the ring, the other 16 in the kernel queue.
+        wait_for(lambda: server.stats()["ring_depth"] == 2
+                 and server.stats()["workers_busy"] == 2, 10.0, "busy workers and a full ring")
+        assert server.stats()["accepted"] == 4
+        shutter.start()
+        # Release the handlers only once shutdown() has begun (its repr says
+        # "stopping" right before it stops the accept loop), so the 16
+        # connections are still in the kernel queue when the stop comes.
+        wait_for(lambda: repr(server).startswith("<fastaccept.Server stopping"), 10.0,
+                 "shutdown() to begin")
+        gate.set()
+        replies = []
+        for sock in clients:
+            reply = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            replies.append(reply)
+    finally:
+        gate.set()
+        for sock in clients:
+            sock.close()
+        if shutter.ident is not None:
+            join_all([shutter], 30.0)
+    assert replies == [REPLY_OK] * n
+    assert shutdown_result == [True]
+    st = server.stats()
+    assert st["accepted"] == st["handled"] == n
+
+
+def test_shutdown_timeout_with_stuck_handler(server_factory, wait_for, caplog, join_all):
+    caplog.set_level(logging.INFO, logger="fastaccept")
+    release = threading.Event()
+    stuck_names = []
+
+    def handler(conn, addr):
+        stuck_names.append(threading.current_thread().name)
+        release.wait(60.0)          # "forever" for this test, yet bounded
+
+    server = server_factory(handler, workers=2)
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        wait_for(lambda: server.stats()["workers_busy"] == 1, 10.0, "the handler to block")
+        t0 = time.monotonic()
+        try:
+            assert server.shutdown(timeout=0.5) is False
+            elapsed = time.monotonic() - t0
+        finally:
+            release.set()
+        assert elapsed < 5.0, f"shutdown(timeout=0.5) took {elapsed:.2f} s"
+        warnings = [r.getMessage() for r in caplog.records
+                    if r.name == "fastaccept" and r.levelno == logging.WARNING]
+        assert any(stuck_names[0] in m for m in warnings), warnings
+        # Once the handler is released its worker ends; a second shutdown()
+        # waits for it and frees what the first one could not.
+        assert server.shutdown(timeout=10.0) is True
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("fastaccept-")]
+        assert alive == []
+        assert sock.recv(1) == b""
+
+
+# -- per-connection behaviour --------------------------------------------------------
+
+def test_handler_detach_keeps_connection_open(server_factory, read_request, wait_for):
+    handed_over = queue.Queue()
+
+    def handler(conn, addr):
+        read_request(conn)
+        inode = os.fstat(conn.fileno()).st_ino
+        fd = conn.detach()
+        handed_over.put((fd, inode))
+
+    server = server_factory(handler, workers=1)
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        fd, inode = handed_over.get(timeout=10.0)
+        # Wait until the worker is done with the connection (its cleanup ran).
+        wait_for(lambda: server.stats()["handled"] == 1, 10.0, "the handler to finish")
+        assert os.fstat(fd).st_ino == inode, "the server closed a detached connection"
+        with socket.socket(fileno=fd) as conn:
+            conn.sendall(REPLY_OK)
+        reply = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        assert reply == REPLY_OK
+    # no_leaks (through server_factory) fails the test if the server closed
+    # the fd number a second time, or if it stayed open.
+
+
+@pytest.mark.parametrize("timeout", [None, 0.0, 2.5])
+def test_timeout_is_applied_to_connections(server_factory, http_get, timeout):
+    seen = []
+
+    def handler(conn, addr):
+        seen.append(conn.gettimeout())
+        conn.sendall(REPLY_OK)
+
+    server = server_factory(handler, timeout=timeout)
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        assert sock.recv(4096)
+    assert server.shutdown(timeout=10.0)
+    assert seen == [timeout]
+
+
+def test_timeout_expires_in_handler(server_factory, wait_for):
+    errors = []
+
+    def handler(conn, addr):
+        try:
+            conn.recv(1)            # the client never sends
+        except socket.timeout as e:
+            errors.append(e)
+
+    server = server_factory(handler, timeout=0.05)
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        assert sock.recv(1) == b""  # closed after the timeout, not after 10 s
+    assert server.shutdown(timeout=10.0)
+    assert len(errors) == 1
+
+
+def test_sock_argument_uses_a_prebound_socket(server_factory, ok_handler, http_get, no_leaks):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        server = server_factory(ok_handler, sock=sock)
+        assert server.socket is sock
+        assert server.address == sock.getsockname()
+        assert http_get(server.address, timeout=10.0) == REPLY_OK
+        assert server.shutdown(timeout=10.0)
+        assert sock.fileno() == -1      # the server owns and closed it
+    finally:
+        sock.close()
+
+
+# -- the descriptor limit --------------------------------------------------------
+
+EMFILE_CHILD = textwrap.dedent("""
+    import json, os, resource, socket, sys
+    NOFILE = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_NOFILE,
+                       (NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    import fastaccept
+
+    def handler(conn, addr):
+        # Holds the connection (and its fd) until the client sends its request.
+        data = b""
+        while b"\\r\\n\\r\\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        conn.sendall(b"ok")
+
+    server = fastaccept.Server(handler, "127.0.0.1", 0, workers=4, backlog=1024,
+                               timeout=60.0)
+    server.start()
+    print(json.dumps({"address": server.address}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "stats":
+            print(json.dumps(server.stats()), flush=True)
+        elif line.strip() == "quit":
+            break
+    ok = server.shutdown(timeout=10.0)
+    print(json.dumps(dict(server.stats(), shutdown_ok=ok)), flush=True)
+""")
+
+
+class _LineReader:
+    """Read lines from a child's stdout with a deadline on each line."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.buf = b""
+
+    def readline(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no line from the child within {timeout} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise EOFError(f"the child exited (status {self.proc.poll()})")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
+    nofile = 64
+    n_held = 120
+    stderr_path = tmp_path / "child.stderr"
+    held = []
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EMFILE_CHILD, str(nofile)], cwd=str(tmp_path),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    reader = _LineReader(proc)
+
+    def child_stats() -> dict:
+        proc.stdin.write(b"stats\n")
+        proc.stdin.flush()
+        return json.loads(reader.readline(10.0))
+
+    try:
+        try:
+            address = tuple(json.loads(reader.readline(30.0))["address"])
+        except (TimeoutError, EOFError) as e:
+            pytest.fail(f"child did not start: {e}\n{stderr_path.read_text()}")
+        for _ in range(n_held):
+            held.append(socket.create_connection(address, timeout=10.0))
+        # The child runs out of fds (64) long before it has accepted 120.
+        deadline = time.monotonic() + 15.0
+        while True:
+            st = child_stats()
+            if st["accept_errors"].get("EMFILE", 0) >= 2:
+                break
+            assert time.monotonic() < deadline, f"no EMFILE counted: {st}"
+            time.sleep(0.01)        # a poll interval
+        assert st["accepted"] < n_held
+        assert st["emfile_pauses"] >= 1
+        # While stuck at EMFILE the accept loop must back off, not spin.
+        cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(1.0)             # the measurement window, not a synchronisation
+        cpu1, t1 = _cpu_seconds(proc.pid), time.monotonic()
+        cpu_share = (cpu1 - cpu0) / (t1 - t0)
+        assert cpu_share < 0.3, f"the child used {cpu_share:.0%} of a CPU while stuck at EMFILE"
+        still_stuck = child_stats()
+        assert still_stuck["accepted"] == st["accepted"]
+        assert still_stuck["accept_errors"]["EMFILE"] >= st["accept_errors"]["EMFILE"]
+
+        # Release the held clients: every one of them is served in the end.
+        for sock in held:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        replies = []
+        for sock in held:
+            reply = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            replies.append(reply)
+        assert replies == [b"ok"] * n_held
+        # And new clients are served again.
+        for _ in range(5):
+            assert http_get(address, timeout=10.0) == b"ok"
+
+        proc.stdin.write(b"quit\n")
+        proc.stdin.flush()
+        final = json.loads(reader.readline(20.0))
+        assert proc.wait(timeout=20.0) == 0
+        assert final["shutdown_ok"] is True
+        assert final["accepted"] == final["handled"] == n_held + 5
+        assert final["accept_errors"].get("EMFILE", 0) >= 2
+    finally:
+        for sock in held:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10.0)
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+# -- validation ---------------------------------------------------------------------
+
+def _noop(conn, addr):
+    pass
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(workers=0), ValueError, "workers"),
+    (dict(workers=-3), ValueError, "workers"),
+    (dict(ring_size=3), ValueError, "ring_size"),
+    (dict(ring_size=1), ValueError, "ring_size"),
+    (dict(ring_size=0), ValueError, "ring_size"),
+    (dict(ring_size=2**25), ValueError, "ring_size"),
+    (dict(ring_size=1000), ValueError, "ring_size"),
+    (dict(backlog=0), ValueError, "backlog"),
+    (dict(backlog=-1), ValueError, "backlog"),
+    (dict(timeout=-1.0), ValueError, "timeout"),
+    (dict(workers="8"), TypeError, "workers"),
+    (dict(handler=None), TypeError, "handler"),
+    (dict(handler=42), TypeError, "handler"),
+])
+def test_bad_arguments_are_refused_before_anything_starts(no_leaks, kwargs, exc, word):
+    handler = kwargs.pop("handler", _noop)
+    threads = threading.active_count()
+    fds = _open_fds()
+    with pytest.raises(exc, match=word):
+        fastaccept.Server(handler, "127.0.0.1", 0, **kwargs)
+    assert threading.active_count() == threads
+    assert _open_fds() == fds
+
+
+def test_sock_must_be_a_stream_socket(no_leaks):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        fds, threads = _open_fds(), threading.active_count()
+        with pytest.raises(ValueError, match="SOCK_STREAM"):
+            fastaccept.Server(_noop, sock=udp)
+        assert (_open_fds(), threading.active_count()) == (fds, threads)
+
+
+def test_sock_must_be_listening(no_leaks):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        fds, threads = _open_fds(), threading.active_count()
+        with pytest.raises(ValueError, match="listen"):
+            fastaccept.Server(_noop, sock=tcp)
+        assert (_open_fds(), threading.active_count()) == (fds, threads)
+
+
+def test_port_in_use_raises_eaddrinuse_and_leaks_nothing(no_leaks):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        fds, threads = _open_fds(), threading.active_count()
+        with pytest.raises(OSError) as exc:
+            fastaccept.Server(_noop, "127.0.0.1", port)
+        assert exc.value.errno == errno.EADDRINUSE
+        assert (_open_fds(), threading.active_count()) == (fds, threads)
+
+
+# -- lifecycle and stats ----------------------------------------------------------------
+
+def test_start_twice_is_an_error(server_factory, ok_handler):
+    server = server_factory(ok_handler)
+    with pytest.raises(RuntimeError):
+        server.start()
+    assert server.shutdown(timeout=10.0)
+    with pytest.raises(RuntimeError):
+        server.start()
+
+
+def test_context_manager_shuts_down(no_leaks, ok_handler, http_get):
+    with fastaccept.Server(ok_handler, "127.0.0.1", 0, workers=2) as server:
+        server.start()
+        address = server.address
+        assert http_get(address, timeout=10.0) == REPLY_OK
+    assert server.socket.fileno() == -1
+    assert [t.name for t in threading.enumerate() if t.name.startswith("fastaccept-")] == []
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=10.0).close()
+
+
+def test_context_manager_without_start(no_leaks, ok_handler):
+    with fastaccept.Server(ok_handler, "127.0.0.1", 0) as server:
+        pass
+    assert server.socket.fileno() == -1
+
+
+def test_address_has_the_resolved_port(server_factory, ok_handler):
+    server = server_factory(ok_handler, start=False)
+    host, port = server.address
+    assert host == "127.0.0.1"
+    assert 0 < port < 65536
+    assert server.address == server.socket.getsockname()
+
+
+def test_stats_keys_and_counts(server_factory, ok_handler, http_get):
+    server = server_factory(ok_handler, workers=3)
+    keys = {"accepted", "handled", "handler_errors", "accept_errors", "ring_depth",
+            "ring_high_water"}
+    assert keys <= server.stats().keys()
+    n = 25
+    for _ in range(n):
+        assert http_get(server.address, timeout=10.0) == REPLY_OK
+    assert server.shutdown(timeout=10.0)
+    st = server.stats()
+    assert keys <= st.keys()
+    assert st["accepted"] == st["handled"] == n
+    assert st["handler_errors"] == 0
+    assert st["accept_errors"] == {}
+    assert st["ring_depth"] == 0
+    assert 1 <= st["ring_high_water"] <= n
+
+
+def test_stats_before_start(server_factory, ok_handler):
+    server = server_factory(ok_handler, start=False)
+    st = server.stats()
+    assert st["accepted"] == st["handled"] == st["handler_errors"] == 0
+    assert st["accept_errors"] == {}
