@@ -1,4 +1,4 @@
-"""Build the fastaccept._core extension from fastaccept/_core.pyx and src/."""
+"""Build the fastaccept._core and fastaccept._loadgen extensions from fastaccept/*.pyx and src/."""
 import sys
 
 from setuptools import Extension, setup
@@ -10,6 +10,7 @@ from Cython.Build import cythonize  # noqa: E402  (after the platform check)
 
 C_FLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11"]
 HEADERS = ["src/fa_ring.h", "src/fa_park.h", "src/fa_accept.h"]
+LOADGEN_HEADERS = ["src/fa_loadgen.h", "src/fa_inline.h"]
 
 extensions = [
     Extension(
@@ -17,6 +18,15 @@ extensions = [
         sources=["fastaccept/_core.pyx", "src/fa_accept.c"],
         include_dirs=["src"],
         depends=HEADERS,
+        extra_compile_args=C_FLAGS,
+        define_macros=[("_GNU_SOURCE", "1")],
+    ),
+    # the benchmark instruments: load generator and c-inline reference server
+    Extension(
+        "fastaccept._loadgen",
+        sources=["fastaccept/_loadgen.pyx", "src/fa_loadgen.c", "src/fa_inline.c"],
+        include_dirs=["src"],
+        depends=LOADGEN_HEADERS,
         extra_compile_args=C_FLAGS,
         define_macros=[("_GNU_SOURCE", "1")],
     ),

@@ -1,0 +1,18 @@
+"""Typed surface of the native benchmark instruments (see _loadgen.pyx)."""
+from typing import Dict, Union
+
+MAX_CONNECTIONS: int
+MAX_CONCURRENCY: int
+MAX_REQUEST: int
+MAX_RESPONSE: int
+RUN_MARGIN_S: float
+
+def load(family: int, ip: str, port: int, scope_id: int, connections: int,
+         concurrency: int, timeout_ns: int,
+         request: bytes) -> Dict[str, Union[int, bool, Dict[str, int]]]:
+    """Run one load; return the raw counters and percentiles (nanoseconds) as a dict."""
+    ...
+
+def serve_inline(listen_fd: int, response: bytes, stop_fd: int) -> int:
+    """Serve listen_fd from one C epoll loop until stop_fd is readable; return the count served."""
+    ...

@@ -1,0 +1,192 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The native benchmark instruments: a load generator and the c-inline server.
+
+A thin adapter over ``src/fa_loadgen.c`` and ``src/fa_inline.c``: each call
+runs its C loop with the GIL released, takes the GIL back only when a signal
+interrupted the loop (to let ``KeyboardInterrupt`` through), and turns
+negative errno values into ``OSError``. ``fastaccept.loadgen`` is the API
+over ``load()``; see ``_loadgen.pyi`` for the typed surface.
+"""
+import os as _os
+
+from cpython.exc cimport PyErr_CheckSignals
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.string cimport memset
+
+
+cdef extern from "<errno.h>" nogil:
+    int EINTR
+    int EINVAL
+    int ENOMEM
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    int AF_INET
+    int AF_INET6
+
+
+cdef extern from "fa_loadgen.h" nogil:
+    unsigned int FA_LOAD_MAX_CONNECTIONS
+    unsigned int FA_LOAD_MAX_CONCURRENCY
+    unsigned int FA_LOAD_MAX_REQUEST
+    unsigned long long FA_LOAD_MARGIN_NS
+
+    ctypedef struct fa_load_config:
+        uint64_t connections
+        uint32_t concurrency
+        uint64_t timeout_ns
+        const void *request
+        size_t request_len
+
+    ctypedef struct fa_load_percentiles:
+        uint64_t p50_ns
+        uint64_t p90_ns
+        uint64_t p99_ns
+        uint64_t max_ns
+        uint64_t samples
+
+    ctypedef struct fa_load_result:
+        uint64_t attempted
+        uint64_t completed
+        uint64_t refused
+        uint64_t reset
+        uint64_t timeout
+        uint64_t other
+        uint64_t elapsed_ns
+        int source_rotation
+        fa_load_percentiles connect
+        fa_load_percentiles rtt
+
+    ctypedef struct fa_load:
+        pass
+
+    int fa_load_target(fa_load_config *cfg, int family, const char *ip, uint16_t port,
+                       uint32_t scope_id)
+    int fa_load_init(fa_load *l, const fa_load_config *cfg)
+    int fa_load_run(fa_load *l)
+    void fa_load_result_get(fa_load *l, fa_load_result *out)
+    void fa_load_destroy(fa_load *l)
+
+
+cdef extern from "fa_inline.h" nogil:
+    unsigned int FA_INLINE_MAX_RESPONSE
+
+    ctypedef struct fa_inline:
+        uint64_t served
+
+    int fa_inline_init(fa_inline *s, int listen_fd, const void *response, size_t response_len,
+                       int stop_fd)
+    int fa_inline_run(fa_inline *s)
+    void fa_inline_destroy(fa_inline *s)
+
+
+MAX_CONNECTIONS = FA_LOAD_MAX_CONNECTIONS
+MAX_CONCURRENCY = FA_LOAD_MAX_CONCURRENCY
+MAX_REQUEST = FA_LOAD_MAX_REQUEST
+MAX_RESPONSE = FA_INLINE_MAX_RESPONSE
+RUN_MARGIN_S = FA_LOAD_MARGIN_NS / 1e9
+
+
+cdef object _os_error(int rc):
+    if rc == -ENOMEM:
+        return MemoryError()
+    return OSError(-rc, _os.strerror(-rc))
+
+
+cdef dict _percentiles(fa_load_percentiles *p):
+    return {"p50_ns": p.p50_ns, "p90_ns": p.p90_ns, "p99_ns": p.p99_ns,
+            "max_ns": p.max_ns, "samples": p.samples}
+
+
+def load(int family, str ip not None, int port, uint32_t scope_id, uint64_t connections,
+         uint32_t concurrency, uint64_t timeout_ns, bytes request not None):
+    """Run one load; return the raw counters and percentiles (nanoseconds) as a dict.
+
+    ``family`` is AF_INET or AF_INET6 and ``ip`` a numeric address of it.
+    Arguments are range-checked by ``fastaccept.loadgen.run``; out-of-range
+    values here raise ValueError without naming which.
+    """
+    cdef fa_load_config cfg
+    cdef fa_load l
+    cdef fa_load_result r
+    cdef int rc
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be in [1, 65535], got {port}")
+    memset(&cfg, 0, sizeof(cfg))
+    ip_bytes = ip.encode("ascii")
+    rc = fa_load_target(&cfg, family, ip_bytes, <uint16_t>port, scope_id)
+    if rc < 0:
+        raise ValueError(f"not a numeric address of family {family}: {ip!r}")
+    cfg.connections = connections
+    cfg.concurrency = concurrency
+    cfg.timeout_ns = timeout_ns
+    cfg.request = <const char *>request
+    cfg.request_len = len(request)
+    rc = fa_load_init(&l, &cfg)
+    if rc == -EINVAL:
+        raise ValueError("connections, concurrency, timeout or request out of range")
+    if rc < 0:
+        raise _os_error(rc)
+    try:
+        while True:
+            with nogil:
+                rc = fa_load_run(&l)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        if rc < 0:
+            raise _os_error(rc)
+        with nogil:
+            fa_load_result_get(&l, &r)
+    finally:
+        fa_load_destroy(&l)
+    return {
+        "attempted": r.attempted,
+        "completed": r.completed,
+        "refused": r.refused,
+        "reset": r.reset,
+        "timeout": r.timeout,
+        "other": r.other,
+        "elapsed_ns": r.elapsed_ns,
+        "source_rotation": bool(r.source_rotation),
+        "connect": _percentiles(&r.connect),
+        "rtt": _percentiles(&r.rtt),
+    }
+
+
+def serve_inline(int listen_fd, bytes response not None, int stop_fd):
+    """Serve listen_fd from one C epoll loop until stop_fd is readable; return the count served.
+
+    Each connection's request is read up to "\\r\\n\\r\\n" (or EOF), then
+    ``response`` is written and the connection closed. The GIL is released
+    throughout. ``listen_fd`` (a listening TCP socket, switched to
+    nonblocking) and ``stop_fd`` (an eventfd or a pipe's read end, left
+    readable) stay the caller's. Raise ValueError for a negative or equal
+    fd, OSError if epoll or accept4 fails beyond recovery.
+    """
+    cdef fa_inline s
+    cdef int rc
+    cdef uint64_t served
+    if listen_fd < 0 or stop_fd < 0 or listen_fd == stop_fd:
+        raise ValueError(
+            f"listen_fd and stop_fd must be two distinct open fds, got {listen_fd} and {stop_fd}")
+    if len(response) > FA_INLINE_MAX_RESPONSE:
+        raise ValueError(
+            f"response must be at most {FA_INLINE_MAX_RESPONSE} bytes, got {len(response)}")
+    rc = fa_inline_init(&s, listen_fd, <const char *>response, len(response), stop_fd)
+    if rc < 0:
+        raise _os_error(rc)
+    try:
+        while True:
+            with nogil:
+                rc = fa_inline_run(&s)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        if rc < 0:
+            raise _os_error(rc)
+        served = s.served
+    finally:
+        with nogil:
+            fa_inline_destroy(&s)
+    return served

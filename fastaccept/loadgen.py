@@ -1,0 +1,220 @@
+"""Open many short TCP connections from C, fast enough to stress an acceptor.
+
+A Python client cannot open connections fast enough to find the limits of a
+server's accept path, so ``run()`` hands the whole load to one C thread (one
+epoll set of nonblocking sockets, the GIL released for the whole run)::
+
+    from fastaccept import loadgen
+
+    result = loadgen.run("127.0.0.1", 8080, connections=20000, concurrency=64)
+    print(result.conn_per_s, result.rtt_ms.p99, result.failures)
+
+Each connection connects, sends ``request``, reads the reply until the server
+closes, and closes. ``burst=True`` opens all of them at once instead of
+keeping ``concurrency`` in flight. On an IPv4 loopback target each client
+socket is bound to its own source address in 127.0.0.0/8, so a long run does
+not run out of ephemeral ports.
+
+``serve_inline()`` is the matching reference server ("c-inline"): one C epoll
+loop that answers every connection with a fixed response, the ceiling any
+server can reach on this machine for this protocol.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import resource
+import socket
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+from fastaccept import _loadgen
+from fastaccept._loadgen import serve_inline
+
+__all__ = ["Percentiles", "LoadResult", "run", "serve_inline", "FAILURE_KINDS"]
+
+log = logging.getLogger("fastaccept")
+
+FAILURE_KINDS = ("refused", "reset", "timeout", "other")
+DEFAULT_REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+MAX_CONNECTIONS = _loadgen.MAX_CONNECTIONS
+MAX_CONCURRENCY = _loadgen.MAX_CONCURRENCY
+MAX_REQUEST = _loadgen.MAX_REQUEST
+MAX_TIMEOUT = 3600.0
+#: The whole run gives up this long after ``timeout``, counted from its start.
+RUN_MARGIN_S = _loadgen.RUN_MARGIN_S
+# fds the process may need besides the client sockets (epoll, stdio, logs)
+FD_HEADROOM = 64
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Nearest-rank percentiles of one latency, in milliseconds (0.0 without samples)."""
+
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one ``run()`` measured.
+
+    ``connections`` counts the attempts made; every attempt ends either
+    completed or in one ``failures`` kind, so ``connections == completed +
+    sum(failures.values())``. It is below the number asked for only when the
+    run's deadline (``timeout`` + ``RUN_MARGIN_S``) passed first.
+
+    failures: ``refused`` (ECONNREFUSED), ``reset`` (ECONNRESET or EPIPE),
+    ``timeout`` (no reply and EOF within ``timeout``, or still open at the
+    deadline), ``other`` (EOF without a reply; no source port, fd or memory
+    left; anything else).
+
+    ``elapsed_s`` runs from the first connect start to the end of the last
+    connection (whatever its outcome); ``conn_per_s`` is ``completed /
+    elapsed_s``. ``connect_ms`` covers every connection whose handshake
+    completed (connect start to writable), ``rtt_ms`` the completed ones
+    (connect start to EOF after the reply).
+    """
+
+    connections: int
+    completed: int
+    failures: dict
+    elapsed_s: float
+    conn_per_s: float
+    connect_ms: Percentiles
+    rtt_ms: Percentiles
+
+    def as_dict(self) -> dict:
+        """Return the result as plain dicts and numbers (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _check_timeout(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _check_request(request: Any) -> bytes:
+    if not isinstance(request, (bytes, bytearray, memoryview)):
+        raise TypeError(f"request must be bytes, got {type(request).__name__}")
+    data = bytes(request)
+    if len(data) > MAX_REQUEST:
+        raise ValueError(f"request must be at most {MAX_REQUEST} bytes, got {len(data)}")
+    return data
+
+
+def _resolve(host: Any, port: int) -> Tuple[int, str, int]:
+    """Return (family, numeric address, IPv6 scope id) of host's first TCP address."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, got {type(host).__name__}")
+    if not host:
+        raise ValueError("host must be an address or a host name, got ''")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"host {host!r} does not resolve: {e}") from e
+    for family, _, _, _, sockaddr in infos:
+        if family == socket.AF_INET:
+            return family, sockaddr[0], 0
+        if family == socket.AF_INET6:
+            # a scoped address comes back as "fe80::1%eth0"; the scope
+            # travels as a number
+            return family, sockaddr[0].split("%", 1)[0], sockaddr[3]
+    raise ValueError(f"host {host!r} has no IPv4 or IPv6 address")
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def _ensure_fd_limit(open_at_once: int) -> None:
+    """Raise RLIMIT_NOFILE's soft limit if open_at_once sockets would not fit."""
+    needed = open_at_once + _open_fds() + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ValueError(
+            f"{open_at_once} connections open at once need about {needed} file descriptors, "
+            f"but RLIMIT_NOFILE's hard limit is {hard}: lower concurrency (or connections "
+            "with burst=True), or raise the hard limit (ulimit -Hn)")
+    new_soft = hard if hard != resource.RLIM_INFINITY else needed
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+    log.info("raised RLIMIT_NOFILE soft limit from %d to %d for the load", soft, new_soft)
+
+
+def _percentiles(raw: Dict[str, int]) -> Percentiles:
+    return Percentiles(p50=raw["p50_ns"] / 1e6, p90=raw["p90_ns"] / 1e6,
+                       p99=raw["p99_ns"] / 1e6, max=raw["max_ns"] / 1e6)
+
+
+def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
+        burst: bool = False, timeout: float = 10.0,
+        request: bytes = DEFAULT_REQUEST) -> LoadResult:
+    """Open ``connections`` TCP connections to (host, port) from C; return what was measured.
+
+    At most ``concurrency`` connections are open at once (``burst=True``:
+    all of them, opened back to back before any reply is read, so their
+    latencies include the time the one client thread spent opening the
+    rest). Each one connects, sends ``request``
+    (may be empty), reads until the server closes, and closes. A connection
+    fails as "timeout" after ``timeout`` seconds; the whole run gives up
+    ``timeout`` + ``RUN_MARGIN_S`` seconds after it started, failing what is
+    still open and starting nothing new, so it is bounded in count and time.
+
+    The GIL is released for the run, except for a moment after each signal
+    (so Ctrl-C interrupts it). The process's RLIMIT_NOFILE soft limit is
+    raised up to the hard limit if the open sockets need it, and stays
+    raised.
+
+    Raise ValueError for an argument out of range (naming it) or a host that
+    does not resolve, TypeError for one of the wrong type, OSError if epoll
+    itself fails.
+    """
+    n = _check_int("connections", connections, 1, MAX_CONNECTIONS)
+    c = _check_int("concurrency", concurrency, 1, MAX_CONCURRENCY)
+    port = _check_int("port", port, 1, 65535)
+    if not isinstance(burst, bool):
+        raise TypeError(f"burst must be a bool, got {type(burst).__name__}")
+    timeout_s = _check_timeout(timeout)
+    data = _check_request(request)
+    if burst and n > MAX_CONCURRENCY:
+        raise ValueError(
+            f"connections must be at most {MAX_CONCURRENCY} with burst=True, got {n}")
+    open_at_once = n if burst else min(c, n)
+    family, ip, scope_id = _resolve(host, port)
+    _ensure_fd_limit(open_at_once)
+
+    raw = _loadgen.load(family, ip, port, scope_id, n, open_at_once,
+                        max(1, int(timeout_s * 1e9)), data)
+
+    elapsed_s = raw["elapsed_ns"] / 1e9
+    completed = raw["completed"]
+    return LoadResult(
+        connections=raw["attempted"],
+        completed=completed,
+        failures={kind: raw[kind] for kind in FAILURE_KINDS},
+        elapsed_s=elapsed_s,
+        conn_per_s=completed / elapsed_s if elapsed_s > 0 else 0.0,
+        connect_ms=_percentiles(raw["connect"]),
+        rtt_ms=_percentiles(raw["rtt"]),
+    )

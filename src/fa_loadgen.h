@@ -1,0 +1,134 @@
+/*
+ * fa_loadgen.h - a load generator fast enough to stress an acceptor.
+ *
+ * One thread runs a fixed number of TCP connections through one epoll set of
+ * nonblocking sockets. Each connection:
+ *   1. socket(); on an IPv4 loopback target, bind to the next source address
+ *      of a rotation through 127.0.0.1 .. 127.255.255.254 with
+ *      IP_BIND_ADDRESS_NO_PORT, so the port is picked by connect() for the
+ *      full 4-tuple and a long run never runs out of ephemeral ports;
+ *   2. connect() (the start of both measured intervals);
+ *   3. once writable (handshake done: the connect sample), send the request;
+ *   4. read and discard the reply until EOF (the round-trip sample), close.
+ * A connection whose reply was non-empty and ended with EOF is completed.
+ * Every other end is a failure of one kind:
+ *   refused  ECONNREFUSED
+ *   reset    ECONNRESET or EPIPE
+ *   timeout  no EOF within timeout_ns of the connect start (the socket is
+ *            closed), the kernel's own ETIMEDOUT, or still open when the
+ *            run's deadline passed
+ *   other    anything else: EOF without a reply, EADDRNOTAVAIL or EAGAIN
+ *            from connect() (no port left), EMFILE from socket(), ...
+ * Out-of-resource failures (EADDRNOTAVAIL EAGAIN EMFILE ENFILE ENOBUFS
+ * ENOMEM) pause new connections for 1 ms, doubling to 64 ms while they
+ * persist, so a starved run does not spin through its budget; connections
+ * already open go on meanwhile.
+ *
+ * Bounds: at most `connections` attempts, at most `concurrency` open at once,
+ * each one closed after timeout_ns, and the whole run stops starting new
+ * connections and fails the open ones FA_LOAD_MARGIN_NS after timeout_ns
+ * (the run's deadline). Every attempt ends in exactly one of the five
+ * counters, so attempted == completed + refused + reset + timeout + other.
+ *
+ * The loop never touches a Python object, so its caller can release the GIL
+ * for the whole run. A signal delivered to the thread makes fa_load_run()
+ * return -EINTR with the run intact: call it again to continue (the caller
+ * checks for KeyboardInterrupt in between).
+ *
+ * Memory: two uint64_t samples per connection (connect and round trip),
+ * sorted at the end for the percentiles, plus a small slot per concurrent
+ * connection.
+ */
+#ifndef FA_LOADGEN_H
+#define FA_LOADGEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define FA_LOAD_MAX_CONNECTIONS 100000000u
+#define FA_LOAD_MAX_CONCURRENCY 1000000u
+#define FA_LOAD_MAX_REQUEST (1u << 20)
+#define FA_LOAD_MARGIN_NS 1000000000ull         /* run deadline = timeout + 1 s */
+#define FA_LOAD_PAUSE_MIN_NS 1000000ull         /* first back-off on a resource error */
+#define FA_LOAD_PAUSE_MAX_NS 64000000ull
+
+typedef struct fa_load_config {
+    struct sockaddr_storage target;
+    socklen_t target_len;
+    uint64_t connections;       /* attempts in the run */
+    uint32_t concurrency;       /* open at once; == connections for a burst */
+    uint64_t timeout_ns;        /* per connection, from connect start to EOF */
+    const void *request;        /* borrowed for the run's lifetime */
+    size_t request_len;         /* may be 0: the server speaks first */
+} fa_load_config;
+
+/* Nearest-rank percentiles of a sample set, in nanoseconds; all 0 when the
+ * set is empty. */
+typedef struct fa_load_percentiles {
+    uint64_t p50_ns;
+    uint64_t p90_ns;
+    uint64_t p99_ns;
+    uint64_t max_ns;
+    uint64_t samples;
+} fa_load_percentiles;
+
+typedef struct fa_load_result {
+    uint64_t attempted;
+    uint64_t completed;
+    uint64_t refused;
+    uint64_t reset;
+    uint64_t timeout;
+    uint64_t other;
+    uint64_t elapsed_ns;        /* first connect start -> last connection end */
+    int source_rotation;        /* 1 if client sockets were bound to 127.x.y.z */
+    fa_load_percentiles connect;    /* every connection whose handshake completed */
+    fa_load_percentiles rtt;        /* completed connections */
+} fa_load_result;
+
+struct fa_load_conn;
+
+typedef struct fa_load {
+    fa_load_config cfg;
+    int epoll_fd;
+    int rotate_source;
+    int started;
+    struct fa_load_conn *slots;     /* cfg.concurrency of them */
+    uint32_t *free_slots;           /* stack of unused slot indices */
+    uint32_t free_count;
+    uint32_t oldest, newest;        /* open connections in start order */
+    uint32_t open;
+    uint64_t *connect_ns;           /* samples */
+    uint64_t *rtt_ns;
+    char *scratch;                  /* replies are read into it and dropped */
+    uint64_t deadline_ns;           /* whole run */
+    uint64_t pause_until_ns;
+    uint64_t pause_ns;
+    uint64_t first_start_ns;
+    uint64_t last_end_ns;
+    fa_load_result res;
+} fa_load;
+
+/* Fills cfg->target from a numeric address ("127.0.0.1", "::1"). Returns 0,
+ * or -EINVAL if ip is not an address of that family (AF_INET or AF_INET6). */
+int fa_load_target(fa_load_config *cfg, int family, const char *ip, uint16_t port,
+                   uint32_t scope_id);
+
+/* Copies cfg and allocates everything the run needs. Returns 0 or -errno
+ * (-EINVAL for a count, concurrency, timeout or request out of range). On
+ * error nothing is left allocated. */
+int fa_load_init(fa_load *l, const fa_load_config *cfg);
+
+/* Runs until every connection has ended or the deadline passed; returns 0.
+ * Returns -EINTR when a signal interrupted the wait (call again to go on),
+ * or -errno if epoll itself failed (the run cannot go on). */
+int fa_load_run(fa_load *l);
+
+/* Fills out with the counters and the percentiles (sorting the samples in
+ * place). Call after fa_load_run() returned 0. */
+void fa_load_result_get(fa_load *l, fa_load_result *out);
+
+/* Closes every connection still open (not counted) and frees everything. */
+void fa_load_destroy(fa_load *l);
+
+#endif /* FA_LOADGEN_H */

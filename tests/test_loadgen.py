@@ -1,0 +1,670 @@
+"""fastaccept.loadgen (the C load generator) and _loadgen.serve_inline (c-inline).
+
+Correctness only: every outcome is counted in the right kind, the counts add
+up, percentiles are ordered, the run is bounded, nothing leaks. No test
+asserts a rate or a latency.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, List, Optional
+
+import pytest
+
+from fastaccept import loadgen
+from fastaccept._loadgen import serve_inline
+
+HOST = "127.0.0.1"
+REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+JOIN_S = 10.0
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class _ReplyHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.settimeout(JOIN_S)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        self.request.sendall(REPLY)
+        with self.server.lock:
+            self.server.handled += 1
+
+
+class ThreadedReplyServer(socketserver.ThreadingTCPServer):
+    """A plain Python server: a thread per connection, answers REPLY."""
+
+    request_queue_size = 1024
+    allow_reuse_address = True
+    block_on_close = True
+
+    def __init__(self, family: int = socket.AF_INET, host: str = HOST) -> None:
+        self.address_family = family
+        self.lock = threading.Lock()
+        self.handled = 0
+        super().__init__((host, 0), _ReplyHandler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="reply-server")
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()     # joins the handler threads
+        self.thread.join(JOIN_S)
+
+
+class AcceptLoop:
+    """Accepts on a loopback listener in a thread and passes each connection to on_accept."""
+
+    def __init__(self, on_accept: Callable[[socket.socket], None]) -> None:
+        self.lsock = socket.socket()
+        self.lsock.bind((HOST, 0))
+        self.lsock.listen(1024)
+        self.lsock.settimeout(0.05)     # so the loop sees the stop flag
+        self.port = self.lsock.getsockname()[1]
+        self.on_accept = on_accept
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="accept-loop")
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            self.on_accept(conn)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(JOIN_S)
+        self.lsock.close()
+
+
+@pytest.fixture
+def reply_server(no_leaks):
+    server = ThreadedReplyServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hold_server(no_leaks):
+    """Accepts and never replies; holds every connection until teardown."""
+    held: List[socket.socket] = []
+    loop = AcceptLoop(held.append)
+    yield loop
+    loop.stop()
+    for conn in held:
+        conn.close()
+
+
+@pytest.fixture
+def reset_server(no_leaks):
+    """Accepts and closes at once with SO_LINGER 0: the client gets a RST."""
+    def reset(conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    loop = AcceptLoop(reset)
+    yield loop
+    loop.stop()
+
+
+class InlineThread:
+    """serve_inline on a loopback listener, in a thread, stopped through a pipe."""
+
+    def __init__(self, response: bytes = REPLY, family: int = socket.AF_INET,
+                 host: str = HOST) -> None:
+        self.lsock = socket.socket(family, socket.SOCK_STREAM)
+        self.lsock.bind((host, 0))
+        self.lsock.listen(1024)
+        self.port = self.lsock.getsockname()[1]
+        self.stop_r, self.stop_w = os.pipe()
+        self.result: List[int] = []
+        self.error: List[BaseException] = []
+        self.thread = threading.Thread(target=self._run, args=(response,), name="c-inline")
+        self.thread.start()
+
+    def _run(self, response: bytes) -> None:
+        try:
+            self.result.append(serve_inline(self.lsock.fileno(), response, self.stop_r))
+        except BaseException as e:  # handed to the test thread
+            self.error.append(e)
+
+    def stop(self) -> Optional[int]:
+        """Stop the loop; return what serve_inline returned (None if it raised)."""
+        os.write(self.stop_w, b"x")
+        self.thread.join(JOIN_S)
+        assert not self.thread.is_alive(), "serve_inline did not return after the stop"
+        self.close()
+        if self.error:
+            raise self.error[0]
+        return self.result[0]
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            os.write(self.stop_w, b"x")
+            self.thread.join(JOIN_S)
+        for fd in (self.stop_r, self.stop_w):
+            if fd >= 0:
+                os.close(fd)
+        self.stop_r = self.stop_w = -1
+        self.lsock.close()
+
+
+@pytest.fixture
+def inline_server(no_leaks):
+    server = InlineThread()
+    yield server
+    server.close()
+
+
+def assert_consistent(result: loadgen.LoadResult) -> None:
+    """Check the invariants every result holds, whatever happened."""
+    assert set(result.failures) == {"refused", "reset", "timeout", "other"}
+    assert all(isinstance(v, int) and v >= 0 for v in result.failures.values())
+    assert result.connections == result.completed + sum(result.failures.values())
+    for p in (result.connect_ms, result.rtt_ms):
+        assert 0.0 <= p.p50 <= p.p90 <= p.p99 <= p.max
+    assert result.elapsed_s >= 0.0
+    assert result.conn_per_s >= 0.0
+    if result.completed == 0:
+        assert result.rtt_ms == loadgen.Percentiles(0.0, 0.0, 0.0, 0.0)
+        assert result.conn_per_s == 0.0
+    else:
+        assert result.elapsed_s > 0.0
+        assert result.conn_per_s == pytest.approx(result.completed / result.elapsed_s)
+    d = result.as_dict()
+    assert json.loads(json.dumps(d)) == d
+
+
+def assert_all_completed(result: loadgen.LoadResult, n: int) -> None:
+    assert_consistent(result)
+    assert result.connections == n
+    assert result.completed == n, result.failures
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 0}
+    assert result.conn_per_s > 0
+    assert result.rtt_ms.max > 0
+    # Each connection's connect time is part of its round trip, and both sets
+    # hold the same connections, so every order statistic keeps the order.
+    for q in ("p50", "p90", "p99", "max"):
+        assert getattr(result.connect_ms, q) <= getattr(result.rtt_ms, q)
+
+
+def test_threaded_server_answers_every_connection(reply_server):
+    n = 200
+    result = loadgen.run(HOST, reply_server.port, connections=n, concurrency=16, timeout=10)
+    assert_all_completed(result, n)
+    assert reply_server.handled == n
+
+
+def test_concurrency_above_connections_is_clamped(reply_server):
+    result = loadgen.run(HOST, reply_server.port, connections=5, concurrency=1000, timeout=10)
+    assert_all_completed(result, 5)
+
+
+def test_one_connection_at_a_time(reply_server):
+    result = loadgen.run(HOST, reply_server.port, connections=20, concurrency=1, timeout=10)
+    assert_all_completed(result, 20)
+
+
+def test_burst_opens_all_at_once(reply_server):
+    n = 150
+    # concurrency is ignored with burst=True, even when it is tiny
+    result = loadgen.run(HOST, reply_server.port, connections=n, concurrency=1, burst=True,
+                         timeout=10)
+    assert_all_completed(result, n)
+    assert reply_server.handled == n
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_loopback(no_leaks):
+    server = ThreadedReplyServer(socket.AF_INET6, "::1")
+    try:
+        result = loadgen.run("::1", server.port, connections=50, concurrency=8, timeout=10)
+    finally:
+        server.stop()
+    assert_all_completed(result, 50)
+    assert server.handled == 50
+
+
+def test_nothing_listening_is_refused(no_leaks):
+    # A bound socket that does not listen holds the port, so nothing else can
+    # start listening there during the test.
+    with socket.socket() as holder:
+        holder.bind((HOST, 0))
+        port = holder.getsockname()[1]
+        result = loadgen.run(HOST, port, connections=30, concurrency=8, timeout=10)
+    assert_consistent(result)
+    assert result.connections == 30
+    assert result.completed == 0
+    assert result.failures == {"refused": 30, "reset": 0, "timeout": 0, "other": 0}
+    assert result.connect_ms == loadgen.Percentiles(0.0, 0.0, 0.0, 0.0)
+
+
+def test_silent_server_times_out(hold_server):
+    result = loadgen.run(HOST, hold_server.port, connections=12, concurrency=12, timeout=0.3)
+    assert_consistent(result)
+    assert result.completed == 0
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 12, "other": 0}
+    # the handshakes completed: those were measured
+    assert result.connect_ms.max > 0
+
+
+def test_run_gives_up_after_timeout_plus_margin(hold_server):
+    # Each of the 4 slots can start a connection at most once per 0.3 s (every
+    # one times out), so within the run's deadline of 0.3 s + the margin at
+    # most 4 * ceil(deadline / 0.3) of the 40 connections are ever started.
+    timeout = 0.3
+    slots = 4
+    bound = slots * math.ceil((timeout + loadgen.RUN_MARGIN_S) / timeout)
+    assert bound < 40
+    result = loadgen.run(HOST, hold_server.port, connections=40, concurrency=slots,
+                         timeout=timeout)
+    assert_consistent(result)
+    assert 0 < result.connections <= bound
+    assert result.failures["timeout"] == result.connections
+
+
+def test_reset_by_server(reset_server):
+    result = loadgen.run(HOST, reset_server.port, connections=20, concurrency=4, timeout=10)
+    assert_consistent(result)
+    assert result.completed == 0
+    assert result.failures == {"refused": 0, "reset": 20, "timeout": 0, "other": 0}
+
+
+def test_close_without_reply_is_other(no_leaks):
+    def close_after_request(conn: socket.socket) -> None:
+        # read the request first: closing with unread data would send a RST
+        conn.settimeout(JOIN_S)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        conn.close()
+
+    loop = AcceptLoop(close_after_request)
+    try:
+        result = loadgen.run(HOST, loop.port, connections=10, concurrency=2, timeout=10)
+    finally:
+        loop.stop()
+    assert_consistent(result)
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 10}
+
+
+def test_empty_request_for_a_server_that_speaks_first(no_leaks):
+    def greet(conn: socket.socket) -> None:
+        conn.sendall(REPLY)
+        conn.close()
+
+    loop = AcceptLoop(greet)
+    try:
+        result = loadgen.run(HOST, loop.port, connections=10, concurrency=2, timeout=10,
+                             request=b"")
+    finally:
+        loop.stop()
+    assert_all_completed(result, 10)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"connections": 0}, "connections"),
+    ({"connections": -5}, "connections"),
+    ({"connections": loadgen.MAX_CONNECTIONS + 1}, "connections"),
+    ({"concurrency": 0}, "concurrency"),
+    ({"concurrency": loadgen.MAX_CONCURRENCY + 1}, "concurrency"),
+    ({"timeout": 0}, "timeout"),
+    ({"timeout": -1.0}, "timeout"),
+    ({"timeout": float("nan")}, "timeout"),
+    ({"timeout": float("inf")}, "timeout"),
+    ({"request": b"x" * (loadgen.MAX_REQUEST + 1)}, "request"),
+    ({"port": 0}, "port"),
+    ({"port": 65536}, "port"),
+    ({"host": ""}, "host"),
+    ({"connections": loadgen.MAX_CONCURRENCY + 1, "burst": True}, "connections"),
+])
+def test_bad_arguments_raise_value_error(no_leaks, kwargs, name):
+    args = {"host": HOST, "port": 9}
+    args.update({k: kwargs.pop(k) for k in ("host", "port") if k in kwargs})
+    with pytest.raises(ValueError, match=name):
+        loadgen.run(args["host"], args["port"], **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"connections": "10"},
+    {"connections": True},
+    {"concurrency": 1.5},
+    {"timeout": "1"},
+    {"burst": 1},
+    {"request": "GET / HTTP/1.0\r\n\r\n"},
+])
+def test_bad_argument_types_raise_type_error(no_leaks, kwargs):
+    with pytest.raises(TypeError):
+        loadgen.run(HOST, 9, **kwargs)
+
+
+def test_too_many_at_once_for_the_fd_limit(no_leaks):
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= loadgen.MAX_CONCURRENCY:
+        pytest.skip("the hard fd limit is above what concurrency can ask for")
+    with pytest.raises(ValueError, match="RLIMIT_NOFILE"):
+        loadgen.run(HOST, 9, connections=hard + 1, concurrency=hard + 1)
+
+
+_FD_LIMIT_CHILD = """
+import json, os, resource, socket, threading
+from fastaccept import loadgen
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+lsock = socket.socket()
+lsock.bind(("127.0.0.1", 0))
+lsock.listen(1024)
+stop_r, stop_w = os.pipe()
+served = []
+t = threading.Thread(target=lambda: served.append(
+    loadgen.serve_inline(lsock.fileno(), b"ok", stop_r)))
+t.start()
+try:
+    result = loadgen.run("127.0.0.1", lsock.getsockname()[1], connections=400,
+                         concurrency=200, timeout=10)
+finally:
+    os.write(stop_w, b"x")
+    t.join(10)
+print(json.dumps({"completed": result.completed, "served": served,
+                  "soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "hard": hard}))
+"""
+
+
+def test_raises_the_soft_fd_limit_when_needed(no_leaks, tmp_path):
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip(f"the hard fd limit ({hard}) leaves no room above the test's soft limit")
+    # in a child, so this process keeps its own limit
+    proc = subprocess.run([sys.executable, "-c", _FD_LIMIT_CHILD], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["completed"] == 400
+    assert out["served"] == [400]
+    assert out["soft"] > 128
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_main_thread_soon(delay: float) -> threading.Timer:
+    """Send SIGUSR1 to the main thread after delay; its handler raises _Interrupted.
+
+    A thread-directed signal always interrupts the main thread's epoll_wait,
+    whichever threads exist."""
+    def handler(signum, frame):
+        raise _Interrupted()
+
+    signal.signal(signal.SIGUSR1, handler)
+    timer = threading.Timer(delay, signal.pthread_kill,
+                            (threading.main_thread().ident, signal.SIGUSR1))
+    timer.start()
+    return timer
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals reach the main thread only")
+def test_signal_interrupts_a_run(no_leaks):
+    # A listener that never accepts: handshakes complete, replies never come,
+    # so without the interrupt the run would last the whole 30 s timeout.
+    old = signal.getsignal(signal.SIGUSR1)
+    with socket.socket() as lsock:
+        lsock.bind((HOST, 0))
+        lsock.listen(64)
+        timer = _interrupt_main_thread_soon(0.2)
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(_Interrupted):
+                loadgen.run(HOST, lsock.getsockname()[1], connections=8, concurrency=8,
+                            timeout=30)
+        finally:
+            timer.cancel()
+            timer.join(JOIN_S)
+            signal.signal(signal.SIGUSR1, old)
+    assert time.monotonic() - t0 < 15, "the signal did not interrupt the C loop"
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals reach the main thread only")
+def test_signal_interrupts_serve_inline(no_leaks):
+    old = signal.getsignal(signal.SIGUSR1)
+    stop_r, stop_w = os.pipe()
+    try:
+        with socket.socket() as lsock:
+            lsock.bind((HOST, 0))
+            lsock.listen(64)
+            timer = _interrupt_main_thread_soon(0.2)
+            try:
+                with pytest.raises(_Interrupted):
+                    serve_inline(lsock.fileno(), REPLY, stop_r)
+            finally:
+                timer.cancel()
+                timer.join(JOIN_S)
+                signal.signal(signal.SIGUSR1, old)
+    finally:
+        os.close(stop_r)
+        os.close(stop_w)
+
+
+def test_serve_inline_serves_the_loadgen(inline_server):
+    n = 500
+    result = loadgen.run(HOST, inline_server.port, connections=n, concurrency=32, timeout=10)
+    assert_all_completed(result, n)
+    # completed means the reply and its EOF arrived: the server counted it
+    # before closing, so the count is exact once it stops
+    assert inline_server.stop() == n
+
+
+def test_serve_inline_burst(inline_server):
+    n = 300
+    result = loadgen.run(HOST, inline_server.port, connections=n, burst=True, timeout=10)
+    assert_all_completed(result, n)
+    assert inline_server.stop() == n
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_serve_inline_ipv6(no_leaks):
+    server = InlineThread(family=socket.AF_INET6, host="::1")
+    try:
+        result = loadgen.run("::1", server.port, connections=100, concurrency=8, timeout=10)
+        assert_all_completed(result, 100)
+        assert server.stop() == 100
+    finally:
+        server.close()
+
+
+def test_serve_inline_request_in_pieces_and_eof(inline_server):
+    address = (HOST, inline_server.port)
+    with socket.create_connection(address, timeout=JOIN_S) as a:
+        # the blank line split across reads, with a near miss before it
+        for piece in (b"GET / HTTP/1.0\r\nX: a\r\n\rb\r\n", b"\r", b"\n"):
+            a.sendall(piece)
+            # Not for correctness (any split must work): it makes the server
+            # likely to see each piece in its own read.
+            time.sleep(0.01)
+        assert _read_to_eof(a) == REPLY
+    with socket.create_connection(address, timeout=JOIN_S) as b:
+        b.sendall(b"no blank line")
+        b.shutdown(socket.SHUT_WR)      # EOF ends the request too
+        assert _read_to_eof(b) == REPLY
+    assert inline_server.stop() == 2
+
+
+def test_serve_inline_large_response(no_leaks):
+    # bigger than the socket buffers: the server must wait for EPOLLOUT
+    body = os.urandom(4 << 20)
+    server = InlineThread(response=body)
+    try:
+        with socket.create_connection((HOST, server.port), timeout=JOIN_S) as c:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert _read_to_eof(c, limit=len(body) + 1) == body
+        result = loadgen.run(HOST, server.port, connections=20, concurrency=4, timeout=10)
+        assert_all_completed(result, 20)
+        assert server.stop() == 21
+    finally:
+        server.close()
+
+
+def _accept_queue_length(lsock: socket.socket) -> int:
+    # struct tcp_info: for a listening socket Linux reports the accept queue
+    # length in tcpi_unacked (a u32 at offset 24)
+    info = lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("I", info, 24)[0]
+
+
+def test_serve_inline_stop_closes_open_clients(inline_server, wait_for):
+    with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as c:
+        # c never sends a request. A second client's round trip, then an
+        # empty accept queue, show that the loop has accepted c and holds it.
+        with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as d:
+            d.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert _read_to_eof(d) == REPLY
+        wait_for(lambda: _accept_queue_length(inline_server.lsock) == 0,
+                 what="the accept queue to drain")
+        assert inline_server.stop() == 1
+        assert c.recv(100) == b""    # closed by the stop, without a reply
+
+
+_EMFILE_CHILD = """
+import os, resource, socket, sys
+from fastaccept._loadgen import serve_inline
+lsock = socket.socket()
+lsock.bind(("127.0.0.1", 0))
+lsock.listen(64)
+print(lsock.getsockname()[1], flush=True)
+# room for the epoll fd and about three clients, no more
+used = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE,
+                   (used + 3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(serve_inline(lsock.fileno(), sys.argv[1].encode(), 0), flush=True)
+"""
+
+
+def test_serve_inline_recovers_from_emfile(no_leaks, tmp_path):
+    # The server runs in a child with a tiny fd limit, stopped through its
+    # stdin. Twenty clients wait in its accept queue; it can hold only a few
+    # at a time, so it must pause on EMFILE and resume as it closes clients.
+    n = 20
+    child = subprocess.Popen([sys.executable, "-c", _EMFILE_CHILD, REPLY.decode()],
+                             cwd=str(tmp_path), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    clients: List[socket.socket] = []
+    try:
+        port = int(child.stdout.readline())
+        for _ in range(n):
+            clients.append(socket.create_connection((HOST, port), timeout=JOIN_S))
+        for c in clients:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        replies = [_read_to_eof(c) for c in clients]
+        child.stdin.write(b"x")
+        child.stdin.flush()
+        out, err = child.communicate(timeout=JOIN_S)
+    finally:
+        for c in clients:
+            c.close()
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=JOIN_S)
+    assert replies == [REPLY] * n
+    assert child.returncode == 0, err
+    assert int(out) == n
+
+
+@pytest.mark.parametrize("listen_fd, stop_fd", [(-1, 5), (5, -1), (7, 7)])
+def test_serve_inline_bad_fds(no_leaks, listen_fd, stop_fd):
+    with pytest.raises(ValueError, match="fd"):
+        serve_inline(listen_fd, REPLY, stop_fd)
+
+
+def test_serve_inline_not_a_socket(no_leaks):
+    stop_r, stop_w = os.pipe()
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")       # readable, so the loop calls accept4 on it
+        with pytest.raises(OSError):
+            serve_inline(r, REPLY, stop_r)
+    finally:
+        for fd in (stop_r, stop_w, r, w):
+            os.close(fd)
+
+
+def _read_to_eof(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    chunks = []
+    size = 0
+    while size < limit:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _cli(args: List[str], cwd: str) -> subprocess.CompletedProcess:
+    # run from a directory without the source tree, so the installed package
+    # (with its built extensions) is the one imported
+    return subprocess.run([sys.executable, "-m", "fastaccept", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_load_json(inline_server, tmp_path):
+    proc = _cli(["load", HOST, str(inline_server.port), "-n", "60", "-c", "8", "--json"],
+                str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["connections"] == 60
+    assert d["completed"] == 60
+    assert d["failures"] == {"refused": 0, "reset": 0, "timeout": 0, "other": 0}
+    assert set(d["rtt_ms"]) == {"p50", "p90", "p99", "max"}
+    assert inline_server.stop() == 60
+
+
+def test_cli_load_text_and_burst(inline_server, tmp_path):
+    proc = _cli(["load", HOST, str(inline_server.port), "-n", "40", "--burst",
+                 "--timeout", "10"], str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "completed 40/40" in proc.stdout
+    assert inline_server.stop() == 40
+
+
+def test_cli_load_bad_argument(tmp_path, no_leaks):
+    proc = _cli(["load", HOST, "9", "-n", "0"], str(tmp_path))
+    assert proc.returncode == 2
+    assert "connections" in proc.stderr
