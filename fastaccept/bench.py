@@ -1,0 +1,807 @@
+"""Benchmark fastaccept against reference servers: ``python -m fastaccept bench``.
+
+Every scenario runs the load generator (``fastaccept.loadgen``, in this
+process) against each reference server (``fastaccept.refservers``, one
+process each), interleaved: for each repetition, every server once in turn,
+so slow drift of a noisy machine hits all servers alike. Each run gets a
+fresh server process (no state carried between runs: pool threads, TIME_WAIT
+sockets, allocator growth), warmed with a few connections before measuring.
+
+What one run measures:
+
+    conn/s          completed connections / the load generator's measured window
+                    (first connect -> last end: when the accept queue
+                    overflowed, the clients left in SYN or SYN-ACK
+                    retransmission back-off stretch it, so it shows the tail)
+    CPU us/conn     the server process's CPU time (user + system) over the
+                    run / completed connections, read from outside the
+                    process: its CPU clock (exact, in ns) or, where that
+                    cannot be read, utime + stime of /proc/PID/stat (in clock
+                    ticks of 10 ms: hence the large connection counts)
+    connect p99     connect start -> handshake done, 99th percentile
+    rtt p99         connect start -> EOF after the reply, 99th percentile
+    overflows       TcpExt ListenOverflows delta (/proc/net/netstat): SYNs or
+                    handshake ACKs dropped because the accept queue was full
+    failures        connections that did not complete (refused, reset, timeout, other)
+
+The table shows the median of each over the repetitions, and each server's
+CPU/conn as a ratio to c-inline's (the C loop answering without Python:
+about the floor for this protocol, since on loopback most of the cost per
+connection is the kernel's TCP work). On a 2-core machine the client and the
+server share the cores, so conn/s is often bound by the client; CPU per
+connection is the capacity figure.
+
+ListenOverflows is a per-network-namespace counter. When this process may
+create a namespace (root), ``main`` moves into a private one at start (with
+its own loopback, brought up), so the counter counts our runs alone; otherwise
+it falls back to the host's counter and says so. (A new namespace starts
+with the kernel's default network sysctls, e.g. net.core.somaxconn 4096,
+whatever the host has set.)
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import json
+import os
+import platform
+import select
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "Scenario", "ServerSpec", "SCENARIOS", "SERVERS", "RunResult", "BenchReport",
+    "ServerProcess", "ServerStartError", "QueueSampler", "read_netstat", "cpu_source",
+    "process_cpu_ns", "listen_queue", "enter_private_netns", "run_one", "run_bench",
+    "summarize", "format_table", "report_dict", "plot", "add_arguments", "main",
+]
+
+HOST = "127.0.0.1"
+REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+START_TIMEOUT_S = 30.0      # a server process has this long to print its port
+STOP_TIMEOUT_S = 15.0       # ... and this long to exit after SIGTERM
+IDLE_WAIT_S = 0.5           # at most this long for a server to go idle after a run
+IDLE_CPU_FRACTION = 0.01    # "idle": under 1% of a core over a 20 ms window
+QUEUE_SAMPLE_S = 0.001      # listen queue sampling period during burst runs
+QUEUE_MAX_SAMPLES = 200000
+DEFAULT_REPS = 3
+WARM_CONNECTIONS = 64       # before measuring: pool threads exist, code paths are hot
+QUICK_WARM_CONNECTIONS = 16
+NETSTAT_PATH = "/proc/net/netstat"
+# ``python -m`` puts the working directory first on sys.path: children start
+# where this very fastaccept package lives, so they import it and not a source
+# tree that happens to be the working directory.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# linux/sched.h, linux/sockios.h, net/if.h, linux/time.h (CPUCLOCK_SCHED)
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+IFREQ = struct.Struct("16sH22x")        # struct ifreq: name, then ifr_flags in the union
+TCP_INFO_HEAD = struct.Struct("8B6I")   # up to tcpi_sacked
+CPUCLOCK_SCHED = 2
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load shape, with the server settings it needs.
+
+    ``workers`` applies to the pooled servers (threadpool; fastaccept-N
+    keeps its own N); ``timeout_s`` bounds each connection and, with the
+    load generator's margin, the whole run.
+    """
+
+    name: str
+    connections: int
+    quick_connections: int
+    concurrency: int
+    burst: bool
+    backlog: int
+    workers: int
+    sleep_ms: float
+    cpu_ms: float
+    timeout_s: float
+    note: str = ""
+
+    def describe(self, quick: bool = False) -> str:
+        """Return a one-line summary of the load and the handler."""
+        n = self.quick_connections if quick else self.connections
+        load = f"{n} connections at once" if self.burst else \
+            f"{n} connections, {self.concurrency} concurrent"
+        if self.sleep_ms:
+            work = f"handler sleeps {self.sleep_ms:g} ms"
+        elif self.cpu_ms:
+            work = f"handler burns ~{self.cpu_ms:g} ms of pure-Python CPU"
+        else:
+            work = "handler does no extra work"
+        return f"{load}; {work}; backlog {self.backlog}; {self.workers} workers"
+
+
+SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
+    Scenario("throughput", 20000, 2000, 64, False, 128, 8, 0.0, 0.0, 60.0),
+    Scenario("burst", 2000, 500, 0, True, 128, 8, 1.0, 0.0, 15.0),
+    Scenario("burst-2048", 2000, 500, 0, True, 2048, 8, 1.0, 0.0, 15.0),
+    Scenario("burst-cpu", 2000, 500, 0, True, 128, 8, 0.0, 1.0, 15.0),
+    Scenario("seed", 2000, 500, 256, False, 128, 8, 5.0, 0.0, 30.0,
+             note="the design note claims ~200 conn/s for the serial server"),
+)}
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A reference server as the table names it: a refservers NAME and its workers."""
+
+    label: str
+    kind: str
+    workers: Optional[int] = None       # None: the scenario's
+    uses_workers: bool = True
+
+    def workers_for(self, scenario: Scenario) -> int:
+        """Return the worker count this server runs with in ``scenario``."""
+        return self.workers if self.workers is not None else scenario.workers
+
+
+SERVERS: Dict[str, ServerSpec] = {s.label: s for s in (
+    ServerSpec("serial", "serial", 1, uses_workers=False),
+    ServerSpec("threadpool", "threadpool"),
+    ServerSpec("socketserver", "socketserver", uses_workers=False),
+    ServerSpec("fastaccept-1", "fastaccept", 1),
+    ServerSpec("fastaccept-8", "fastaccept", 8),
+    ServerSpec("c-inline", "c-inline", uses_workers=False),
+)}
+BASELINE = "c-inline"
+
+
+# -- machine counters ---------------------------------------------------------
+
+def read_netstat(path: str = NETSTAT_PATH) -> Dict[str, int]:
+    """Return the TcpExt counters of /proc/net/netstat (this network namespace)."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:])))
+    return {}
+
+
+def _proc_stat_cpu_ns(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # comm (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = stat[stat.rindex(")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])     # fields 14 and 15
+    return (utime + stime) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _clock_cpu_ns(pid: int) -> int:
+    # clock_getcpuclockid(pid) as the kernel encodes it: a process-wide
+    # CPUCLOCK_SCHED clock, i.e. the exact sum of its threads' run time.
+    return time.clock_gettime_ns(((~pid) << 3) | CPUCLOCK_SCHED)
+
+
+def cpu_source() -> str:
+    """Return how server CPU time is read here: "cpu-clock" or "proc-stat"."""
+    try:
+        _clock_cpu_ns(os.getpid())
+        return "cpu-clock"
+    except OSError:
+        return "proc-stat"
+
+
+def process_cpu_ns(pid: int, source: str) -> int:
+    """Return the CPU time (user + system) process ``pid`` has used, in ns."""
+    return _clock_cpu_ns(pid) if source == "cpu-clock" else _proc_stat_cpu_ns(pid)
+
+
+def listen_queue(sock: socket.socket) -> Tuple[int, int]:
+    """Return (connections waiting in the accept queue, its limit) of a listening socket.
+
+    For a socket in LISTEN state, Linux's TCP_INFO reports the accept queue
+    length as tcpi_unacked and the effective backlog as tcpi_sacked.
+    """
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_HEAD.size)
+    fields = TCP_INFO_HEAD.unpack(raw[:TCP_INFO_HEAD.size])
+    return fields[8 + 4], fields[8 + 5]
+
+
+def enter_private_netns() -> Optional[str]:
+    """Move this process into a new network namespace with loopback up.
+
+    Call it while the process has a single thread (only the calling thread
+    moves). Return None on success, else why not (the process is then still
+    in its original namespace).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        unshare, setns = libc.unshare, libc.setns
+    except (OSError, AttributeError) as e:
+        return f"no unshare(): {e}"
+    try:
+        original = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        return f"cannot open /proc/self/ns/net: {e.strerror}"
+    try:
+        if unshare(CLONE_NEWNET) != 0:
+            return f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())}"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                got = fcntl.ioctl(s, SIOCGIFFLAGS, IFREQ.pack(b"lo", 0))
+                flags = IFREQ.unpack(got)[1]
+                fcntl.ioctl(s, SIOCSIFFLAGS, IFREQ.pack(b"lo", flags | IFF_UP))
+        except OSError as e:
+            # A namespace without loopback is useless: go back where we were.
+            if setns(original, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the original namespace "
+                              f"failed after: cannot bring lo up: {e}") from e
+            return f"cannot bring lo up in a new namespace: {e.strerror}"
+        return None
+    finally:
+        os.close(original)
+
+
+# -- one server process ---------------------------------------------------------
+
+class ServerStartError(RuntimeError):
+    """A reference server process did not come up."""
+
+
+class ServerProcess:
+    """One reference server in a child process, serving a socket this process made.
+
+    The listening socket is created here (so its backlog is exactly the
+    scenario's and its accept queue can be sampled from here with TCP_INFO)
+    and inherited by the child. Use as a context manager.
+    """
+
+    def __init__(self, kind: str, *, backlog: int, workers: int, sleep_ms: float = 0.0,
+                 cpu_iters: int = 0, source: Optional[str] = None) -> None:
+        self.kind = kind
+        self.backlog = backlog
+        self.workers = workers
+        self.sleep_ms = sleep_ms
+        self.cpu_iters = cpu_iters
+        self.source = source or cpu_source()
+        self.sock: Optional[socket.socket] = None
+        self.proc: Optional[subprocess.Popen] = None
+        self.port = 0
+        self.served: Optional[int] = None
+        self._stderr: Optional[Any] = None
+
+    def start(self) -> "ServerProcess":
+        """Start the process; return once it serves (bounded by START_TIMEOUT_S)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = sock
+        try:
+            sock.bind((HOST, 0))
+            sock.listen(self.backlog)
+            self.port = sock.getsockname()[1]
+            self._stderr = tempfile.TemporaryFile()
+            cmd = [sys.executable, "-m", "fastaccept.refservers", self.kind,
+                   "--fd", str(sock.fileno()), "--backlog", str(self.backlog),
+                   "--workers", str(self.workers), "--sleep-ms", repr(self.sleep_ms),
+                   "--cpu-iters", str(self.cpu_iters), "--parent", str(os.getpid())]
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=self._stderr, pass_fds=(sock.fileno(),),
+                                         cwd=PACKAGE_PARENT)
+            line = self._read_line(time.monotonic() + START_TIMEOUT_S)
+            if not line.startswith(b"port "):
+                raise ServerStartError(f"{self.kind} did not start: {self._why()}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _read_line(self, deadline: float) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None
+        out = self.proc.stdout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([out], [], [], max(0.0, deadline - time.monotonic()))
+            if ready:
+                return out.readline()       # the server writes the line in one flush
+        return b""
+
+    def _why(self) -> str:
+        assert self.proc is not None
+        code = self.proc.poll()
+        err = b""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            err = self._stderr.read()[-2000:]
+        state = f"exited with status {code}" if code is not None else "no port line in time"
+        text = err.decode(errors="replace").strip()
+        return f"{state}{': ' + text if text else ''}"
+
+    def cpu_ns(self) -> int:
+        """CPU time the server process has used so far, in ns."""
+        assert self.proc is not None
+        return process_cpu_ns(self.proc.pid, self.source)
+
+    def wait_idle(self, max_wait_s: float = IDLE_WAIT_S) -> int:
+        """Wait (bounded) until the server uses under 1% of a core; return its CPU ns."""
+        window_s = 0.02
+        last = self.cpu_ns()
+        deadline = time.monotonic() + max_wait_s
+        while time.monotonic() < deadline:
+            time.sleep(window_s)
+            now = self.cpu_ns()
+            if now - last < window_s * 1e9 * IDLE_CPU_FRACTION:
+                return now
+            last = now
+        return last
+
+    def queue(self) -> Tuple[int, int]:
+        """(depth, limit) of the server's accept queue right now."""
+        assert self.sock is not None
+        return listen_queue(self.sock)
+
+    def stop(self) -> None:
+        """SIGTERM the server and wait for it (SIGKILL after STOP_TIMEOUT_S); idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            for line in out.splitlines():
+                if line.startswith(b"served "):
+                    self.served = int(line.split()[1])
+            self.returncode = proc.returncode
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class QueueSampler:
+    """Sample a listening socket's accept queue depth in a thread, every QUEUE_SAMPLE_S.
+
+    ``samples`` holds (seconds since start, depth) at every change of depth.
+    """
+
+    def __init__(self, server: ServerProcess) -> None:
+        assert server.sock is not None, "sample a started server"
+        self.sock = server.sock
+        self.samples: List[Tuple[float, int]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
+        self._t0 = 0.0
+
+    def __enter__(self) -> "QueueSampler":
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        # Only changes are kept (a step plot loses nothing), plus the last sample.
+        last = -1
+        t = 0.0
+        for _ in range(QUEUE_MAX_SAMPLES):
+            try:
+                depth, _ = listen_queue(self.sock)
+            except OSError:
+                break
+            t = round(time.monotonic() - self._t0, 4)
+            if depth != last:
+                self.samples.append((t, depth))
+                last = depth
+            if self._done.wait(QUEUE_SAMPLE_S):
+                break
+        if self.samples and self.samples[-1][0] != t:
+            self.samples.append((t, last))
+
+
+# -- one run ---------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    """What one load-generator run against one fresh server measured."""
+
+    scenario: str
+    server: str
+    rep: int
+    connections: int = 0
+    completed: int = 0
+    failures: Dict[str, int] = field(default_factory=dict)
+    conn_per_s: float = 0.0
+    connect_p99_ms: float = 0.0
+    rtt_p99_ms: float = 0.0
+    cpu_us_per_conn: Optional[float] = None
+    client_cpu_us_per_conn: Optional[float] = None
+    listen_overflows: int = 0
+    listen_drops: int = 0
+    served: Optional[int] = None
+    queue_max: Optional[int] = None
+    queue_samples: List[Tuple[float, int]] = field(default_factory=list)
+    load: Dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+
+    @property
+    def failed(self) -> int:
+        """Connections that did not complete."""
+        return sum(self.failures.values())
+
+
+def run_one(scenario: Scenario, spec: ServerSpec, rep: int = 0, *, quick: bool = False,
+            cpu_iters: int = 0, timeout_s: Optional[float] = None,
+            source: Optional[str] = None) -> RunResult:
+    """Start a fresh server, warm it, run one measured load against it, stop it."""
+    from fastaccept import loadgen
+
+    result = RunResult(scenario.name, spec.label, rep)
+    n = scenario.quick_connections if quick else scenario.connections
+    timeout = timeout_s if timeout_s is not None else scenario.timeout_s
+    server = ServerProcess(spec.kind, backlog=scenario.backlog, workers=spec.workers_for(scenario),
+                           sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters, source=source)
+    try:
+        with server:
+            warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
+            loadgen.run(HOST, server.port, connections=warm, concurrency=min(8, warm),
+                        timeout=timeout, request=REQUEST)
+            cpu0 = server.wait_idle()
+            net0 = read_netstat()
+            client0 = time.process_time_ns()
+            if scenario.burst:
+                with QueueSampler(server) as sampler:
+                    load = loadgen.run(HOST, server.port, connections=n, burst=True,
+                                       timeout=timeout, request=REQUEST)
+                result.queue_samples = sampler.samples
+                result.queue_max = max((d for _, d in sampler.samples), default=0)
+            else:
+                load = loadgen.run(HOST, server.port, connections=n,
+                                   concurrency=scenario.concurrency, timeout=timeout,
+                                   request=REQUEST)
+            client1 = time.process_time_ns()
+            cpu1 = server.wait_idle()
+            net1 = read_netstat()
+    except (OSError, ServerStartError, ValueError) as e:
+        result.error = str(e)
+        return result
+    result.served = server.served
+    result.connections = load.connections
+    result.completed = load.completed
+    result.failures = dict(load.failures)
+    result.conn_per_s = load.conn_per_s
+    result.connect_p99_ms = load.connect_ms.p99
+    result.rtt_p99_ms = load.rtt_ms.p99
+    result.load = load.as_dict()
+    result.listen_overflows = net1.get("ListenOverflows", 0) - net0.get("ListenOverflows", 0)
+    result.listen_drops = net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0)
+    if load.completed:
+        result.cpu_us_per_conn = (cpu1 - cpu0) / 1000.0 / load.completed
+        result.client_cpu_us_per_conn = (client1 - client0) / 1000.0 / load.completed
+    return result
+
+
+# -- the whole bench --------------------------------------------------------------
+
+@dataclass
+class BenchReport:
+    """Every run of a bench, with what the reader needs to interpret it."""
+
+    scenarios: List[str]
+    servers: List[str]
+    reps: int
+    quick: bool
+    netns: str                  # "private" or "host"
+    netns_reason: str
+    cpu_source: str
+    cpu_iters_per_ms: int
+    runs: List[RunResult] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+Progress = Callable[[str], None]
+
+
+def run_bench(scenarios: Sequence[str], servers: Sequence[str], *, reps: int = DEFAULT_REPS,
+              quick: bool = False, timeout_s: Optional[float] = None, netns: str = "host",
+              netns_reason: str = "", progress: Optional[Progress] = None) -> BenchReport:
+    """Run every scenario against every server, interleaved, ``reps`` times."""
+    from fastaccept.refservers import calibrate_cpu_iters
+
+    source = cpu_source()
+    # One calibration for every server, so they all do the same work.
+    iters_per_ms = calibrate_cpu_iters(1.0)
+    report = BenchReport(list(scenarios), list(servers), reps, quick, netns, netns_reason,
+                         source, iters_per_ms)
+    total = len(scenarios) * reps * len(servers)
+    t0 = time.monotonic()
+    i = 0
+    for name in scenarios:
+        scenario = SCENARIOS[name]
+        cpu_iters = round(iters_per_ms * scenario.cpu_ms)
+        for rep in range(reps):
+            for label in servers:
+                i += 1
+                if progress:
+                    progress(f"[{i}/{total} {_clock(time.monotonic() - t0)}] {name} "
+                             f"rep {rep + 1}/{reps} {label} ...")
+                r = run_one(scenario, SERVERS[label], rep, quick=quick, cpu_iters=cpu_iters,
+                            timeout_s=timeout_s, source=source)
+                report.runs.append(r)
+                if progress:
+                    progress(f"[{i}/{total} {_clock(time.monotonic() - t0)}] {name} "
+                             f"rep {rep + 1}/{reps} {label}: {_brief(r)}")
+    report.elapsed_s = time.monotonic() - t0
+    return report
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
+def _brief(r: RunResult) -> str:
+    if r.error:
+        return f"error: {r.error}"
+    cpu = "-" if r.cpu_us_per_conn is None else f"{r.cpu_us_per_conn:.0f} us/conn"
+    return (f"{r.completed}/{r.connections} ok, {r.conn_per_s:.0f} conn/s, {cpu}, "
+            f"{r.listen_overflows} overflows")
+
+
+def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize(report: BenchReport) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Return {scenario: {server: medians over the repetitions}}, ratio included."""
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for name in report.scenarios:
+        rows: Dict[str, Dict[str, Any]] = {}
+        for label in report.servers:
+            runs = [r for r in report.runs if r.scenario == name and r.server == label]
+            ok = [r for r in runs if r.error is None]
+            rows[label] = {
+                "runs": len(runs),
+                "errors": [r.error for r in runs if r.error],
+                "conn_per_s": _median([r.conn_per_s for r in ok]),
+                "cpu_us_per_conn": _median([r.cpu_us_per_conn for r in ok]),
+                "client_cpu_us_per_conn": _median([r.client_cpu_us_per_conn for r in ok]),
+                "connect_p99_ms": _median([r.connect_p99_ms for r in ok]),
+                "rtt_p99_ms": _median([r.rtt_p99_ms for r in ok]),
+                "listen_overflows": _median([r.listen_overflows for r in ok]),
+                "listen_drops": _median([r.listen_drops for r in ok]),
+                "failures": _median([r.failed for r in ok]),
+                "failures_max": max((r.failed for r in ok), default=None),
+                "completed": _median([r.completed for r in ok]),
+                "connections": _median([r.connections for r in ok]),
+                "queue_max": _median([r.queue_max for r in ok]),
+            }
+        base = rows.get(BASELINE, {}).get("cpu_us_per_conn")
+        for row in rows.values():
+            cpu = row["cpu_us_per_conn"]
+            row["cpu_ratio"] = cpu / base if cpu is not None and base else None
+        out[name] = rows
+    return out
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(report: BenchReport, summary: Optional[Dict[str, Any]] = None) -> str:
+    """Return the medians table as text, one block per scenario."""
+    summary = summary if summary is not None else summarize(report)
+    reps = "1 repetition" if report.reps == 1 else f"{report.reps} repetitions, interleaved"
+    counter = ("private network namespace: the counters are this bench's alone"
+               if report.netns == "private" else
+               f"host-wide (no private namespace: {report.netns_reason}): "
+               "other traffic on this machine is counted too")
+    cpu = ("the server process's CPU clock (exact)" if report.cpu_source == "cpu-clock" else
+           f"/proc/PID/stat utime+stime ({1000 // os.sysconf('SC_CLK_TCK')} ms ticks)")
+    lines = [
+        f"fastaccept bench{' --quick' if report.quick else ''}: {reps}; medians per server",
+        f"ListenOverflows: {counter}",
+        f"CPU/conn: {cpu} over the run / completed connections",
+        f"machine: {os.cpu_count()} CPUs, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; client and servers share the CPUs",
+    ]
+    header = (f"{'server':<14}{'conn/s':>8}{'CPU us/conn':>13}{'x c-inline':>12}"
+              f"{'connect p99 ms':>16}{'rtt p99 ms':>12}{'overflows':>11}  {'failures'}")
+    for name in report.scenarios:
+        scenario = SCENARIOS[name]
+        lines += ["", f"{name}: {scenario.describe(report.quick)}", header]
+        for label, row in summary[name].items():
+            if row["errors"] and row["conn_per_s"] is None:
+                lines.append(f"{label:<14}error: {row['errors'][0]}")
+                continue
+            fails = _fmt(row["failures"], ".0f")
+            if row["failures_max"] and row["failures_max"] != row["failures"]:
+                fails += f" (max {row['failures_max']})"
+            lines.append(
+                f"{label:<14}{_fmt(row['conn_per_s'], '.0f'):>8}"
+                f"{_fmt(row['cpu_us_per_conn'], '.1f'):>13}"
+                f"{_fmt(row['cpu_ratio'], '.2f'):>12}"
+                f"{_fmt(row['connect_p99_ms'], '.2f'):>16}"
+                f"{_fmt(row['rtt_p99_ms'], '.1f'):>12}"
+                f"{_fmt(row['listen_overflows'], '.0f'):>11}  {fails}")
+        if scenario.note and "serial" in summary[name]:
+            serial = summary[name]["serial"]["conn_per_s"]
+            lines.append(f"  ({scenario.note}; measured {_fmt(serial, '.0f')} conn/s)")
+        if BASELINE in summary[name] and (scenario.sleep_ms or scenario.cpu_ms):
+            lines.append(f"  ({BASELINE} answers in C and does not do the handler's work)")
+    lines += ["", f"took {_clock(report.elapsed_s)} (m:ss)"]
+    return "\n".join(lines)
+
+
+def report_dict(report: BenchReport) -> Dict[str, Any]:
+    """Return everything, runs and medians, as JSON-ready data."""
+    return {
+        "meta": {
+            "reps": report.reps, "quick": report.quick, "netns": report.netns,
+            "netns_reason": report.netns_reason, "cpu_source": report.cpu_source,
+            "cpu_iters_per_ms": report.cpu_iters_per_ms, "elapsed_s": report.elapsed_s,
+            "cpus": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(), "clk_tck": os.sysconf("SC_CLK_TCK"),
+        },
+        "scenarios": {name: asdict(SCENARIOS[name]) for name in report.scenarios},
+        "servers": report.servers,
+        "medians": summarize(report),
+        "runs": [asdict(r) for r in report.runs],
+    }
+
+
+def plot(report: BenchReport, path: str) -> None:
+    """Draw CPU/conn and overflows per server, and the burst's queue depth, to ``path``."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise RuntimeError("--plot needs matplotlib: pip install 'fastaccept[plot]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(report)
+    burst = next((s for s in ("burst", "burst-cpu", "burst-2048") if s in report.scenarios), None)
+    cols = 3
+    queue_rows = (len(report.servers) + cols - 1) // cols if burst else 0
+    fig = plt.figure(figsize=(12, 8 + 2.6 * queue_rows))
+    grid = fig.add_gridspec(2 + queue_rows, cols, height_ratios=[3, 3] + [2] * queue_rows)
+    width = 0.8 / max(1, len(report.servers))
+    xs = range(len(report.scenarios))
+    for row, (key, title, log) in enumerate((
+            ("cpu_us_per_conn", "server CPU per connection (us, log scale)", True),
+            ("listen_overflows", "TcpExt ListenOverflows per run", False))):
+        ax = fig.add_subplot(grid[row, :])
+        for j, label in enumerate(report.servers):
+            values = [summary[s][label][key] or 0 for s in report.scenarios]
+            ax.bar([x + j * width for x in xs], values, width, label=label)
+        ax.set_xticks([x + width * (len(report.servers) - 1) / 2 for x in xs])
+        ax.set_xticklabels(report.scenarios)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(f"{title}, median of {report.reps}")
+        ax.legend(fontsize="small", ncol=len(report.servers))
+    if burst:
+        backlog = SCENARIOS[burst].backlog
+        first = None
+        for i, label in enumerate(report.servers):
+            ax = fig.add_subplot(grid[2 + i // cols, i % cols], sharey=first)
+            first = first or ax
+            run = next((r for r in report.runs if r.scenario == burst and r.server == label
+                        and r.queue_samples), None)
+            if run is not None:
+                # The samples are the changes of depth: draw them as steps.
+                ax.plot([t for t, _ in run.queue_samples], [d for _, d in run.queue_samples],
+                        drawstyle="steps-post", linewidth=1)
+            ax.axhline(backlog, color="grey", linestyle=":", linewidth=1)
+            ax.set_title(f"{label}: accept queue during '{burst}'", fontsize="small")
+            ax.set_xlabel("s since the burst started", fontsize="small")
+            ax.tick_params(labelsize="small")
+        fig.text(0.01, 0.005, f"accept queue depth sampled every {QUEUE_SAMPLE_S * 1000:g} ms "
+                 f"(first repetition); dotted: the backlog ({backlog})", fontsize="small")
+    fig.tight_layout(rect=(0, 0.015, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- command line ----------------------------------------------------------------------
+
+def _names(values: Optional[List[str]], known: Dict[str, Any], what: str) -> List[str]:
+    if not values:
+        return list(known)
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}")
+    return [n for n in known if n in names]     # the canonical order, once each
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the bench verb's options to ``parser``."""
+    parser.add_argument("--quick", action="store_true",
+                        help="one repetition with fewer connections (under a minute)")
+    parser.add_argument("--only", action="append", metavar="SERVER[,SERVER]",
+                        help=f"servers to run (default all: {', '.join(SERVERS)})")
+    parser.add_argument("--scenario", action="append", metavar="NAME[,NAME]",
+                        help=f"scenarios to run (default all: {', '.join(SCENARIOS)})")
+    parser.add_argument("--reps", type=int, default=None,
+                        help=f"repetitions (default {DEFAULT_REPS}; 1 with --quick)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="per-connection timeout in seconds (default: per scenario)")
+    parser.add_argument("--json", metavar="FILE", help="write every run and the medians as JSON")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw CPU/conn, overflows and the burst's queue depth "
+                             "(needs matplotlib: pip install 'fastaccept[plot]')")
+    parser.add_argument("--no-netns", action="store_true",
+                        help="stay in the host's network namespace (host-wide counters)")
+
+
+def _progress_printer() -> Progress:
+    tty = sys.stderr.isatty()
+
+    def show(line: str) -> None:
+        if tty:
+            sys.stderr.write("\r\x1b[2K" + line)
+            if not line.endswith("..."):
+                sys.stderr.write("\n")
+        elif not line.endswith("..."):
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    return show
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the bench verb with parsed ``args``; print the table; return the exit status."""
+    scenarios = _names(args.scenario, SCENARIOS, "scenario")
+    servers = _names(args.only, SERVERS, "server")
+    reps = args.reps if args.reps is not None else (1 if args.quick else DEFAULT_REPS)
+    if reps < 1:
+        raise ValueError(f"--reps must be >= 1, got {reps}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0, got {args.timeout}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (fail before the runs, not after)
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install 'fastaccept[plot]'") from None
+    from fastaccept import loadgen  # noqa: F401  (fail early if the extension is missing)
+
+    if args.no_netns:
+        netns, reason = "host", "--no-netns"
+    else:
+        why = enter_private_netns()
+        netns, reason = ("private", "") if why is None else ("host", why)
+    progress = _progress_printer()
+    progress(f"bench: {len(scenarios)} scenarios x {len(servers)} servers x {reps} reps; "
+             f"network namespace: {netns}{' (' + reason + ')' if reason else ''}")
+    try:
+        report = run_bench(scenarios, servers, reps=reps, quick=args.quick,
+                           timeout_s=args.timeout, netns=netns, netns_reason=reason,
+                           progress=progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted (the server of the current run was stopped)", file=sys.stderr)
+        return 130
+    print(format_table(report), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report_dict(report), f, indent=1)
+    if args.plot:
+        plot(report, args.plot)
+    return 1 if any(r.error for r in report.runs) else 0

@@ -1,0 +1,224 @@
+"""The benchmark harness works: reference servers, counters, the bench verb.
+
+Correctness only: every connection completes, servers exit cleanly, the table
+and the JSON are produced. No timing is ever asserted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import pytest
+
+from fastaccept import bench, refservers
+
+RUN_TIMEOUT_S = 240     # the bench --quick aims at under 60 s; this only stops a hang
+
+
+def _has_loadgen() -> bool:
+    try:
+        from fastaccept import loadgen  # noqa: F401
+        from fastaccept._loadgen import serve_inline  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_loadgen = pytest.mark.skipif(not _has_loadgen(), reason="fastaccept._loadgen is not built")
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> bytes:
+    """One line of the child's stdout, or b"" if none came within timeout."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else b""
+
+
+WORKS = {"plain": {}, "sleep": {"sleep_ms": 1.0}, "cpu": {"cpu_iters": 1000}}
+
+
+@pytest.mark.parametrize("kind,work", [
+    pytest.param(kind, work, id=f"{kind}-{name}")
+    for kind in refservers.NAMES for name, work in WORKS.items()
+    if kind != "c-inline" or name == "plain"])      # c-inline does no handler work
+def test_refserver_serves_and_exits_cleanly(kind, work, http_get, no_leaks):
+    if kind == "c-inline" and not _has_loadgen():
+        pytest.skip("fastaccept._loadgen is not built")
+    server = bench.ServerProcess(kind, backlog=16, workers=2, **work)
+    with server:
+        for _ in range(5):
+            reply = http_get(("127.0.0.1", server.port), timeout=10.0)
+            assert reply == refservers.RESPONSE
+    assert server.returncode == 0
+    assert server.served == 5
+
+
+def test_refserver_binds_its_own_port_and_stops_on_sigint():
+    proc = subprocess.Popen([sys.executable, "-m", "fastaccept.refservers", "serial",
+                             "--backlog", "4"], stdout=subprocess.PIPE, cwd=bench.PACKAGE_PARENT)
+    try:
+        line = _read_line(proc, timeout=30)
+        assert line.startswith(b"port ")
+        port = int(line.split()[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(4096).startswith(b"HTTP/1.0 200 OK")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    assert out.strip() == b"served 1"
+
+
+def test_refserver_rejects_a_socket_that_is_not_listening():
+    with socket.socket() as s:
+        proc = subprocess.run([sys.executable, "-m", "fastaccept.refservers", "serial",
+                               "--fd", str(s.fileno())], pass_fds=(s.fileno(),),
+                              capture_output=True, timeout=30, cwd=bench.PACKAGE_PARENT)
+    assert proc.returncode != 0
+    assert b"not a listening socket" in proc.stderr
+
+
+def test_burn_does_work_proportional_to_its_count():
+    assert refservers.burn(0) == 0
+    assert refservers.burn(10) == sum(i * i for i in range(10))
+    assert refservers.calibrate_cpu_iters(0) == 0
+    assert refservers.calibrate_cpu_iters(1.0) >= 1
+
+
+def test_listen_queue_counts_unaccepted_connections(wait_for):
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        assert bench.listen_queue(lsock) == (0, 8)
+        clients = [socket.create_connection(lsock.getsockname(), timeout=10) for _ in range(3)]
+        try:
+            # The handshake completes in the kernel; the count follows it.
+            wait_for(lambda: bench.listen_queue(lsock)[0] == 3, what="3 queued connections")
+            conn, _ = lsock.accept()
+            conn.close()
+            assert bench.listen_queue(lsock) == (2, 8)
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_read_netstat_has_the_listen_counters():
+    counters = bench.read_netstat()
+    assert isinstance(counters["ListenOverflows"], int)
+    assert isinstance(counters["ListenDrops"], int)
+
+
+def test_read_netstat_parses_the_tcpext_pair(tmp_path):
+    path = tmp_path / "netstat"
+    path.write_text("TcpExt: SyncookiesSent ListenOverflows ListenDrops\n"
+                    "TcpExt: 1 22 33\n"
+                    "IpExt: InNoRoutes\nIpExt: 4\n")
+    assert bench.read_netstat(str(path)) == {"SyncookiesSent": 1, "ListenOverflows": 22,
+                                            "ListenDrops": 33}
+
+
+def test_process_cpu_time_is_read_from_outside():
+    # The sources agree within a tick or so for an idle child.
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import sys; print('ready', flush=True); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert _read_line(proc, timeout=30) == b"ready\n"
+        clock = bench.process_cpu_ns(proc.pid, "cpu-clock")
+        stat = bench.process_cpu_ns(proc.pid, "proc-stat")
+        assert clock > 0 and stat >= 0
+        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        assert abs(clock - stat) <= 2 * tick_ns + clock // 10
+    finally:
+        proc.communicate(b"", timeout=30)
+
+
+def test_private_netns_when_allowed():
+    # In a child: entering a namespace must not move the test process.
+    code = ("import socket\n"
+            "from fastaccept import bench\n"
+            "why = bench.enter_private_netns()\n"
+            "print(why or 'private')\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
+            "c = socket.create_connection(s.getsockname(), timeout=5); c.close()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                          cwd=bench.PACKAGE_PARENT)
+    assert proc.returncode == 0, proc.stderr.decode()
+    if os.geteuid() == 0:
+        assert proc.stdout.strip() == b"private"
+
+
+def _fake_run(scenario: str, server: str, rep: int, cpu: float, fails: int = 0) -> bench.RunResult:
+    return bench.RunResult(scenario, server, rep, connections=100, completed=100 - fails,
+                           failures={"refused": 0, "reset": 0, "timeout": fails, "other": 0},
+                           conn_per_s=1000.0 + rep, connect_p99_ms=0.5, rtt_p99_ms=2.0,
+                           cpu_us_per_conn=cpu, listen_overflows=rep)
+
+
+def test_summary_takes_medians_and_the_ratio_to_c_inline():
+    report = bench.BenchReport(["throughput"], ["fastaccept-8", "c-inline"], 3, False,
+                               "private", "", "cpu-clock", 1000)
+    for rep, (fa, ci) in enumerate([(30.0, 10.0), (90.0, 12.0), (40.0, 8.0)]):
+        report.runs.append(_fake_run("throughput", "fastaccept-8", rep, fa, fails=rep))
+        report.runs.append(_fake_run("throughput", "c-inline", rep, ci))
+    rows = bench.summarize(report)["throughput"]
+    assert rows["fastaccept-8"]["cpu_us_per_conn"] == 40.0
+    assert rows["c-inline"]["cpu_us_per_conn"] == 10.0
+    assert rows["fastaccept-8"]["cpu_ratio"] == 4.0
+    assert rows["c-inline"]["cpu_ratio"] == 1.0
+    assert rows["fastaccept-8"]["failures"] == 1 and rows["fastaccept-8"]["failures_max"] == 2
+    assert rows["fastaccept-8"]["listen_overflows"] == 1
+    table = bench.format_table(report)
+    assert "private network namespace" in table
+    assert "40.0" in table and "4.00" in table and "1 (max 2)" in table
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown server nginx"):
+        bench._names(["fastaccept-8,nginx"], bench.SERVERS, "server")
+    assert bench._names(["c-inline", "serial,c-inline"], bench.SERVERS, "server") == \
+        ["serial", "c-inline"]
+
+
+@needs_loadgen
+def test_loadgen_run_against_a_reference_server_completes_every_connection():
+    from fastaccept import loadgen
+
+    with bench.ServerProcess("fastaccept", backlog=128, workers=4) as server:
+        result = loadgen.run("127.0.0.1", server.port, connections=300, concurrency=16,
+                             timeout=20.0)
+    assert result.connections == 300
+    assert result.completed == 300, result.failures
+    assert sum(result.failures.values()) == 0
+    assert server.served == 300
+
+
+@needs_loadgen
+def test_bench_quick_produces_the_table_and_completes_every_connection(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "fastaccept", "bench", "--quick",
+                           "--json", str(out)], capture_output=True, timeout=RUN_TIMEOUT_S,
+                          cwd=bench.PACKAGE_PARENT)
+    stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 0, stderr[-3000:]
+    for name in bench.SCENARIOS:
+        assert f"\n{name}: " in stdout
+    for label in bench.SERVERS:
+        assert stdout.count(f"\n{label} ") == len(bench.SCENARIOS), stdout
+    assert "rep 1/1" in stderr      # the progress lines
+    data = json.loads(out.read_text())
+    assert len(data["runs"]) == len(bench.SCENARIOS) * len(bench.SERVERS)
+    for run in data["runs"]:
+        where = f"{run['scenario']}/{run['server']}"
+        assert run["error"] is None, where
+        assert run["completed"] == run["connections"] > 0, (where, run["failures"])
+        assert run["served"] is not None and run["served"] >= run["completed"], where
+        assert run["cpu_us_per_conn"] is not None, where
