@@ -5,11 +5,11 @@ MAX_CONNECTIONS: int
 MAX_CONCURRENCY: int
 MAX_REQUEST: int
 MAX_RESPONSE: int
-RUN_MARGIN_S: float
+HARVEST_EVERY: int
 
 def load(family: int, ip: str, port: int, scope_id: int, connections: int,
-         concurrency: int, timeout_ns: int,
-         request: bytes) -> Dict[str, Union[int, bool, Dict[str, int]]]:
+         concurrency: int, timeout_ns: int, request: bytes,
+         max_ns: int = 0) -> Dict[str, Union[int, bool, Dict[str, int]]]:
     """Run one load; return the raw counters and percentiles (nanoseconds) as a dict."""
     ...
 

@@ -29,12 +29,13 @@ cdef extern from "fa_loadgen.h" nogil:
     unsigned int FA_LOAD_MAX_CONNECTIONS
     unsigned int FA_LOAD_MAX_CONCURRENCY
     unsigned int FA_LOAD_MAX_REQUEST
-    unsigned long long FA_LOAD_MARGIN_NS
+    unsigned int FA_LOAD_HARVEST_EVERY
 
     ctypedef struct fa_load_config:
         uint64_t connections
         uint32_t concurrency
         uint64_t timeout_ns
+        uint64_t max_ns
         const void *request
         size_t request_len
 
@@ -53,6 +54,7 @@ cdef extern from "fa_loadgen.h" nogil:
         uint64_t timeout
         uint64_t other
         uint64_t elapsed_ns
+        uint64_t issue_ns
         int source_rotation
         fa_load_percentiles connect
         fa_load_percentiles rtt
@@ -84,7 +86,7 @@ MAX_CONNECTIONS = FA_LOAD_MAX_CONNECTIONS
 MAX_CONCURRENCY = FA_LOAD_MAX_CONCURRENCY
 MAX_REQUEST = FA_LOAD_MAX_REQUEST
 MAX_RESPONSE = FA_INLINE_MAX_RESPONSE
-RUN_MARGIN_S = FA_LOAD_MARGIN_NS / 1e9
+HARVEST_EVERY = FA_LOAD_HARVEST_EVERY
 
 
 cdef object _os_error(int rc):
@@ -99,10 +101,12 @@ cdef dict _percentiles(fa_load_percentiles *p):
 
 
 def load(int family, str ip not None, int port, uint32_t scope_id, uint64_t connections,
-         uint32_t concurrency, uint64_t timeout_ns, bytes request not None):
+         uint32_t concurrency, uint64_t timeout_ns, bytes request not None,
+         uint64_t max_ns=0):
     """Run one load; return the raw counters and percentiles (nanoseconds) as a dict.
 
     ``family`` is AF_INET or AF_INET6 and ``ip`` a numeric address of it.
+    ``max_ns`` 0 bounds the starts by the run's shape (see fa_loadgen.h).
     Arguments are range-checked by ``fastaccept.loadgen.run``; out-of-range
     values here raise ValueError without naming which.
     """
@@ -120,6 +124,7 @@ def load(int family, str ip not None, int port, uint32_t scope_id, uint64_t conn
     cfg.connections = connections
     cfg.concurrency = concurrency
     cfg.timeout_ns = timeout_ns
+    cfg.max_ns = max_ns
     cfg.request = <const char *>request
     cfg.request_len = len(request)
     rc = fa_load_init(&l, &cfg)
@@ -148,6 +153,7 @@ def load(int family, str ip not None, int port, uint32_t scope_id, uint64_t conn
         "timeout": r.timeout,
         "other": r.other,
         "elapsed_ns": r.elapsed_ns,
+        "issue_ns": r.issue_ns,
         "source_rotation": bool(r.source_rotation),
         "connect": _percentiles(&r.connect),
         "rtt": _percentiles(&r.rtt),

@@ -15,6 +15,21 @@ keeping ``concurrency`` in flight. On an IPv4 loopback target each client
 socket is bound to its own source address in 127.0.0.0/8, so a long run does
 not run out of ephemeral ports.
 
+Connect time (``connect_ms``) runs from just before a connection's
+``connect()`` to the moment the client saw it writable (handshake done). The
+client never sleeps while it has connections to start: after every
+``HARVEST_EVERY`` connects it polls with a zero timeout and timestamps the
+handshakes already done, then starts the next group; sending requests and
+reading replies wait until the starts pause (all started, or every
+``concurrency`` slot busy). So a burst (all N started back to back, without
+waiting for any reply) is as sharp whatever the server does, and a
+connection's connect time leaves out the time spent starting the others: it
+overstates the handshake by at most about ``HARVEST_EVERY`` connect() calls
+(well under a millisecond on loopback), not by the burst's length
+(``issue_s``). A SYN dropped by a full accept queue shows as a connect time
+of 1 s or more (the SYN retransmission). Round trips (``rtt_ms``) of a burst
+do include the time spent starting the rest.
+
 ``serve_inline()`` is the matching reference server ("c-inline"): one C epoll
 loop that answers every connection with a fixed response, the ceiling any
 server can reach on this machine for this protocol.
@@ -28,12 +43,13 @@ import os
 import resource
 import socket
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from fastaccept import _loadgen
 from fastaccept._loadgen import serve_inline
 
-__all__ = ["Percentiles", "LoadResult", "run", "serve_inline", "FAILURE_KINDS"]
+__all__ = ["Percentiles", "LoadResult", "run", "serve_inline", "FAILURE_KINDS",
+           "HARVEST_EVERY"]
 
 log = logging.getLogger("fastaccept")
 
@@ -43,8 +59,10 @@ MAX_CONNECTIONS = _loadgen.MAX_CONNECTIONS
 MAX_CONCURRENCY = _loadgen.MAX_CONCURRENCY
 MAX_REQUEST = _loadgen.MAX_REQUEST
 MAX_TIMEOUT = 3600.0
-#: The whole run gives up this long after ``timeout``, counted from its start.
-RUN_MARGIN_S = _loadgen.RUN_MARGIN_S
+#: Longest ``max_seconds`` (a week).
+MAX_SECONDS = 7 * 86400.0
+#: Connections started between two zero-timeout polls for ready sockets.
+HARVEST_EVERY = _loadgen.HARVEST_EVERY
 # fds the process may need besides the client sockets (epoll, stdio, logs)
 FD_HEADROOM = 64
 
@@ -66,24 +84,27 @@ class LoadResult:
     ``connections`` counts the attempts made; every attempt ends either
     completed or in one ``failures`` kind, so ``connections == completed +
     sum(failures.values())``. It is below the number asked for only when the
-    run's deadline (``timeout`` + ``RUN_MARGIN_S``) passed first.
+    run's bound on starting connections (``max_seconds``, see ``run``)
+    passed first.
 
     failures: ``refused`` (ECONNREFUSED), ``reset`` (ECONNRESET or EPIPE),
-    ``timeout`` (no reply and EOF within ``timeout``, or still open at the
-    deadline), ``other`` (EOF without a reply; no source port, fd or memory
-    left; anything else).
+    ``timeout`` (no reply and EOF within ``timeout``), ``other`` (EOF
+    without a reply; no source port, fd or memory left; anything else).
 
     ``elapsed_s`` runs from the first connect start to the end of the last
     connection (whatever its outcome); ``conn_per_s`` is ``completed /
-    elapsed_s``. ``connect_ms`` covers every connection whose handshake
-    completed (connect start to writable), ``rtt_ms`` the completed ones
-    (connect start to EOF after the reply).
+    elapsed_s``. ``issue_s`` runs from the first connect start to the last
+    one: how long starting them all took (a burst's spread). ``connect_ms``
+    covers every connection whose handshake completed (connect start to
+    seen writable: see the module's docstring), ``rtt_ms`` the completed
+    ones (connect start to EOF after the reply).
     """
 
     connections: int
     completed: int
     failures: dict
     elapsed_s: float
+    issue_s: float
     conn_per_s: float
     connect_ms: Percentiles
     rtt_ms: Percentiles
@@ -107,6 +128,18 @@ def _check_timeout(timeout: Any) -> float:
     if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
         raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {timeout!r}")
     return float(timeout)
+
+
+def _check_max_seconds(max_seconds: Any) -> Optional[float]:
+    if max_seconds is None:
+        return None
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)):
+        raise TypeError(
+            f"max_seconds must be a number of seconds or None, got {type(max_seconds).__name__}")
+    if not (math.isfinite(max_seconds) and 0 < max_seconds <= MAX_SECONDS):
+        raise ValueError(
+            f"max_seconds must be in (0, {MAX_SECONDS:g}] seconds, got {max_seconds!r}")
+    return float(max_seconds)
 
 
 def _check_request(request: Any) -> bytes:
@@ -168,18 +201,31 @@ def _percentiles(raw: Dict[str, int]) -> Percentiles:
 
 
 def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
-        burst: bool = False, timeout: float = 10.0,
+        burst: bool = False, timeout: float = 10.0, max_seconds: Optional[float] = None,
         request: bytes = DEFAULT_REQUEST) -> LoadResult:
     """Open ``connections`` TCP connections to (host, port) from C; return what was measured.
 
     At most ``concurrency`` connections are open at once (``burst=True``:
-    all of them, opened back to back before any reply is read, so their
-    latencies include the time the one client thread spent opening the
-    rest). Each one connects, sends ``request``
-    (may be empty), reads until the server closes, and closes. A connection
-    fails as "timeout" after ``timeout`` seconds; the whole run gives up
-    ``timeout`` + ``RUN_MARGIN_S`` seconds after it started, failing what is
-    still open and starting nothing new, so it is bounded in count and time.
+    all of them, started back to back without waiting for any reply; their
+    round trips include the time the one client thread spent starting the
+    rest, their connect times do not: see the module's docstring). Each one
+    connects, sends ``request`` (may be empty), reads until the server
+    closes, and closes. A connection fails as "timeout" after ``timeout``
+    seconds.
+
+    ``max_seconds`` bounds the run's length apart from ``timeout``: no
+    connection starts later than ``max_seconds`` after the run started, so
+    the run ends within ``max_seconds + timeout`` (the connections still
+    open then finish or time out as usual; those never started are not
+    counted in ``connections``). ``None`` (the default) sets no bound of its
+    own: every connection is bounded by ``timeout`` and at most
+    ``concurrency`` are open at once (all of them with ``burst=True``), so
+    the run is bounded by its shape, and the starts stop after
+    ``(ceil(connections / concurrency) + 1) * (timeout + 0.064)`` seconds
+    (0.064: the longest back-off after running out of ports or fds), which
+    only a run starved of ports or fds comes near. A long soak
+    (say 1,000,000 connections at 20,000 conn/s, ``timeout=10``) needs no
+    ``max_seconds``; give one to cap its wall time.
 
     The GIL is released for the run, except for a moment after each signal
     (so Ctrl-C interrupts it). The process's RLIMIT_NOFILE soft limit is
@@ -196,6 +242,7 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
     if not isinstance(burst, bool):
         raise TypeError(f"burst must be a bool, got {type(burst).__name__}")
     timeout_s = _check_timeout(timeout)
+    max_s = _check_max_seconds(max_seconds)
     data = _check_request(request)
     if burst and n > MAX_CONCURRENCY:
         raise ValueError(
@@ -205,7 +252,8 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
     _ensure_fd_limit(open_at_once)
 
     raw = _loadgen.load(family, ip, port, scope_id, n, open_at_once,
-                        max(1, int(timeout_s * 1e9)), data)
+                        max(1, int(timeout_s * 1e9)), data,
+                        0 if max_s is None else max(1, int(max_s * 1e9)))
 
     elapsed_s = raw["elapsed_ns"] / 1e9
     completed = raw["completed"]
@@ -214,6 +262,7 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
         completed=completed,
         failures={kind: raw[kind] for kind in FAILURE_KINDS},
         elapsed_s=elapsed_s,
+        issue_s=raw["issue_ns"] / 1e9,
         conn_per_s=completed / elapsed_s if elapsed_s > 0 else 0.0,
         connect_ms=_percentiles(raw["connect"]),
         rtt_ms=_percentiles(raw["rtt"]),

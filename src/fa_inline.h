@@ -4,11 +4,16 @@
  * One thread, one level-triggered epoll set, no threads, queues or Python:
  *   1. the listening socket readable: accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)
  *      until EAGAIN (at most FA_INLINE_ACCEPT_BATCH per wake-up, so clients
- *      already accepted are not starved by a flood), each client added to
- *      the set;
- *   2. a client readable: read until "\r\n\r\n" (or EOF, or
- *      FA_INLINE_MAX_HEAD bytes), then write the response (waiting for
- *      EPOLLOUT if the socket buffer is full) and close;
+ *      already accepted are not starved by a flood), and serve each client
+ *      at once (step 2): on loopback its request is almost always in the
+ *      socket by then, so it is answered and closed without ever entering
+ *      the epoll set; only a client whose read says EAGAIN (or whose
+ *      request is still incomplete) is added to it;
+ *   2. serving a client: read until "\r\n\r\n" (or EOF, or
+ *      FA_INLINE_MAX_HEAD bytes; one read per readiness), then write the
+ *      response (waiting for EPOLLOUT if the socket buffer is full) and
+ *      close: the same segments on the wire as a Python server's sendall()
+ *      and close();
  *   3. the stop fd readable: close every client still open and return.
  * A connection counts as served once the whole response was written.
  *

@@ -34,6 +34,8 @@ typedef struct fa_load_conn {
     uint8_t got_reply;      /* at least one byte of the reply was read */
     uint32_t sent;          /* request bytes written */
     uint32_t prev, next;    /* start-order list of open connections */
+    uint32_t deferred;      /* epoll events seen but not acted on yet; 0: none */
+    uint32_t deferred_at;   /* its index in l->deferred while deferred != 0 */
     uint64_t start_ns;
 } fa_load_conn;
 
@@ -74,6 +76,23 @@ int fa_load_target(fa_load_config *cfg, int family, const char *ip, uint16_t por
     return -EINVAL;
 }
 
+/* a * b, or UINT64_MAX when that does not fit */
+static uint64_t mul_sat(uint64_t a, uint64_t b)
+{
+    return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+/* The default for max_ns: what a run of this shape needs at the worst that
+ * is still normal (see fa_loadgen.h). It saturates rather than wrap. */
+static uint64_t shape_bound_ns(const fa_load_config *cfg)
+{
+    uint64_t rounds = cfg->connections / cfg->concurrency +
+                      (cfg->connections % cfg->concurrency != 0) + 1;
+    uint64_t per_round = cfg->timeout_ns > UINT64_MAX - FA_LOAD_PAUSE_MAX_NS
+                             ? UINT64_MAX : cfg->timeout_ns + FA_LOAD_PAUSE_MAX_NS;
+    return mul_sat(rounds, per_round);
+}
+
 static int is_loopback_v4(const fa_load_config *cfg)
 {
     const struct sockaddr_in *sin = (const struct sockaddr_in *)&cfg->target;
@@ -93,17 +112,21 @@ int fa_load_init(fa_load *l, const fa_load_config *cfg)
     l->cfg = *cfg;
     if (l->cfg.concurrency > l->cfg.connections)
         l->cfg.concurrency = (uint32_t)l->cfg.connections;
+    if (l->cfg.max_ns == 0)
+        l->cfg.max_ns = shape_bound_ns(&l->cfg);
     l->rotate_source = is_loopback_v4(cfg);
 
     uint32_t n = l->cfg.concurrency;
     l->slots = calloc(n, sizeof *l->slots);
     l->free_slots = calloc(n, sizeof *l->free_slots);
+    l->deferred = calloc(n, sizeof *l->deferred);
     /* Untouched pages of the sample arrays cost nothing, so a run that ends
      * early does not pay for its full budget. */
     l->connect_ns = malloc(l->cfg.connections * sizeof *l->connect_ns);
     l->rtt_ns = malloc(l->cfg.connections * sizeof *l->rtt_ns);
     l->scratch = malloc(SCRATCH_BYTES);
-    if (!l->slots || !l->free_slots || !l->connect_ns || !l->rtt_ns || !l->scratch) {
+    if (!l->slots || !l->free_slots || !l->deferred || !l->connect_ns || !l->rtt_ns ||
+        !l->scratch) {
         /* calloc'd slots read as fd 0: keep destroy from closing it */
         free(l->slots);
         l->slots = NULL;
@@ -139,11 +162,13 @@ void fa_load_destroy(fa_load *l)
         close(l->epoll_fd);
     free(l->slots);
     free(l->free_slots);
+    free(l->deferred);
     free(l->connect_ns);
     free(l->rtt_ns);
     free(l->scratch);
     l->slots = NULL;
     l->free_slots = NULL;
+    l->deferred = NULL;
     l->connect_ns = l->rtt_ns = NULL;
     l->scratch = NULL;
     l->epoll_fd = -1;
@@ -220,6 +245,27 @@ static void list_remove(fa_load *l, uint32_t i)
     l->open--;
 }
 
+/* Remembers events of connection i to act on once the starts pause: the set
+ * is edge-triggered, so they would not be reported again. */
+static void defer(fa_load *l, uint32_t i, uint32_t events)
+{
+    fa_load_conn *c = &l->slots[i];
+    if (c->deferred == 0) {
+        c->deferred_at = l->deferred_count;
+        l->deferred[l->deferred_count++] = i;
+    }
+    c->deferred |= events;
+}
+
+static void undefer(fa_load *l, uint32_t i)
+{
+    fa_load_conn *c = &l->slots[i];
+    uint32_t last = l->deferred[--l->deferred_count];
+    l->deferred[c->deferred_at] = last;
+    l->slots[last].deferred_at = c->deferred_at;
+    c->deferred = 0;
+}
+
 /* Ends an open connection: closes it normally (no SO_LINGER games: the
  * rotating source addresses keep any TIME_WAIT from crowding the ports). */
 static void finish(fa_load *l, uint32_t i, enum outcome o, uint64_t t)
@@ -230,6 +276,8 @@ static void finish(fa_load *l, uint32_t i, enum outcome o, uint64_t t)
      * socket: nothing to handle. */
     close(c->fd);
     c->fd = -1;
+    if (c->deferred)
+        undefer(l, i);
     list_remove(l, i);
     l->free_slots[l->free_count++] = i;
     if (o == COMPLETED)
@@ -239,10 +287,12 @@ static void finish(fa_load *l, uint32_t i, enum outcome o, uint64_t t)
 
 /*
  * Moves connection i as far as it can go without blocking. events is what
- * epoll reported (EPOLLOUT alone right after connect() succeeded at once).
- * Returns 1 if the connection ended.
+ * epoll reported (EPOLLOUT alone right after connect() succeeded at once),
+ * and ready_ns when it was known: the return of that epoll_wait (or of
+ * connect()), which ends the connect sample. Returns 1 if the connection
+ * ended.
  */
-static int advance(fa_load *l, uint32_t i, uint32_t events)
+static int advance(fa_load *l, uint32_t i, uint32_t events, uint64_t ready_ns)
 {
     fa_load_conn *c = &l->slots[i];
     uint64_t t;
@@ -260,7 +310,7 @@ static int advance(fa_load *l, uint32_t i, uint32_t events)
         } else if (!(events & EPOLLOUT)) {
             return 0;
         }
-        l->connect_ns[l->res.connect.samples++] = now_ns() - c->start_ns;
+        l->connect_ns[l->res.connect.samples++] = ready_ns - c->start_ns;
         c->phase = SENDING;
     }
 
@@ -343,6 +393,7 @@ static int launch(fa_load *l)
         l->started = 1;
         l->first_start_ns = t;
     }
+    l->last_start_ns = t;
     l->res.attempted++;
 
     int fd = socket(l->cfg.target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -363,13 +414,15 @@ static int launch(fa_load *l)
     c->phase = CONNECTING;
     c->got_reply = 0;
     c->sent = 0;
+    c->deferred = 0;
     c->start_ns = now_ns();
     list_append(l, i);
 
     if (connect(fd, (struct sockaddr *)&l->cfg.target, l->cfg.target_len) == 0) {
-        /* connected at once: go straight on to the request */
-        if (advance(l, i, EPOLLOUT))
-            return 0;
+        /* Connected at once: that is the connect sample. The request goes
+         * out on the EPOLLOUT the set reports when the fd is added. */
+        l->connect_ns[l->res.connect.samples++] = now_ns() - c->start_ns;
+        c->phase = SENDING;
     } else {
         int err = errno;
         if (err != EINPROGRESS) {
@@ -398,24 +451,35 @@ static int launch(fa_load *l)
     return 0;
 }
 
-static void launch_some(fa_load *l, uint64_t t)
+static int can_launch(const fa_load *l, uint64_t t)
 {
-    if (t < l->pause_until_ns)
-        return;
-    while (l->free_count > 0 && l->res.attempted < l->cfg.connections) {
+    return l->free_count > 0 && l->res.attempted < l->cfg.connections &&
+           t < l->launch_until_ns && t >= l->pause_until_ns;
+}
+
+/* Starts up to FA_LOAD_HARVEST_EVERY connections. Returns 1 if more could
+ * start at once: the caller then polls without sleeping and comes back, so
+ * the handshakes already done are timestamped between the groups. */
+static int launch_some(fa_load *l, uint64_t t)
+{
+    if (!can_launch(l, t))
+        return 0;
+    for (int k = 0; k < FA_LOAD_HARVEST_EVERY; k++) {
+        if (l->free_count == 0 || l->res.attempted >= l->cfg.connections)
+            break;
         if (launch(l) < 0)
-            return;
+            return 0;
     }
-    /* A round without a resource failure ends the back-off. */
-    if (t >= l->pause_until_ns)
-        l->pause_ns = 0;
+    /* A group without a resource failure ends the back-off. */
+    l->pause_ns = 0;
+    return can_launch(l, t);
 }
 
 static void expire(fa_load *l, uint64_t t)
 {
     while (l->oldest != NONE) {
         uint32_t i = l->oldest;
-        if (t < l->slots[i].start_ns + l->cfg.timeout_ns && t < l->deadline_ns)
+        if (t < l->slots[i].start_ns + l->cfg.timeout_ns)
             break;
         finish(l, i, TIMED_OUT, t);
     }
@@ -425,42 +489,90 @@ static void expire(fa_load *l, uint64_t t)
  * (epoll_wait sleeps in whole milliseconds; waking early would spin). */
 static int wait_ms(fa_load *l, uint64_t t)
 {
-    uint64_t until = l->deadline_ns;
-    if (l->oldest != NONE) {
-        uint64_t due = l->slots[l->oldest].start_ns + l->cfg.timeout_ns;
-        if (due < until)
-            until = due;
-    }
+    uint64_t until = UINT64_MAX;
+    if (l->oldest != NONE)
+        until = l->slots[l->oldest].start_ns + l->cfg.timeout_ns;
     if (l->res.attempted < l->cfg.connections && l->free_count > 0 &&
-        l->pause_until_ns > t && l->pause_until_ns < until)
-        until = l->pause_until_ns;
+        t < l->launch_until_ns) {
+        /* Starts are held back by a pause (or more would have started):
+         * wake when it ends, or when no more may start (with nothing open,
+         * the run is over then). */
+        uint64_t next = l->pause_until_ns < l->launch_until_ns ? l->pause_until_ns
+                                                               : l->launch_until_ns;
+        if (next < until)
+            until = next;
+    }
     if (until <= t)
         return 0;
     uint64_t ms = (until - t + 999999) / 1000000;
     return ms > 60000 ? 60000 : (int)ms;
 }
 
+/*
+ * Handles what a zero-timeout poll between two groups of starts reported:
+ * only what keeps the samples true and costs next to nothing. A finished
+ * handshake gets its connect sample now, a failed one is ended; sending the
+ * request and reading the reply wait until the starts pause, so the client
+ * opens connections at the same pace however fast the server answers.
+ */
+static void harvest(fa_load *l, uint32_t i, uint32_t events, uint64_t ready_ns)
+{
+    fa_load_conn *c = &l->slots[i];
+    if (c->phase == CONNECTING) {
+        if (events & (EPOLLERR | EPOLLHUP)) {
+            advance(l, i, events, ready_ns);
+            return;
+        }
+        if (!(events & EPOLLOUT))
+            return;
+        l->connect_ns[l->res.connect.samples++] = ready_ns - c->start_ns;
+        c->phase = SENDING;
+    }
+    defer(l, i, events);
+}
+
+/* Acts on every deferred event (the starts have paused). */
+static void catch_up(fa_load *l)
+{
+    while (l->deferred_count > 0) {
+        uint32_t i = l->deferred[l->deferred_count - 1];
+        uint32_t events = l->slots[i].deferred;
+        undefer(l, i);
+        advance(l, i, events, now_ns());
+    }
+}
+
 int fa_load_run(fa_load *l)
 {
     struct epoll_event events[EVENTS_MAX];
-    if (l->deadline_ns == 0)
-        l->deadline_ns = now_ns() + l->cfg.timeout_ns + FA_LOAD_MARGIN_NS;
+    if (l->launch_until_ns == 0) {
+        uint64_t t0 = now_ns();
+        l->launch_until_ns = t0 > UINT64_MAX - l->cfg.max_ns ? UINT64_MAX : t0 + l->cfg.max_ns;
+    }
     for (;;) {
         uint64_t t = now_ns();
         expire(l, t);
-        if (t < l->deadline_ns)
-            launch_some(l, t);
-        if (l->open == 0 && (l->res.attempted >= l->cfg.connections || t >= l->deadline_ns))
+        int more = launch_some(l, t);
+        if (!more)
+            catch_up(l);
+        if (l->open == 0 &&
+            (l->res.attempted >= l->cfg.connections || t >= l->launch_until_ns))
             return 0;
-        int n = epoll_wait(l->epoll_fd, events, EVENTS_MAX, wait_ms(l, now_ns()));
+        /* Between groups of starts: see what is ready without sleeping. */
+        int n = epoll_wait(l->epoll_fd, events, EVENTS_MAX, more ? 0 : wait_ms(l, now_ns()));
         if (n < 0)
             return -errno;  /* -EINTR included: the caller retries */
+        uint64_t ready = now_ns();
         for (int k = 0; k < n; k++) {
             uint32_t i = events[k].data.u32;
             /* Only fds of open slots are in the set, and slots are reused
              * only between batches. */
-            if (l->slots[i].fd >= 0)
-                advance(l, i, events[k].events);
+            if (l->slots[i].fd < 0)
+                continue;
+            if (more)
+                harvest(l, i, events[k].events, ready);
+            else
+                advance(l, i, events[k].events, ready);
         }
     }
 }
@@ -495,6 +607,7 @@ void fa_load_result_get(fa_load *l, fa_load_result *out)
 {
     l->res.elapsed_ns = l->started && l->last_end_ns > l->first_start_ns
                             ? l->last_end_ns - l->first_start_ns : 0;
+    l->res.issue_ns = l->started ? l->last_start_ns - l->first_start_ns : 0;
     percentiles(l->connect_ns, &l->res.connect);
     percentiles(l->rtt_ns, &l->res.rtt);
     *out = l->res;

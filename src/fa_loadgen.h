@@ -15,8 +15,7 @@
  *   refused  ECONNREFUSED
  *   reset    ECONNRESET or EPIPE
  *   timeout  no EOF within timeout_ns of the connect start (the socket is
- *            closed), the kernel's own ETIMEDOUT, or still open when the
- *            run's deadline passed
+ *            closed), or the kernel's own ETIMEDOUT
  *   other    anything else: EOF without a reply, EADDRNOTAVAIL or EAGAIN
  *            from connect() (no port left), EMFILE from socket(), ...
  * Out-of-resource failures (EADDRNOTAVAIL EAGAIN EMFILE ENFILE ENOBUFS
@@ -24,11 +23,29 @@
  * persist, so a starved run does not spin through its budget; connections
  * already open go on meanwhile.
  *
+ * Connect time. The loop never sleeps while it has connections to start: it
+ * starts at most FA_LOAD_HARVEST_EVERY of them, then polls with a zero
+ * timeout and starts the next group. That poll only timestamps the finished
+ * handshakes and ends the failed ones; sending requests and reading replies
+ * wait until the starts pause (all started, or every slot busy), so a burst
+ * (concurrency == connections) opens its N connections at the same pace
+ * whatever the server does, and its round trips include the time spent
+ * starting the rest. A connection's connect sample runs from just before
+ * its connect() to the return of the first epoll_wait that reported it
+ * writable (or to connect() itself when that returned 0): it overstates
+ * the handshake by at most about FA_LOAD_HARVEST_EVERY connect() calls,
+ * however many are started, while a handshake that waited for a SYN
+ * retransmission shows as such (1 s and more).
+ *
  * Bounds: at most `connections` attempts, at most `concurrency` open at once,
- * each one closed after timeout_ns, and the whole run stops starting new
- * connections and fails the open ones FA_LOAD_MARGIN_NS after timeout_ns
- * (the run's deadline). Every attempt ends in exactly one of the five
- * counters, so attempted == completed + refused + reset + timeout + other.
+ * each one closed after timeout_ns, and no connection started later than
+ * max_ns after the run's start; so the run ends within max_ns + timeout_ns.
+ * max_ns 0 means the bound a run of that shape needs when every connection
+ * takes its whole timeout and every start waits out the longest back-off:
+ * (ceil(connections / concurrency) + 1) * (timeout_ns + FA_LOAD_PAUSE_MAX_NS).
+ * Only a run starved of ports or fds (paused again and again) gets near it.
+ * Every attempt ends in exactly one of the five counters, so
+ * attempted == completed + refused + reset + timeout + other.
  *
  * The loop never touches a Python object, so its caller can release the GIL
  * for the whole run. A signal delivered to the thread makes fa_load_run()
@@ -49,7 +66,7 @@
 #define FA_LOAD_MAX_CONNECTIONS 100000000u
 #define FA_LOAD_MAX_CONCURRENCY 1000000u
 #define FA_LOAD_MAX_REQUEST (1u << 20)
-#define FA_LOAD_MARGIN_NS 1000000000ull         /* run deadline = timeout + 1 s */
+#define FA_LOAD_HARVEST_EVERY 16                /* connects between zero-timeout polls */
 #define FA_LOAD_PAUSE_MIN_NS 1000000ull         /* first back-off on a resource error */
 #define FA_LOAD_PAUSE_MAX_NS 64000000ull
 
@@ -59,6 +76,8 @@ typedef struct fa_load_config {
     uint64_t connections;       /* attempts in the run */
     uint32_t concurrency;       /* open at once; == connections for a burst */
     uint64_t timeout_ns;        /* per connection, from connect start to EOF */
+    uint64_t max_ns;            /* start nothing later than this after the run's
+                                 * start; 0: derived from the shape (see above) */
     const void *request;        /* borrowed for the run's lifetime */
     size_t request_len;         /* may be 0: the server speaks first */
 } fa_load_config;
@@ -81,6 +100,7 @@ typedef struct fa_load_result {
     uint64_t timeout;
     uint64_t other;
     uint64_t elapsed_ns;        /* first connect start -> last connection end */
+    uint64_t issue_ns;          /* first connect start -> last connect start */
     int source_rotation;        /* 1 if client sockets were bound to 127.x.y.z */
     fa_load_percentiles connect;    /* every connection whose handshake completed */
     fa_load_percentiles rtt;        /* completed connections */
@@ -96,15 +116,18 @@ typedef struct fa_load {
     struct fa_load_conn *slots;     /* cfg.concurrency of them */
     uint32_t *free_slots;           /* stack of unused slot indices */
     uint32_t free_count;
+    uint32_t *deferred;             /* slots with events not acted on yet */
+    uint32_t deferred_count;
     uint32_t oldest, newest;        /* open connections in start order */
     uint32_t open;
     uint64_t *connect_ns;           /* samples */
     uint64_t *rtt_ns;
     char *scratch;                  /* replies are read into it and dropped */
-    uint64_t deadline_ns;           /* whole run */
+    uint64_t launch_until_ns;       /* no connection starts at or after it */
     uint64_t pause_until_ns;
     uint64_t pause_ns;
     uint64_t first_start_ns;
+    uint64_t last_start_ns;
     uint64_t last_end_ns;
     fa_load_result res;
 } fa_load;
@@ -119,7 +142,8 @@ int fa_load_target(fa_load_config *cfg, int family, const char *ip, uint16_t por
  * error nothing is left allocated. */
 int fa_load_init(fa_load *l, const fa_load_config *cfg);
 
-/* Runs until every connection has ended or the deadline passed; returns 0.
+/* Runs until every connection was started and has ended, or nothing is open
+ * once max_ns has passed; returns 0.
  * Returns -EINTR when a signal interrupted the wait (call again to go on),
  * or -errno if epoll itself failed (the run cannot go on). */
 int fa_load_run(fa_load *l);
