@@ -20,6 +20,13 @@
  *                                      and it resumes by itself
  *  anything else                       the loop stops and returns -errno
  *
+ * During a burst (a wake-up that finds FA_SPIN_TRIGGER or more connections
+ * queued) the loop keeps polling accept4 until spin_ns pass without a new
+ * connection, instead of paying a wake-up per batch; it asks the scheduler
+ * for a short time slice so that its wake-up preempts whatever runs on its
+ * CPU; and it grows the fd table at init so no fd-table reallocation (an RCU
+ * grace period in a threaded process) stalls it mid-burst.
+ *
  * A full ring stops accepting: the kernel backlog becomes the second buffer
  * and nothing is dropped. Stopping drains what sat in the kernel queue when
  * the stop was asked for (so those clients are served, not reset), then
@@ -36,6 +43,23 @@
 
 /* errno values above this are counted in the last slot. */
 #define FA_ERRNO_SLOTS 160
+
+/* During a burst, keep polling this long after the last accepted connection
+ * before sleeping in epoll_wait: a sleeping loop pays a wake-up (tens to
+ * hundreds of microseconds on a virtual CPU) per batch, and during a burst
+ * the kernel queue fills in that time. Idle servers and steady loads that
+ * find one or two connections per wake-up never poll. */
+#define FA_SPIN_DEFAULT_NS 200000u
+#define FA_SPIN_MAX_NS 100000000u
+/* A wake-up that finds at least this many connections queued starts polling. */
+#define FA_SPIN_TRIGGER 4u
+
+/* fds beyond a full ring that the fd table is grown for at init: workers'
+ * connections in service, the kernel queue's next batch, the app's own. */
+#define FA_FD_SLACK 1024u
+
+/* Scheduler time slice the accept loop asks for (see request_short_slice). */
+#define FA_ACCEPT_SLICE_NS 100000u
 
 #define FA_BACKOFF_MIN_MS 5
 #define FA_BACKOFF_MAX_MS 1000
@@ -56,6 +80,7 @@ typedef struct fa_acceptor {
     int epoll_fd;
     int stop_fd;            /* eventfd: readable once stop or abort is asked */
     uint32_t max_batch;     /* accept4 calls per epoll wake-up */
+    uint32_t spin_ns;       /* poll this long after the last accept */
     _Atomic uint32_t stopping;
     _Atomic uint32_t aborting;
 } fa_acceptor;
@@ -64,6 +89,11 @@ typedef struct fa_acceptor {
  * Returns 0 or -errno (-EINVAL for a bad capacity or max_batch). On error
  * nothing is left allocated. */
 int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch);
+
+/* Sets how long the loop keeps polling after its last accepted connection
+ * (0: sleep in epoll_wait at once). Returns 0 or -EINVAL above FA_SPIN_MAX_NS.
+ * Call before fa_acceptor_run. */
+int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns);
 
 /* Runs the loop until stopped or a fatal error. Blocks every signal in the
  * calling thread while it runs, so signals reach the other threads. Closes
