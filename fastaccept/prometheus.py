@@ -1,0 +1,165 @@
+"""A ``prometheus_client`` collector for fastaccept servers.
+
+Install the extra (``pip install "fastaccept[prometheus]"``), then register a
+collector once for all the servers of a process::
+
+    from prometheus_client import REGISTRY, start_http_server
+    from fastaccept.prometheus import Collector
+
+    REGISTRY.register(Collector(server))                 # one server
+    REGISTRY.register(Collector({"api": a, "admin": b})) # several: label server="api"...
+    start_http_server(9100)
+
+Every scrape calls each server's ``stats()`` and ``queue_wait_histogram()``
+(tens of microseconds each); nothing runs between scrapes. The exposition
+itself is ``prometheus_client``'s. Metric names (all prefixed ``fastaccept_``):
+
+    accepted_total, handled_total, handler_errors_total      counters
+    accept_errors_total{errno="EMFILE"}                      counter per errno name
+    emfile_pauses_total, ring_full_waits_total               counters
+    ring_depth, ring_high_water, ring_capacity                gauges (connections)
+    workers, workers_busy                                    gauges
+    kernel_queue_depth, kernel_backlog                       gauges: the listening
+                                                             socket's accept queue
+    queue_wait_seconds                                       histogram: accept4()
+                                                             to a worker taking it
+    tcpext_listen_overflows_total, tcpext_listen_drops_total counters of the whole
+                                                             network namespace, once
+                                                             per scrape, no server label
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, Mapping, Union
+
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["Collector"]
+
+PREFIX = "fastaccept_"
+
+#: (stats key, metric name without prefix, help) of the plain counters.
+COUNTERS = (
+    ("accepted", "accepted", "Connections accept4() returned and the ring took."),
+    ("handled", "handled", "Connections whose handler returned or raised."),
+    ("handler_errors", "handler_errors", "Handlers that raised (and sockets that could not "
+     "be wrapped)."),
+    ("emfile_pauses", "emfile_pauses", "Back-offs of the accept loop on EMFILE, ENFILE, "
+     "ENOBUFS or ENOMEM."),
+    ("ring_full_waits", "ring_full_waits", "Times the accept loop found the ring full and "
+     "waited for a worker, leaving connections in the kernel queue."),
+)
+#: (stats key, metric name without prefix, help) of the gauges.
+GAUGES = (
+    ("ring_depth", "ring_depth", "Accepted connections waiting in the ring for a worker."),
+    ("ring_high_water", "ring_high_water", "Most connections the ring has held at once."),
+    ("ring_capacity", "ring_capacity", "Slots of the ring."),
+    ("workers", "workers", "Worker threads."),
+    ("workers_busy", "workers_busy", "Workers running a handler now."),
+    ("kernel_queue_depth", "kernel_queue_depth", "Connections waiting in the listening "
+     "socket's kernel accept queue (TCP_INFO tcpi_unacked)."),
+    ("kernel_backlog", "kernel_backlog", "Maximum length of the kernel accept queue, "
+     "after the somaxconn cap (TCP_INFO tcpi_sacked)."),
+)
+
+ACCEPT_ERRORS_HELP = "accept4() failures by errno name (the loop went on or backed off)."
+QUEUE_WAIT_HELP = ("Time from accept4() to a worker taking the connection, in whole "
+                   "microseconds.")
+#: (stats key, metric name without prefix, TcpExt field) of the namespace-wide counters.
+TCPEXT = (("listen_overflows", "tcpext_listen_overflows", "ListenOverflows"),
+          ("listen_drops", "tcpext_listen_drops", "ListenDrops"))
+
+Servers = Union[Any, Mapping[str, Any]]
+
+
+def _tcpext_help(field: str, scope: str = "namespace") -> str:
+    return f"TcpExt {field} of /proc/net/netstat: {scope}-wide, every listener counts."
+
+
+class Collector:
+    """Collect the stats of one server, or of several labelled ``server=NAME``.
+
+    ``servers`` is a ``fastaccept.Server`` (or anything with its ``stats()``
+    and ``queue_wait_histogram()``), or a mapping of names to them. Register
+    the collector with a ``prometheus_client`` registry; do not register two
+    collectors for the same names in one registry (their series would
+    collide): give one collector all the servers instead.
+    """
+
+    def __init__(self, servers: Servers) -> None:
+        if isinstance(servers, Mapping):
+            self._servers: Dict[str, Any] = dict(servers)
+            self._labelled = True
+        else:
+            self._servers = {"": servers}
+            self._labelled = False
+        for name, server in self._servers.items():
+            if not callable(getattr(server, "stats", None)):
+                raise TypeError(f"server {name!r} has no stats() method")
+
+    def describe(self) -> Iterator[Metric]:
+        """Yield the metric families without values (lets the registry check names)."""
+        labels = ["server"] if self._labelled else []
+        for _, name, doc in COUNTERS:
+            yield CounterMetricFamily(PREFIX + name, doc, labels=labels)
+        yield CounterMetricFamily(PREFIX + "accept_errors", ACCEPT_ERRORS_HELP,
+                                  labels=labels + ["errno"])
+        for _, name, doc in GAUGES:
+            yield GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+        yield HistogramMetricFamily(PREFIX + "queue_wait_seconds", QUEUE_WAIT_HELP,
+                                    labels=labels)
+        for _, name, field in TCPEXT:
+            yield CounterMetricFamily(PREFIX + name, _tcpext_help(field))
+
+    def collect(self) -> Iterator[Metric]:
+        """Read every server's stats now and yield the metric families."""
+        labels = ["server"] if self._labelled else []
+        snaps = [([name] if self._labelled else [], server, server.stats())
+                 for name, server in self._servers.items()]
+
+        for key, name, doc in COUNTERS:
+            family = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+            for values, _, st in snaps:
+                if st.get(key) is not None:     # a TCPServer not serving yet has no stats
+                    family.add_metric(values, st[key])
+            yield family
+
+        errors = CounterMetricFamily(PREFIX + "accept_errors", ACCEPT_ERRORS_HELP,
+                                     labels=labels + ["errno"])
+        for values, _, st in snaps:
+            for errno_name, n in sorted(st.get("accept_errors", {}).items()):
+                errors.add_metric(values + [errno_name], n)
+        yield errors
+
+        for key, name, doc in GAUGES:
+            family = GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+            for values, _, st in snaps:
+                if st.get(key) is not None:     # kernel keys are None once closed
+                    family.add_metric(values, st[key])
+            yield family
+
+        waits = HistogramMetricFamily(PREFIX + "queue_wait_seconds", QUEUE_WAIT_HELP,
+                                      labels=labels)
+        for values, server, _ in snaps:
+            histogram = getattr(server, "queue_wait_histogram", None)
+            if histogram is None:
+                continue
+            buckets, sum_us = histogram()
+            waits.add_metric(values, [(_le(bound_us), count) for bound_us, count in buckets],
+                             sum_value=sum_us / 1e6)
+        yield waits
+
+        # The TcpExt counters are the same for every server of the namespace:
+        # one series, from the first server's reading.
+        first = snaps[0][2] if snaps else {}
+        scope = first.get("listen_counters_scope", "namespace")
+        for key, name, field in TCPEXT:
+            family = CounterMetricFamily(PREFIX + name, _tcpext_help(field, scope))
+            if first.get(key) is not None:
+                family.add_metric([], first[key])
+            yield family
+
+
+def _le(bound_us: float) -> str:
+    return floatToGoString(bound_us / 1e6)

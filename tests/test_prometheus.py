@@ -1,0 +1,176 @@
+"""fastaccept.prometheus.Collector: the stats as prometheus_client metrics.
+
+Skipped as a whole when prometheus_client is not installed (it is in the
+``test`` extra, so CI runs it)."""
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any, List
+
+import pytest
+
+prometheus_client = pytest.importorskip("prometheus_client")
+
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from fastaccept.prometheus import Collector  # noqa: E402
+
+
+def _registry(servers: Any) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(Collector(servers))
+    return registry
+
+
+class FakeServer:
+    """Anything with stats() and queue_wait_histogram() can be collected."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self.st = {"accepted": 10, "handled": 9, "handler_errors": 1,
+                   "accept_errors": {"EMFILE": 3, "ECONNABORTED": 1}, "emfile_pauses": 2,
+                   "ring_full_waits": 4, "ring_depth": 1, "ring_high_water": 7,
+                   "ring_capacity": 64, "workers": 8, "workers_busy": 5,
+                   "kernel_queue_depth": 6, "kernel_backlog": 128, "listen_overflows": 50,
+                   "listen_drops": 55, "listen_counters_scope": "namespace"}
+        self.st.update(overrides)
+
+    def stats(self) -> dict:
+        return dict(self.st)
+
+    def queue_wait_histogram(self):
+        return [(1.0, 0), (4.0, 2), (16.0, 5), (float("inf"), 6)], 250
+
+
+def test_metric_names_types_and_values_from_stats():
+    registry = _registry(FakeServer())
+    get = registry.get_sample_value
+    assert get("fastaccept_accepted_total") == 10
+    assert get("fastaccept_handled_total") == 9
+    assert get("fastaccept_handler_errors_total") == 1
+    assert get("fastaccept_emfile_pauses_total") == 2
+    assert get("fastaccept_ring_full_waits_total") == 4
+    assert get("fastaccept_accept_errors_total", {"errno": "EMFILE"}) == 3
+    assert get("fastaccept_accept_errors_total", {"errno": "ECONNABORTED"}) == 1
+    assert get("fastaccept_ring_depth") == 1
+    assert get("fastaccept_ring_high_water") == 7
+    assert get("fastaccept_ring_capacity") == 64
+    assert get("fastaccept_workers") == 8
+    assert get("fastaccept_workers_busy") == 5
+    assert get("fastaccept_kernel_queue_depth") == 6
+    assert get("fastaccept_kernel_backlog") == 128
+    assert get("fastaccept_tcpext_listen_overflows_total") == 50
+    assert get("fastaccept_tcpext_listen_drops_total") == 55
+    # the histogram, in seconds
+    assert get("fastaccept_queue_wait_seconds_bucket", {"le": "1e-06"}) == 0
+    assert get("fastaccept_queue_wait_seconds_bucket", {"le": "4e-06"}) == 2
+    assert get("fastaccept_queue_wait_seconds_bucket", {"le": "1.6e-05"}) == 5
+    assert get("fastaccept_queue_wait_seconds_bucket", {"le": "+Inf"}) == 6
+    assert get("fastaccept_queue_wait_seconds_count") == 6
+    assert get("fastaccept_queue_wait_seconds_sum") == pytest.approx(250e-6)
+
+    types = {f.name: f.type for f in
+             text_string_to_metric_families(generate_latest(registry).decode())}
+    assert types["fastaccept_accepted"] == "counter"
+    assert types["fastaccept_ring_depth"] == "gauge"
+    assert types["fastaccept_queue_wait_seconds"] == "histogram"
+    assert types["fastaccept_tcpext_listen_overflows"] == "counter"
+
+
+def test_several_servers_are_labelled_and_tcpext_appears_once():
+    registry = _registry({"api": FakeServer(accepted=1), "admin": FakeServer(accepted=2)})
+    get = registry.get_sample_value
+    assert get("fastaccept_accepted_total", {"server": "api"}) == 1
+    assert get("fastaccept_accepted_total", {"server": "admin"}) == 2
+    assert get("fastaccept_accept_errors_total", {"server": "api", "errno": "EMFILE"}) == 3
+    assert get("fastaccept_queue_wait_seconds_count", {"server": "admin"}) == 6
+    text = generate_latest(registry).decode()
+    samples = [line for line in text.splitlines()
+               if line.startswith("fastaccept_tcpext_listen_overflows_total")]
+    assert samples == ["fastaccept_tcpext_listen_overflows_total 50.0"]
+
+
+def test_closed_server_has_no_kernel_gauges():
+    registry = _registry(FakeServer(kernel_queue_depth=None, kernel_backlog=None))
+    assert registry.get_sample_value("fastaccept_kernel_queue_depth") is None
+    assert registry.get_sample_value("fastaccept_accepted_total") == 10
+
+
+def test_duplicate_registration_is_refused():
+    registry = _registry(FakeServer())
+    with pytest.raises(ValueError, match="Duplicated"):
+        registry.register(Collector(FakeServer()))
+
+
+def test_object_without_stats_is_refused():
+    with pytest.raises(TypeError, match="stats"):
+        Collector(object())
+
+
+def test_collector_on_a_live_server_follows_its_stats(server_factory, http_get, wait_for):
+    release = threading.Event()
+
+    def handler(conn, addr):
+        if conn.recv(1024) == b"block":
+            release.wait(30.0)
+            return
+        conn.sendall(b"ok")
+
+    server = server_factory(handler, workers=1, ring_size=2, backlog=64)
+    registry = _registry(server)
+    get = registry.get_sample_value
+    assert get("fastaccept_accepted_total") == 0
+    assert get("fastaccept_kernel_backlog") == 64
+    for _ in range(3):
+        assert http_get(server.address, request=b"x") == b"ok"
+    wait_for(lambda: get("fastaccept_handled_total") == 3, 10.0, "3 handled")
+    assert get("fastaccept_accepted_total") == 3
+    assert get("fastaccept_queue_wait_seconds_count") == 3
+    clients: List[socket.socket] = []
+    try:
+        for _ in range(5):
+            c = socket.create_connection(server.address, timeout=10.0)
+            clients.append(c)
+            c.sendall(b"block")
+        wait_for(lambda: get("fastaccept_kernel_queue_depth") == 2, 10.0,
+                 "2 connections in the kernel queue")
+        assert get("fastaccept_workers_busy") == 1
+        assert get("fastaccept_ring_depth") == 2
+        assert get("fastaccept_ring_full_waits_total") >= 1
+    finally:
+        release.set()
+        for c in clients:
+            c.close()
+    wait_for(lambda: get("fastaccept_handled_total") == 8, 10.0, "8 handled")
+    assert server.shutdown(timeout=10.0)
+    assert get("fastaccept_accepted_total") == 8           # final values stay
+    assert get("fastaccept_queue_wait_seconds_count") == 8
+    assert get("fastaccept_kernel_queue_depth") is None    # socket closed
+
+
+def test_tcpserver_is_collected_before_and_while_serving(no_leaks, wait_for):
+    import socketserver
+
+    import fastaccept
+
+    class Quiet(socketserver.BaseRequestHandler):
+        def handle(self):
+            pass
+
+    server = fastaccept.TCPServer(("127.0.0.1", 0), Quiet, workers=1)
+    registry = _registry(server)
+    get = registry.get_sample_value
+    assert get("fastaccept_accepted_total") is None         # not serving: no samples
+    assert get("fastaccept_queue_wait_seconds_count") == 0
+    t = threading.Thread(target=server.serve_forever, name="test-serve")
+    t.start()
+    try:
+        wait_for(lambda: get("fastaccept_accepted_total") == 0, 10.0, "the server to start")
+        socket.create_connection(server.server_address, timeout=10.0).close()
+        wait_for(lambda: get("fastaccept_handled_total") == 1, 10.0, "1 handled")
+    finally:
+        server.shutdown()
+        t.join(10.0)
+        server.server_close()
+    assert not t.is_alive()
