@@ -22,8 +22,8 @@
  *     within a bound, and a close must wake every parked consumer.
  *  c  the accept loop on a real loopback listener: every connection is
  *     accepted exactly once with its peer address, stop drains the kernel
- *     queue, abort returns while the loop waits on a full ring, and no fd
- *     leaks.
+ *     queue, abort returns while the loop waits on a full ring, the shed
+ *     policy answers and closes what finds the ring full, and no fd leaks.
  *
  * Any violation prints "FAIL: ..." to stderr and exits 1. A watchdog thread
  * turns a hang (no progress for -T seconds) into a failure with a message,
@@ -927,6 +927,95 @@ static void scenario_c_edges(void)
     info("ok");
 }
 
+/* c5: the shed policy. With no consumer, a ring of 2 holds the first two
+ * connections; every later one must get the shed response and EOF at once
+ * (no waiting in the kernel queue), and be counted in stats.shed. */
+static void scenario_c_shed(void)
+{
+    atomic_store(&g_phase, "c5 shed");
+    static const char response[] = "busy\n";
+    const uint32_t k = 24;
+    struct sockaddr_in addr;
+    int lfd = listener(64, &addr);
+    fa_acceptor a;
+    int rc = fa_acceptor_init(&a, lfd, 2, 16);
+    if (rc < 0)
+        fail("fa_acceptor_init: %d", rc);
+    if (fa_acceptor_set_overload(&a, 7, NULL, 0) != -EINVAL ||
+        fa_acceptor_set_overload(&a, FA_OVERLOAD_SHED, response, FA_SHED_RESPONSE_MAX + 1) != -EINVAL)
+        fail("fa_acceptor_set_overload accepted a bad argument");
+    /* set twice: the second copy replaces (and frees) the first */
+    if ((rc = fa_acceptor_set_overload(&a, FA_OVERLOAD_SHED, "x", 1)) < 0 ||
+        (rc = fa_acceptor_set_overload(&a, FA_OVERLOAD_SHED, response, sizeof response - 1)) < 0)
+        fail("fa_acceptor_set_overload: %d", rc);
+
+    c_runner run = {.a = &a};
+    pthread_t run_tid;
+    start_thread(&run_tid, c_runner_main, &run);
+    int socks[24];
+    for (uint32_t i = 0; i < k; i++) {
+        socks[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (socks[i] < 0)
+            fail("client socket: %s", strerror(errno));
+        struct timeval tv = {.tv_sec = opt.timeout_s};
+        if (setsockopt(socks[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
+            setsockopt(socks[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
+            fail("SO_RCVTIMEO/SO_SNDTIMEO: %s", strerror(errno));
+        while ((rc = connect(socks[i], (struct sockaddr *)&addr, sizeof addr)) < 0 &&
+               errno == EINTR)
+            ;
+        if (rc < 0)
+            fail("client connect %u: %s", i, strerror(errno));
+        if (send(socks[i], &i, sizeof i, MSG_NOSIGNAL) != (ssize_t)sizeof i)
+            fail("client send %u: %s", i, strerror(errno));
+        progress();
+    }
+    uint64_t deadline = deadline_after_s(opt.timeout_s);
+    while (fa_stat_accepted(&a) + fa_stat_shed(&a) < k) {
+        if (fa_now_ns() > deadline)
+            fail("accepted %llu + shed %llu of %u", (unsigned long long)fa_stat_accepted(&a),
+                 (unsigned long long)fa_stat_shed(&a), k);
+        sched_yield();
+    }
+    if (fa_stat_accepted(&a) != 2 || fa_stat_shed(&a) != k - 2 || queued(lfd) != 0)
+        fail("accepted %llu, shed %llu, queued %u (want 2, %u, 0)",
+             (unsigned long long)fa_stat_accepted(&a), (unsigned long long)fa_stat_shed(&a),
+             queued(lfd), k - 2);
+    uint32_t answered = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        char buf[64];
+        /* The first two sit in the ring: nothing may have been sent to them.
+         * The others were shed: their answer arrives (SO_RCVTIMEO bounds
+         * the wait; loopback delivery can lag behind the send). */
+        ssize_t n = recv(socks[i], buf, sizeof buf, i < 2 ? MSG_DONTWAIT : 0);
+        if (i < 2) {
+            if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+                fail("queued connection %u: recv returned %zd (%s)", i, n,
+                     n < 0 ? strerror(errno) : "data");
+            continue;
+        }
+        if (n != (ssize_t)sizeof response - 1 || memcmp(buf, response, (size_t)n) != 0)
+            fail("connection %u: shed answer of %zd bytes (%s)", i, n,
+                 n < 0 ? strerror(errno) : "wrong");
+        if ((n = recv(socks[i], buf, sizeof buf, 0)) != 0)
+            fail("connection %u: no EOF after the shed answer (%zd, %s)", i, n,
+                 n < 0 ? strerror(errno) : "data");
+        answered++;
+    }
+    if (answered != k - 2)
+        fail("%u shed answers for %u shed connections", answered, k - 2);
+    fa_acceptor_stop(&a);
+    join_bounded(run_tid, "acceptor after stop", 0);
+    if (run.rc != 0)
+        fail("fa_acceptor_run returned %d after stop", run.rc);
+    c_check_errors(&a);
+    fa_acceptor_destroy(&a);    /* closes the 2 queued, frees the response */
+    for (uint32_t i = 0; i < k; i++)
+        close(socks[i]);
+    close(lfd);
+    info("ok: %u shed with a response and EOF, 2 queued", k - 2);
+}
+
 static void scenario_c(void)
 {
     int before = count_fds();
@@ -934,6 +1023,7 @@ static void scenario_c(void)
     scenario_c_drain();
     scenario_c_abort();
     scenario_c_edges();
+    scenario_c_shed();
     atomic_store(&g_phase, "c fd check");
     int after = count_fds();
     if (after != before) {
