@@ -3,6 +3,7 @@
     serve   a demo server answering every connection with a fixed HTTP 200
     bench   benchmark fastaccept against reference servers (see fastaccept.bench)
     load    open many connections to a server from C and report rate and latency
+    monitor watch any listening TCP port's kernel accept queue (see fastaccept.monitor)
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import argparse
 import logging
 import socket
 import sys
+import threading
 from typing import Any, List, Optional
 
 DEMO_REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
@@ -28,20 +30,58 @@ def demo_handler(conn: socket.socket, addr: Any) -> None:
     conn.sendall(DEMO_REPLY)
 
 
+def format_stats(st: dict) -> str:
+    """Return one line summarising Server.stats() for a terminal."""
+    errors = ", ".join(f"{k} {v}" for k, v in st["accept_errors"].items()) or "none"
+    return (f"accepted {st['accepted']}  handled {st['handled']}  handler errors "
+            f"{st['handler_errors']}  busy {st['workers_busy']}/{st['workers']}  "
+            f"ring {st['ring_depth']}/{st['ring_capacity']} (high {st['ring_high_water']}, "
+            f"full {st['ring_full_waits']})  kernel queue {st['kernel_queue_depth']}/"
+            f"{st['kernel_backlog']}  queue wait p50 {st['queue_wait_p50_us']} us p99 "
+            f"{st['queue_wait_p99_us']} us  accept errors {errors}  EMFILE pauses "
+            f"{st['emfile_pauses']}  ListenOverflows {st['listen_overflows']} "
+            f"({st['listen_counters_scope']})")
+
+
+def _print_stats_every(server: Any, interval: float, done: threading.Event) -> None:
+    while not done.wait(interval):
+        print("stats: " + format_stats(server.stats()), flush=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from fastaccept import Server
 
+    if args.stats_interval is not None and not args.stats_interval > 0:
+        raise ValueError(f"--stats-interval must be > 0, got {args.stats_interval}")
     server = Server(demo_handler, args.host, args.port, workers=args.workers,
                     backlog=args.backlog, ring_size=args.ring_size, timeout=args.timeout)
     host, port = server.address[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"fastaccept serving on http://{shown}:{port}/ ({args.workers} workers); "
           "Ctrl-C to stop", flush=True)
-    server.serve_forever()
+    done = threading.Event()
+    printer = None
+    if args.stats_interval is not None:
+        printer = threading.Thread(target=_print_stats_every, name="fastaccept-stats",
+                                   args=(server, args.stats_interval, done), daemon=True)
+        printer.start()
+    try:
+        server.serve_forever()
+    finally:
+        done.set()
+        if printer is not None:
+            printer.join()
     stats = server.stats()
     print(f"stopped: accepted {stats['accepted']}, handled {stats['handled']}, "
           f"handler errors {stats['handler_errors']}", flush=True)
     return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from fastaccept import monitor
+
+    return monitor.main(args.port, once=args.once, as_json=args.json, interval=args.interval,
+                        count=args.count, source=args.source)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -56,15 +96,18 @@ def _load(args: argparse.Namespace) -> int:
     from fastaccept import loadgen
 
     result = loadgen.run(args.host, args.port, connections=args.connections,
-                         concurrency=args.concurrency, burst=args.burst, timeout=args.timeout)
+                         concurrency=args.concurrency, burst=args.burst, timeout=args.timeout,
+                         max_seconds=args.max_seconds)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2), flush=True)
         return 0
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    cut = (f" ({args.connections - result.connections} not started: the run's deadline passed)"
+    cut = (f" ({args.connections - result.connections} not started: the run's time bound "
+           "passed)"
            if result.connections < args.connections else "")
     print(f"load {shown}:{args.port}: completed {result.completed}/{result.connections} in "
-          f"{result.elapsed_s:.3f} s, {result.conn_per_s:.0f} conn/s{cut}")
+          f"{result.elapsed_s:.3f} s (all started in {result.issue_s:.3f} s), "
+          f"{result.conn_per_s:.0f} conn/s{cut}")
     print("failures: " + ", ".join(f"{k} {v}" for k, v in result.failures.items()))
     for name, p in (("connect", result.connect_ms), ("rtt", result.rtt_ms)):
         print(f"{name + ' ms:':12} p50 {p.p50:.3f}  p90 {p.p90:.3f}  p99 {p.p99:.3f}  "
@@ -86,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ring-size", type=int, default=4096, help="ring slots, a power of two")
     serve.add_argument("--timeout", type=float, default=10.0,
                        help="per-connection socket timeout in seconds (default 10)")
+    serve.add_argument("--stats-interval", type=float, default=None, metavar="S",
+                       help="print the server's stats every S seconds")
     serve.set_defaults(run=_serve)
 
     from fastaccept.bench import add_arguments as add_bench_arguments
@@ -108,10 +153,32 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--burst", action="store_true",
                       help="open all connections at once (ignores -c)")
     load.add_argument("--timeout", type=float, default=10.0,
-                      help="per-connection timeout in seconds; the whole run gives up "
-                      "1 s after it (default 10)")
+                      help="per-connection timeout in seconds (default 10)")
+    load.add_argument("--max-seconds", type=float, default=None,
+                      help="start no connection later than this many seconds into the run, "
+                      "which then ends within max-seconds + timeout (default: no bound but "
+                      "the run's shape: connections, concurrency and timeout)")
     load.add_argument("--json", action="store_true", help="print the result as JSON")
     load.set_defaults(run=_load)
+
+    mon = verbs.add_parser("monitor", help="watch a listening TCP port's kernel accept queue",
+                           description="Show the accept-queue depth and backlog of every "
+                           "socket listening on PORT (IPv4 and IPv6, any server), the "
+                           "established connections on it, and the kernel's ListenOverflows "
+                           "and ListenDrops rates (namespace-wide counters), from /proc/net. "
+                           "Exits 1 when nothing listens on PORT.")
+    mon.add_argument("port", type=int, help="the listening port")
+    mon.add_argument("--once", action="store_true",
+                     help="print one reading and exit (rates over --interval)")
+    mon.add_argument("--json", action="store_true", help="print JSON, one object per reading")
+    mon.add_argument("--interval", type=float, default=1.0, metavar="S",
+                     help="seconds between readings (default 1)")
+    mon.add_argument("--count", type=int, default=None, metavar="N",
+                     help="stop after N readings (default: until Ctrl-C)")
+    mon.add_argument("--source", choices=("auto", "sock_diag", "proc"), default="auto",
+                     help="read sockets with sock_diag netlink, /proc/net/tcp* (no backlog), "
+                     "or the first that works (default auto)")
+    mon.set_defaults(run=_monitor)
     return parser
 
 

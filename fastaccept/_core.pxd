@@ -57,8 +57,19 @@ cdef extern from "fa_accept.h" nogil:
         fa_ring ring
         fa_lot lot
         uint32_t max_batch
+        uint32_t spin_ns
+        int overload
+        int epoll_fd
+        int stop_fd
 
     int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch)
+    unsigned int FA_SPIN_DEFAULT_NS
+    unsigned int FA_SPIN_MAX_NS
+    int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns)
+    int FA_OVERLOAD_QUEUE
+    int FA_OVERLOAD_SHED
+    unsigned int FA_SHED_RESPONSE_MAX
+    int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, size_t len)
     int fa_acceptor_run(fa_acceptor *a)
     void fa_acceptor_stop(fa_acceptor *a)
     void fa_acceptor_abort(fa_acceptor *a)
@@ -67,4 +78,20 @@ cdef extern from "fa_accept.h" nogil:
     uint64_t fa_stat_batches(fa_acceptor *a)
     uint64_t fa_stat_ring_full_waits(fa_acceptor *a)
     uint64_t fa_stat_emfile_pauses(fa_acceptor *a)
+    uint64_t fa_stat_shed(fa_acceptor *a)
     uint64_t fa_stat_errors(fa_acceptor *a, int err)
+
+
+cdef extern from "fa_hist.h" nogil:
+    enum: FA_HIST_BUCKETS       # an enum so that Cython takes it as an array size
+
+    ctypedef struct fa_hist:
+        pass
+
+    void fa_hist_init(fa_hist *h)
+    void fa_hist_record_ns(fa_hist *h, uint64_t ns)
+    uint64_t fa_hist_snapshot(fa_hist *h, uint64_t *counts)
+    uint64_t fa_hist_sum_us(fa_hist *h)
+    uint64_t fa_hist_quantile_us(const uint64_t *counts, uint64_t total, double q)
+    uint64_t fa_hist_bucket_low(unsigned int idx)
+    unsigned int fa_hist_index(uint64_t us)

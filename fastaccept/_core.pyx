@@ -9,6 +9,7 @@ import errno as _errno
 import os as _os
 
 from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport errno
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 from posix.types cimport pid_t
@@ -61,6 +62,23 @@ cdef extern from "<stddef.h>" nogil:
 RING_MIN_CAPACITY = FA_RING_MIN_CAPACITY
 RING_MAX_CAPACITY = FA_RING_MAX_CAPACITY
 DEFAULT_MAX_BATCH = 16
+DEFAULT_SPIN_US = FA_SPIN_DEFAULT_NS // 1000
+MAX_SPIN_US = FA_SPIN_MAX_NS // 1000
+#: What the accept loop does with a connection that finds the ring full.
+OVERLOAD_POLICIES = ("queue", "shed")
+MAX_SHED_RESPONSE = FA_SHED_RESPONSE_MAX
+
+
+# Bumped in every forked child, so objects can tell they were inherited.
+cdef unsigned long _fork_generation = 0
+
+
+def _after_fork_in_child():
+    global _fork_generation
+    _fork_generation += 1
+
+
+_os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 cdef object _os_error(int rc):
@@ -108,8 +126,11 @@ cdef int64_t _timeout_ns(object timeout) except -2:
     return <int64_t>(t * 1e9)
 
 
-cdef object _pop(fa_ring *ring, fa_lot *lot, object timeout):
-    """Shared by Ring.pop and Acceptor.pop: wait without the GIL."""
+cdef object _pop(fa_ring *ring, fa_lot *lot, fa_hist *waits, object timeout):
+    """Shared by Ring.pop and Acceptor.pop: wait without the GIL.
+
+    When waits is not NULL, each entry's queue wait (accept to pop) is
+    recorded there, in C: no Python object per connection."""
     cdef fa_conn c
     cdef int rc
     cdef int64_t left_ns = _timeout_ns(timeout)
@@ -117,6 +138,8 @@ cdef object _pop(fa_ring *ring, fa_lot *lot, object timeout):
     # Ready work is taken with the GIL held: releasing and re-taking it for
     # a pop that cannot block would cost a GIL hand-off per connection.
     if fa_try_pop(ring, lot, &c) == 0:
+        if waits != NULL:
+            fa_hist_record_ns(waits, fa_now_ns() - c.accepted_ns)
         return (c.fd, _peer_address(&c), c.accepted_ns)
     if left_ns >= 0:
         deadline_ns = fa_now_ns() + <uint64_t>left_ns
@@ -124,6 +147,8 @@ cdef object _pop(fa_ring *ring, fa_lot *lot, object timeout):
         with nogil:
             rc = fa_pop_wait(ring, lot, &c, left_ns)
         if rc == 0:
+            if waits != NULL:
+                fa_hist_record_ns(waits, fa_now_ns() - c.accepted_ns)
             return (c.fd, _peer_address(&c), c.accepted_ns)
         if rc == -EINTR:
             # A signal interrupted the wait: let Python run its handlers
@@ -136,6 +161,18 @@ cdef object _pop(fa_ring *ring, fa_lot *lot, object timeout):
         if rc == -ETIMEDOUT or rc == -ESHUTDOWN:
             return None
         raise _os_error(rc)
+
+
+def close_fd(int fd):
+    """Close fd without releasing the GIL.
+
+    close() of an accepted TCP socket does not block (no SO_LINGER is set on
+    it), so giving up the GIL around it, as os.close() and socket.close() do,
+    only costs a GIL hand-off per connection. Raise OSError on failure."""
+    cdef int err
+    if close(fd) < 0:
+        err = errno
+        raise OSError(err, _os.strerror(err))
 
 
 cdef class Ring:
@@ -212,7 +249,7 @@ cdef class Ring:
         """Return (fd, None, queued_ns), or None on timeout or once closed and empty."""
         self.waiters += 1
         try:
-            return _pop(&self.ring, &self.lot, timeout)
+            return _pop(&self.ring, &self.lot, NULL, timeout)
         finally:
             self.waiters -= 1
 
@@ -233,15 +270,21 @@ cdef class Acceptor:
     ``run()`` blocks (without the GIL) until ``stop()`` or ``abort()``;
     worker threads call ``pop()`` to take accepted connections. The caller
     keeps ownership of the listening fd, which is switched to nonblocking.
+    ``overload`` is what a connection that finds the ring full gets:
+    "queue" leaves it in the kernel backlog, "shed" answers it with
+    ``shed_response`` (bytes, at most MAX_SHED_RESPONSE) from C and closes it.
     """
     cdef fa_acceptor a
+    cdef fa_hist waits         # queue wait of every popped entry, accept to pop
     cdef bint ready
     cdef AcceptorState state
     cdef int waiters
     cdef pid_t pid
+    cdef unsigned long generation
     cdef readonly int fd
 
-    def __cinit__(self, int fd, ring_size=4096, max_batch=DEFAULT_MAX_BATCH):
+    def __cinit__(self, int fd, ring_size=4096, max_batch=DEFAULT_MAX_BATCH,
+                  spin_us=DEFAULT_SPIN_US, overload="queue", shed_response=b""):
         cap = int(ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
@@ -250,15 +293,35 @@ cdef class Acceptor:
         batch = int(max_batch)
         if not 1 <= batch <= 65536:
             raise ValueError(f"max_batch must be in [1, 65536], got {max_batch!r}")
+        spin = int(spin_us)
+        if not 0 <= spin <= MAX_SPIN_US:
+            raise ValueError(f"spin_us must be in [0, {MAX_SPIN_US}], got {spin_us!r}")
+        if overload not in OVERLOAD_POLICIES:
+            raise ValueError(f"overload must be 'queue' or 'shed', got {overload!r}")
+        if not isinstance(shed_response, (bytes, bytearray, memoryview)):
+            raise TypeError(f"shed_response must be bytes, got {type(shed_response).__name__}")
+        cdef bytes response = bytes(shed_response)
+        if len(response) > FA_SHED_RESPONSE_MAX:
+            raise ValueError(f"shed_response must be at most {FA_SHED_RESPONSE_MAX} bytes, "
+                             f"got {len(response)}")
         if fd < 0:
             raise ValueError(f"fd must be a listening socket's descriptor, got {fd}")
         rc = fa_acceptor_init(&self.a, fd, cap, batch)
         if rc < 0:
             raise _os_error(rc)
+        fa_acceptor_set_spin(&self.a, spin * 1000)
+        rc = fa_acceptor_set_overload(
+            &self.a, FA_OVERLOAD_SHED if overload == "shed" else FA_OVERLOAD_QUEUE,
+            <const char *>response, len(response))
+        if rc < 0:
+            fa_acceptor_destroy(&self.a)
+            raise _os_error(rc)
+        fa_hist_init(&self.waits)
         self.fd = fd
         self.ready = True
         self.state = IDLE
         self.pid = getpid()
+        self.generation = _fork_generation
 
     def __dealloc__(self):
         # In a forked child the C state is a copy whose threads do not exist
@@ -270,7 +333,8 @@ cdef class Acceptor:
     cdef int _check(self) except -1:
         if not self.ready:
             raise ValueError("acceptor is closed")
-        if self.pid != getpid():
+        # Not getpid(): that is a syscall, and pop() runs this per connection.
+        if self.generation != _fork_generation:
             raise RuntimeError("acceptor belongs to the parent process (used after fork)")
         return 0
 
@@ -283,6 +347,16 @@ cdef class Acceptor:
     def max_batch(self):
         """accept4() calls per wake-up of the loop."""
         return self.a.max_batch
+
+    @property
+    def spin_us(self):
+        """Microseconds the loop keeps polling after its last accept."""
+        return self.a.spin_ns // 1000
+
+    @property
+    def overload(self):
+        """What a connection that finds the ring full gets: "queue" or "shed"."""
+        return "shed" if self.a.overload == FA_OVERLOAD_SHED else "queue"
 
     @property
     def running(self):
@@ -328,7 +402,7 @@ cdef class Acceptor:
         self._check()
         self.waiters += 1
         try:
-            return _pop(&self.a.ring, &self.a.lot, timeout)
+            return _pop(&self.a.ring, &self.a.lot, &self.waits, timeout)
         finally:
             self.waiters -= 1
 
@@ -338,6 +412,8 @@ cdef class Acceptor:
         errors = {}
         cdef int e
         cdef uint64_t n
+        cdef uint64_t counts[FA_HIST_BUCKETS]
+        cdef uint64_t waited = fa_hist_snapshot(&self.waits, counts)
         for e in range(1, FA_ERRNO_SLOTS):
             n = fa_stat_errors(&self.a, e)
             if n:
@@ -346,6 +422,7 @@ cdef class Acceptor:
             "accepted": fa_stat_accepted(&self.a),
             "accept_errors": errors,
             "emfile_pauses": fa_stat_emfile_pauses(&self.a),
+            "shed": fa_stat_shed(&self.a),
             "ring_depth": fa_ring_depth(&self.a.ring),
             "ring_high_water": fa_ring_high_water(&self.a.ring),
             "ring_full_waits": fa_stat_ring_full_waits(&self.a),
@@ -354,7 +431,37 @@ cdef class Acceptor:
             "workers_parked": fa_lot_parked(&self.a.lot),
             "worker_wakeups": fa_lot_wake_calls(&self.a.lot),
             "worker_sleeps": fa_lot_sleeps(&self.a.lot),
+            "queue_wait_count": waited,
+            "queue_wait_p50_us": fa_hist_quantile_us(counts, waited, 0.50),
+            "queue_wait_p99_us": fa_hist_quantile_us(counts, waited, 0.99),
         }
+
+    def queue_wait_histogram(self, bounds_us):
+        """Return (cumulative counts, sum_us) of the queue waits recorded so far.
+
+        ``bounds_us`` are increasing upper bounds in microseconds; entry i of
+        the list counts the waits of at most bounds_us[i] us, and a last entry
+        counts them all (the +Inf bucket of a Prometheus histogram). A bound
+        that falls inside one of the histogram's buckets counts that bucket
+        only if it ends at or below the bound, so counts are exact only at
+        powers of two and below 16 us; pick bounds there."""
+        self._check()
+        cdef uint64_t counts[FA_HIST_BUCKETS]
+        cdef uint64_t total = fa_hist_snapshot(&self.waits, counts)
+        cdef uint64_t sum_us = fa_hist_sum_us(&self.waits)
+        cdef unsigned int i = 0
+        cdef uint64_t below = 0
+        out = []
+        for bound in bounds_us:
+            b = int(bound)
+            # bucket i holds [low(i), low(i+1)); its integer values are all <= b
+            # once low(i+1) <= b + 1
+            while i < FA_HIST_BUCKETS - 1 and fa_hist_bucket_low(i + 1) <= b + 1:
+                below += counts[i]
+                i += 1
+            out.append(below)
+        out.append(total)
+        return out, sum_us
 
     def discard(self):
         """Close every accepted connection still queued; return how many.
@@ -367,6 +474,37 @@ cdef class Acceptor:
         while fa_ring_pop(&self.a.ring, &c) == 0:
             close(c.fd)
             n += 1
+        return n
+
+    def close_inherited(self):
+        """In a child forked while this acceptor was open: close the child's
+        copies of the connections queued in the ring and of the loop's own
+        descriptors; return how many connections.
+
+        The parent's loop and ring are untouched (the child's ring is a copy,
+        and closing a copied descriptor leaves the parent's open); without
+        this, a connection the parent closes stays open for the client until
+        the child exits too. Raise RuntimeError outside a forked child."""
+        cdef fa_conn c
+        cdef int n = 0
+        # getpid(), not the generation: this may run in a fork handler that
+        # comes before the one bumping the generation.
+        if self.pid == getpid():
+            raise RuntimeError("close_inherited() is for a forked child's copy")
+        if not self.ready:
+            return 0
+        # No other thread exists in the child, so popping the copy is safe;
+        # an entry a parent thread was pushing or popping at the fork is
+        # skipped (its slot never reads as full), not waited for.
+        while fa_ring_pop(&self.a.ring, &c) == 0:
+            close(c.fd)
+            n += 1
+        if self.a.epoll_fd >= 0:
+            close(self.a.epoll_fd)
+            self.a.epoll_fd = -1
+        if self.a.stop_fd >= 0:
+            close(self.a.stop_fd)
+            self.a.stop_fd = -1
         return n
 
     def close(self):

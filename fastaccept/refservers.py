@@ -273,7 +273,8 @@ class FastacceptServer(_RefServer):
                 pass
             next(served)
 
-        self.server = Server(counted, sock=self.lsock, workers=self.workers)
+        # timeout=None: no timeout, as the module docstring says (the default is 30 s)
+        self.server = Server(counted, sock=self.lsock, workers=self.workers, timeout=None)
         self.server.start()
 
     def stop(self, deadline: float) -> bool:

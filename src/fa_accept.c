@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -125,8 +126,30 @@ int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns)
     return 0;
 }
 
+int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, size_t len)
+{
+    if ((policy != FA_OVERLOAD_QUEUE && policy != FA_OVERLOAD_SHED) ||
+        len > FA_SHED_RESPONSE_MAX || (len > 0 && response == NULL))
+        return -EINVAL;
+    char *copy = NULL;
+    if (len > 0) {
+        copy = malloc(len);
+        if (copy == NULL)
+            return -ENOMEM;
+        memcpy(copy, response, len);
+    }
+    free(a->shed_response);
+    a->shed_response = copy;
+    a->shed_len = (uint32_t)len;
+    a->overload = policy;
+    return 0;
+}
+
 void fa_acceptor_destroy(fa_acceptor *a)
 {
+    free(a->shed_response);
+    a->shed_response = NULL;
+    a->shed_len = 0;
     if (a->epoll_fd >= 0)
         close(a->epoll_fd);
     if (a->stop_fd >= 0)
@@ -163,8 +186,43 @@ void fa_acceptor_abort(fa_acceptor *a)
 enum batch_end { QUEUE_EMPTY, BATCH_DONE, RING_FULL, PAUSE };
 
 /*
+ * Answers a connection the ring has no room for and closes it, without ever
+ * blocking (fd is nonblocking): the response goes out in one send() as far
+ * as the send buffer takes it, followed at once by a FIN (shutdown), so the
+ * peer reads the response and then EOF. The input that has already arrived
+ * (the request, typically) is read and discarded: closing a socket with
+ * unread input sends a reset. Input arriving later still draws a reset, but
+ * after the FIN, so the peer's reads are unaffected (only its writes fail).
+ * Errors only mean the peer is gone; nothing more can be done for it.
+ */
+static void shed(fa_acceptor *a, int fd)
+{
+    char sink[4096];
+    if (a->shed_len > 0)
+        while (send(fd, a->shed_response, a->shed_len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+               errno == EINTR)
+            ;
+    shutdown(fd, SHUT_WR);
+    for (uint32_t taken = 0; taken < FA_SHED_DISCARD_MAX;) {
+        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        taken += (uint32_t)n;
+        if ((size_t)n < sizeof sink)
+            break;          /* the queue is empty: saves the EAGAIN call */
+    }
+    /* counted before the close, so that a peer that has seen its EOF finds
+     * itself counted */
+    count(&a->stats.shed);
+    close(fd);
+}
+
+/*
  * Accepts up to limit connections. Returns a batch_end, or -errno for an
- * error that must end the loop. *pushed counts what reached the ring.
+ * error that must end the loop. *pushed counts what reached the ring; shed
+ * connections count towards limit but not in *pushed.
  */
 static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
 {
@@ -172,13 +230,17 @@ static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
     uint32_t n = 0;
     *pushed = 0;
     while (n < limit) {
-        /* Never accept a connection the ring cannot hold: leave it in the
-         * kernel queue instead of dropping it. (Not depth >= capacity: a
-         * pop still copying its entry out holds its slot after head moved.) */
-        if (fa_ring_full(&a->ring))
+        /* Under the queue policy, never accept a connection the ring cannot
+         * hold: leave it in the kernel queue instead of dropping it. (Not
+         * depth >= capacity: a pop still copying its entry out holds its
+         * slot after head moved.) Under the shed policy, accept it to answer
+         * it at once, nonblocking so that answer cannot stall the loop. */
+        int full = fa_ring_full(&a->ring);
+        if (full && a->overload != FA_OVERLOAD_SHED)
             return RING_FULL;
         c.addrlen = sizeof c.addr;
-        int fd = accept4(a->listen_fd, (struct sockaddr *)&c.addr, &c.addrlen, SOCK_CLOEXEC);
+        int fd = accept4(a->listen_fd, (struct sockaddr *)&c.addr, &c.addrlen,
+                         full ? SOCK_CLOEXEC | SOCK_NONBLOCK : SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
             switch (err) {
@@ -212,6 +274,11 @@ static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
                 count_errno(a, err);
                 return -err;
             }
+        }
+        if (full) {
+            shed(a, fd);
+            n++;
+            continue;
         }
         c.fd = fd;
         c.accepted_ns = fa_now_ns();
@@ -261,8 +328,12 @@ static int final_drain(fa_acceptor *a)
     while (left > 0 && !atomic_load(&a->aborting)) {
         uint32_t pushed = 0;
         uint32_t limit = left < (int64_t)a->max_batch ? (uint32_t)left : a->max_batch;
+        uint64_t shed_before = fa_stat_shed(a);
         int rc = accept_batch(a, limit, &pushed);
-        left -= pushed;
+        /* Shed connections use up the budget too, or a steady stream of new
+         * ones arriving during the drain under the shed policy would keep
+         * it going for ever. */
+        left -= (int64_t)(pushed + (fa_stat_shed(a) - shed_before));
         if (pushed)
             fa_lot_wake_one(&a->lot);
         if (rc < 0)

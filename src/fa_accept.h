@@ -27,15 +27,23 @@
  * CPU; and it grows the fd table at init so no fd-table reallocation (an RCU
  * grace period in a threaded process) stalls it mid-burst.
  *
- * A full ring stops accepting: the kernel backlog becomes the second buffer
- * and nothing is dropped. Stopping drains what sat in the kernel queue when
- * the stop was asked for (so those clients are served, not reset), then
- * closes the lot; aborting returns at once.
+ * What a full ring does depends on the overload policy:
+ *  FA_OVERLOAD_QUEUE (the default) stops accepting: the kernel backlog
+ *      becomes the second buffer and nothing is dropped.
+ *  FA_OVERLOAD_SHED keeps accepting: a connection that finds the ring full
+ *      is answered at once with the shed response (best effort: one
+ *      nonblocking send) and a FIN, its pending input is discarded (so the
+ *      close does not turn into a reset), and it is closed and counted in
+ *      stats.shed. Clients fail fast instead of waiting in the backlog.
+ * Stopping drains what sat in the kernel queue when the stop was asked for
+ * (so those clients are served, or shed under the shed policy, not reset),
+ * then closes the lot; aborting returns at once.
  */
 #ifndef FA_ACCEPT_H
 #define FA_ACCEPT_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "fa_park.h"
@@ -64,11 +72,23 @@
 #define FA_BACKOFF_MIN_MS 5
 #define FA_BACKOFF_MAX_MS 1000
 
+/* Overload policies (fa_acceptor_set_overload). */
+#define FA_OVERLOAD_QUEUE 0
+#define FA_OVERLOAD_SHED 1
+/* Longest shed response. It goes out in one nonblocking send() on a fresh
+ * socket, so anything beyond the initial send buffer (net.ipv4.tcp_wmem,
+ * 16 KiB by default) and the peer's first window may be cut. */
+#define FA_SHED_RESPONSE_MAX 65536u
+/* Input a shed connection may have sent that is read and discarded before
+ * the close (unread input would turn the FIN into a reset). */
+#define FA_SHED_DISCARD_MAX 65536u
+
 typedef struct fa_accept_stats {
     _Atomic uint64_t accepted;
     _Atomic uint64_t batches;           /* epoll wake-ups that accepted */
     _Atomic uint64_t ring_full_waits;   /* times the loop waited for space */
     _Atomic uint64_t emfile_pauses;     /* back-offs on EMFILE/ENFILE/ENOBUFS/ENOMEM */
+    _Atomic uint64_t shed;              /* answered and closed: the ring was full */
     _Atomic uint64_t errors[FA_ERRNO_SLOTS];   /* accept4 failures by errno */
 } fa_accept_stats;
 
@@ -81,6 +101,9 @@ typedef struct fa_acceptor {
     int stop_fd;            /* eventfd: readable once stop or abort is asked */
     uint32_t max_batch;     /* accept4 calls per epoll wake-up */
     uint32_t spin_ns;       /* poll this long after the last accept */
+    int overload;           /* FA_OVERLOAD_QUEUE or FA_OVERLOAD_SHED */
+    uint32_t shed_len;
+    char *shed_response;    /* owned: copied by set_overload, freed by destroy */
     _Atomic uint32_t stopping;
     _Atomic uint32_t aborting;
 } fa_acceptor;
@@ -94,6 +117,12 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
  * (0: sleep in epoll_wait at once). Returns 0 or -EINVAL above FA_SPIN_MAX_NS.
  * Call before fa_acceptor_run. */
 int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns);
+
+/* Sets what the loop does with a connection that finds the ring full (see
+ * the top of this file); response (len bytes, may be 0) is copied. Returns 0,
+ * -EINVAL for an unknown policy or len above FA_SHED_RESPONSE_MAX, or
+ * -ENOMEM (the previous setting is kept). Call before fa_acceptor_run. */
+int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, size_t len);
 
 /* Runs the loop until stopped or a fatal error. Blocks every signal in the
  * calling thread while it runs, so signals reach the other threads. Closes
@@ -121,6 +150,7 @@ static inline uint64_t fa_stat_accepted(fa_acceptor *a) { return fa_stat_load(&a
 static inline uint64_t fa_stat_batches(fa_acceptor *a) { return fa_stat_load(&a->stats.batches); }
 static inline uint64_t fa_stat_ring_full_waits(fa_acceptor *a) { return fa_stat_load(&a->stats.ring_full_waits); }
 static inline uint64_t fa_stat_emfile_pauses(fa_acceptor *a) { return fa_stat_load(&a->stats.emfile_pauses); }
+static inline uint64_t fa_stat_shed(fa_acceptor *a) { return fa_stat_load(&a->stats.shed); }
 static inline uint64_t fa_stat_errors(fa_acceptor *a, int err)
 {
     return err >= 0 && err < FA_ERRNO_SLOTS ? fa_stat_load(&a->stats.errors[err]) : 0;

@@ -329,6 +329,8 @@ def test_acceptor_close_while_running_is_refused(listener, running, wait_for):
     (dict(ring_size=1), "ring_size"),
     (dict(ring_size=2**25), "ring_size"),
     (dict(max_batch=0), "max_batch"),
+    (dict(spin_us=-1), "spin_us"),
+    (dict(spin_us=fastaccept._core.MAX_SPIN_US + 1), "spin_us"),
 ])
 def test_acceptor_bad_arguments(listener, kwargs, word):
     with pytest.raises(ValueError, match=word):
@@ -377,3 +379,57 @@ def test_acceptor_dealloc_without_close_frees_fds(listener):
     acceptor.stop()
     del acceptor            # no cycle: freed now, not by the collector
     assert _open_fds() == before
+
+
+@pytest.mark.parametrize("spin_us", [0, 200, 5000])
+def test_acceptor_serves_every_connection_polling_or_not(listener, running, spin_us):
+    """A burst (enough queued to start polling), then a pause past the polling
+    window, then one more: every connection is popped, whatever spin_us is."""
+    r = running(spin_us=spin_us)
+    assert r.acceptor.spin_us == spin_us
+    clients = [socket.create_connection(listener.getsockname(), timeout=10.0) for _ in range(32)]
+    got = [r.acceptor.pop(timeout=10.0) for _ in range(32)]
+    late = socket.create_connection(listener.getsockname(), timeout=10.0)
+    got.append(r.acceptor.pop(timeout=10.0))
+    try:
+        assert all(item is not None for item in got)
+        ports = sorted(item[1][1] for item in got)
+        assert ports == sorted(c.getsockname()[1] for c in clients + [late])
+    finally:
+        for item in got:
+            if item is not None:
+                os.close(item[0])
+        for c in clients + [late]:
+            c.close()
+
+
+def test_close_fd_closes_and_reports_errors():
+    a, b = socket.socketpair()
+    fd = a.detach()
+    fastaccept._core.close_fd(fd)
+    with pytest.raises(OSError) as e:
+        os.fstat(fd)
+    assert e.value.errno == errno.EBADF
+    with pytest.raises(OSError) as e:
+        fastaccept._core.close_fd(fd)
+    assert e.value.errno == errno.EBADF
+    b.close()
+
+
+def test_acceptor_refuses_use_in_a_forked_child(listener):
+    """The child of os.fork() has no accept thread: using the parent's
+    Acceptor there raises instead of touching shared C state."""
+    acceptor = fastaccept.Acceptor(listener.fileno())
+    pid = os.fork()
+    if pid == 0:                        # child: report through the exit status
+        code = 1
+        try:
+            acceptor.pop(timeout=0)
+        except RuntimeError:
+            code = 0
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    acceptor.close()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -274,11 +274,13 @@ def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for):
     assert st["ring_high_water"] == 8
     assert st["ring_full_waits"] >= 1
     assert st["accept_errors"] == {}
+    assert st["shed"] == 0                  # overload="queue", the default
 
 
 def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, join_all):
     """Connections still in the kernel accept queue when shutdown() is called
-    are accepted and served, not reset."""
+    are accepted and served, not reset (gunicorn's graceful shutdown resets
+    them). The queue is full: the backlog of 15 admits 16."""
     gate = threading.Event()
 
     def handler(conn, addr):
@@ -286,7 +288,7 @@ def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, j
         if read_request(conn):
             conn.sendall(REPLY_OK)
 
-    server = server_factory(handler, workers=2, ring_size=2, backlog=64)
+    server = server_factory(handler, workers=2, ring_size=2, backlog=15)
     n = 20
     clients = []
     shutdown_result = []
@@ -299,7 +301,11 @@ def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, j
         # 2 in handlers, 2 in the ring, the other 16 in the kernel queue.
         wait_for(lambda: server.stats()["ring_depth"] == 2
                  and server.stats()["workers_busy"] == 2, 10.0, "busy workers and a full ring")
-        assert server.stats()["accepted"] == 4
+        wait_for(lambda: server.stats()["kernel_queue_depth"] == 16, 10.0,
+                 "16 connections in the kernel queue")
+        st = server.stats()
+        assert st["accepted"] == 4
+        assert st["kernel_backlog"] + 1 == 16       # the queue is full
         shutter.start()
         # Release the handlers only once shutdown() has begun (its repr says
         # "stopping" right before it stops the accept loop), so the 16
@@ -404,6 +410,30 @@ def test_timeout_is_applied_to_connections(server_factory, http_get, timeout):
     assert seen == [timeout]
 
 
+@pytest.mark.parametrize("worker_nice", [0, 5])
+def test_workers_step_back_for_the_accept_loop(server_factory, http_get, read_request,
+                                               worker_nice):
+    """Workers run SCHED_BATCH at +worker_nice; the caller's own thread is untouched."""
+    seen = []
+    main_tid = threading.get_native_id()
+    before = (os.sched_getscheduler(main_tid), os.getpriority(os.PRIO_PROCESS, main_tid))
+
+    def handler(conn, addr):
+        tid = threading.get_native_id()
+        seen.append((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)))
+        read_request(conn)
+        conn.sendall(REPLY_OK)
+
+    server = server_factory(handler, worker_nice=worker_nice)
+    assert http_get(server.address, timeout=10.0)
+    assert server.shutdown(timeout=10.0)
+    if worker_nice:
+        assert seen == [(os.SCHED_BATCH, min(19, before[1] + worker_nice))]
+    else:
+        assert seen == [before]
+    assert (os.sched_getscheduler(main_tid), os.getpriority(os.PRIO_PROCESS, main_tid)) == before
+
+
 def test_timeout_expires_in_handler(server_factory, wait_for):
     errors = []
 
@@ -460,7 +490,18 @@ EMFILE_CHILD = textwrap.dedent("""
     print(json.dumps({"address": server.address}), flush=True)
     for line in sys.stdin:
         if line.strip() == "stats":
-            print(json.dumps(server.stats()), flush=True)
+            # Open fds, less the transient ones under /proc (listdir's own,
+            # the monitor thread reading /proc/net/netstat).
+            try:
+                fds = 0
+                for name in os.listdir("/proc/self/fd"):
+                    try:
+                        fds += not os.readlink("/proc/self/fd/" + name).startswith("/proc/")
+                    except OSError:
+                        pass        # closed since
+            except OSError:         # EMFILE: the accept loop holds every free fd
+                fds = None
+            print(json.dumps(dict(server.stats(), fds=fds)), flush=True)
         elif line.strip() == "quit":
             break
     ok = server.shutdown(timeout=10.0)
@@ -501,9 +542,26 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _read_reply(sock: socket.socket) -> bytes:
+    reply = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return reply
+        reply += chunk
+
+
 def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
+    """Sustained descriptor exhaustion, three times over: the accept loop
+    backs off instead of spinning, connections keep arriving and wait in the
+    kernel queue, every one of them is served once descriptors are free, and
+    the child's fd count returns to where it started after each round.
+    (ENFILE, ENOBUFS and ENOMEM take the same back-off path: see
+    test_reliability.py::test_enfile_backs_off_and_recovers.)"""
     nofile = 64
     n_held = 120
+    n_late = 10         # arrive while the child is stuck at EMFILE
+    rounds = 3
     stderr_path = tmp_path / "child.stderr"
     held = []
     with open(stderr_path, "wb") as stderr:
@@ -522,52 +580,64 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
             address = tuple(json.loads(reader.readline(30.0))["address"])
         except (TimeoutError, EOFError) as e:
             pytest.fail(f"child did not start: {e}\n{stderr_path.read_text()}")
-        for _ in range(n_held):
-            held.append(socket.create_connection(address, timeout=10.0))
-        # The child runs out of fds (64) long before it has accepted 120.
-        deadline = time.monotonic() + 15.0
-        while True:
-            st = child_stats()
-            if st["accept_errors"].get("EMFILE", 0) >= 2:
-                break
-            assert time.monotonic() < deadline, f"no EMFILE counted: {st}"
-            time.sleep(0.01)        # a poll interval
-        assert st["accepted"] < n_held
-        assert st["emfile_pauses"] >= 1
-        # While stuck at EMFILE the accept loop must back off, not spin.
-        cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
-        time.sleep(1.0)             # the measurement window, not a synchronisation
-        cpu1, t1 = _cpu_seconds(proc.pid), time.monotonic()
-        cpu_share = (cpu1 - cpu0) / (t1 - t0)
-        assert cpu_share < 0.3, f"the child used {cpu_share:.0%} of a CPU while stuck at EMFILE"
-        still_stuck = child_stats()
-        assert still_stuck["accepted"] == st["accepted"]
-        assert still_stuck["accept_errors"]["EMFILE"] >= st["accept_errors"]["EMFILE"]
-
-        # Release the held clients: every one of them is served in the end.
-        for sock in held:
-            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        replies = []
-        for sock in held:
-            reply = b""
+        start = child_stats()
+        assert start["fds"] is not None
+        for round_ in range(rounds):
+            before = child_stats()
+            emfile_before = before["accept_errors"].get("EMFILE", 0)
+            for _ in range(n_held):
+                held.append(socket.create_connection(address, timeout=10.0))
+            # The child runs out of fds (64) long before it has accepted 120.
+            deadline = time.monotonic() + 15.0
             while True:
-                chunk = sock.recv(4096)
-                if not chunk:
+                st = child_stats()
+                if st["accept_errors"].get("EMFILE", 0) >= emfile_before + 2:
                     break
-                reply += chunk
-            replies.append(reply)
-        assert replies == [b"ok"] * n_held
-        # And new clients are served again.
-        for _ in range(5):
-            assert http_get(address, timeout=10.0) == b"ok"
+                assert time.monotonic() < deadline, f"round {round_}: no EMFILE counted: {st}"
+                time.sleep(0.01)        # a poll interval
+            assert st["accepted"] - before["accepted"] < n_held
+            assert st["emfile_pauses"] > before["emfile_pauses"]
+            if round_ == 0:
+                # While stuck at EMFILE the accept loop must back off, not spin.
+                cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+                time.sleep(1.0)         # the measurement window, not a synchronisation
+                cpu1, t1 = _cpu_seconds(proc.pid), time.monotonic()
+                cpu_share = (cpu1 - cpu0) / (t1 - t0)
+                assert cpu_share < 0.3, \
+                    f"the child used {cpu_share:.0%} of a CPU while stuck at EMFILE"
+            # More clients arrive under pressure: they wait, nothing is lost.
+            for _ in range(n_late):
+                held.append(socket.create_connection(address, timeout=10.0))
+            still_stuck = child_stats()
+            assert still_stuck["accepted"] == st["accepted"]
+            assert still_stuck["accept_errors"]["EMFILE"] >= st["accept_errors"]["EMFILE"]
+
+            # Release the held clients: every one of them is served in the end.
+            for sock in held:
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            replies = [_read_reply(sock) for sock in held]
+            assert replies == [b"ok"] * (n_held + n_late), f"round {round_}"
+            for sock in held:
+                sock.close()
+            held.clear()
+            # And new clients are served again.
+            for _ in range(5):
+                assert http_get(address, timeout=10.0) == b"ok"
+            # Every descriptor of the round was closed: back to the start.
+            deadline = time.monotonic() + 10.0
+            while child_stats()["fds"] != start["fds"]:
+                assert time.monotonic() < deadline, \
+                    f"round {round_}: child fds {child_stats()['fds']}, at start {start['fds']}"
+                time.sleep(0.01)        # a poll interval
 
         proc.stdin.write(b"quit\n")
         proc.stdin.flush()
         final = json.loads(reader.readline(20.0))
         assert proc.wait(timeout=20.0) == 0
         assert final["shutdown_ok"] is True
-        assert final["accepted"] == final["handled"] == n_held + 5
-        assert final["accept_errors"].get("EMFILE", 0) >= 2
+        assert final["accepted"] == final["handled"] == rounds * (n_held + n_late + 5)
+        assert final["accept_errors"].get("EMFILE", 0) >= 2 * rounds
+        assert set(final["accept_errors"]) == {"EMFILE"}
     finally:
         for sock in held:
             sock.close()
@@ -595,6 +665,11 @@ def _noop(conn, addr):
     (dict(backlog=0), ValueError, "backlog"),
     (dict(backlog=-1), ValueError, "backlog"),
     (dict(timeout=-1.0), ValueError, "timeout"),
+    (dict(max_batch=0), ValueError, "max_batch"),
+    (dict(spin_us=-1), ValueError, "spin_us"),
+    (dict(spin_us=100_001), ValueError, "spin_us"),
+    (dict(worker_nice=-1), ValueError, "worker_nice"),
+    (dict(worker_nice=20), ValueError, "worker_nice"),
     (dict(workers="8"), TypeError, "workers"),
     (dict(handler=None), TypeError, "handler"),
     (dict(handler=42), TypeError, "handler"),
