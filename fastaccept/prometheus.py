@@ -16,7 +16,7 @@ itself is ``prometheus_client``'s. Metric names (all prefixed ``fastaccept_``):
 
     accepted_total, handled_total, handler_errors_total      counters
     accept_errors_total{errno="EMFILE"}                      counter per errno name
-    emfile_pauses_total, ring_full_waits_total               counters
+    emfile_pauses_total, ring_full_waits_total, shed_total   counters
     ring_depth, ring_high_water, ring_capacity                gauges (connections)
     workers, workers_busy                                    gauges
     kernel_queue_depth, kernel_backlog                       gauges: the listening
@@ -49,6 +49,8 @@ COUNTERS = (
      "ENOBUFS or ENOMEM."),
     ("ring_full_waits", "ring_full_waits", "Times the accept loop found the ring full and "
      "waited for a worker, leaving connections in the kernel queue."),
+    ("shed", "shed", "Connections answered from C with shed_response and closed because "
+     "the ring was full (overload='shed')."),
 )
 #: (stats key, metric name without prefix, help) of the gauges.
 GAUGES = (

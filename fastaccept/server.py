@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Optional, Tuple, Type, Union
+from typing import Any, Callable, Optional, Tuple, Type
 
 from fastaccept._core import (DEFAULT_SPIN_US, MAX_SHED_RESPONSE, MAX_SPIN_US,
                               OVERLOAD_POLICIES, RING_MAX_CAPACITY, RING_MIN_CAPACITY,

@@ -30,7 +30,7 @@ class FakeServer:
     def __init__(self, **overrides: Any) -> None:
         self.st = {"accepted": 10, "handled": 9, "handler_errors": 1,
                    "accept_errors": {"EMFILE": 3, "ECONNABORTED": 1}, "emfile_pauses": 2,
-                   "ring_full_waits": 4, "ring_depth": 1, "ring_high_water": 7,
+                   "ring_full_waits": 4, "shed": 11, "ring_depth": 1, "ring_high_water": 7,
                    "ring_capacity": 64, "workers": 8, "workers_busy": 5,
                    "kernel_queue_depth": 6, "kernel_backlog": 128, "listen_overflows": 50,
                    "listen_drops": 55, "listen_counters_scope": "namespace"}
@@ -51,6 +51,7 @@ def test_metric_names_types_and_values_from_stats():
     assert get("fastaccept_handler_errors_total") == 1
     assert get("fastaccept_emfile_pauses_total") == 2
     assert get("fastaccept_ring_full_waits_total") == 4
+    assert get("fastaccept_shed_total") == 11
     assert get("fastaccept_accept_errors_total", {"errno": "EMFILE"}) == 3
     assert get("fastaccept_accept_errors_total", {"errno": "ECONNABORTED"}) == 1
     assert get("fastaccept_ring_depth") == 1
