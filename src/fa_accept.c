@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #endif
 #include "fa_accept.h"
+#include "fa_accept_errno.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -243,37 +244,23 @@ static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
                          full ? SOCK_CLOEXEC | SOCK_NONBLOCK : SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
-            switch (err) {
-            case EAGAIN:
-#if EWOULDBLOCK != EAGAIN
-            case EWOULDBLOCK:
-#endif
+            switch (fa_accept_failure_of(err)) {
+            case FA_ACCEPT_EMPTY:
                 return QUEUE_EMPTY;
-            case EINTR:
+            case FA_ACCEPT_RETRY:
                 continue;
-            case ECONNABORTED:
-            case EPROTO:
-            case EPERM:
-            case ENETDOWN:
-            case ENOPROTOOPT:
-            case EHOSTDOWN:
-            case ENONET:
-            case EHOSTUNREACH:
-            case EOPNOTSUPP:
-            case ENETUNREACH:
+            case FA_ACCEPT_SKIP:
                 count_errno(a, err);
                 n++;
                 continue;
-            case EMFILE:
-            case ENFILE:
-            case ENOBUFS:
-            case ENOMEM:
+            case FA_ACCEPT_PAUSE:
                 count_errno(a, err);
                 return PAUSE;
-            default:
-                count_errno(a, err);
-                return -err;
+            case FA_ACCEPT_FATAL:
+                break;
             }
+            count_errno(a, err);
+            return -err;
         }
         if (full) {
             shed(a, fd);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE     /* accept4, SOCK_NONBLOCK, MSG_NOSIGNAL; setup.py defines it too */
 #endif
 #include "fa_inline.h"
+#include "fa_accept_errno.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -232,32 +233,18 @@ static int accept_batch(fa_inline *s)
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
-            switch (err) {
-            case EAGAIN:
-#if EWOULDBLOCK != EAGAIN
-            case EWOULDBLOCK:
-#endif
+            switch (fa_accept_failure_of(err)) {
+            case FA_ACCEPT_EMPTY:
                 return 0;
-            case EINTR:
-            case ECONNABORTED:
-            case EPROTO:
-            case EPERM:
-            case ENETDOWN:
-            case ENOPROTOOPT:
-            case EHOSTDOWN:
-            case ENONET:
-            case EHOSTUNREACH:
-            case EOPNOTSUPP:
-            case ENETUNREACH:
+            case FA_ACCEPT_RETRY:
+            case FA_ACCEPT_SKIP:
                 continue;
-            case EMFILE:
-            case ENFILE:
-            case ENOBUFS:
-            case ENOMEM:
+            case FA_ACCEPT_PAUSE:
                 return pause_accepting(s);
-            default:
-                return -err;
+            case FA_ACCEPT_FATAL:
+                break;
             }
+            return -err;
         }
         if (reserve(s, fd) < 0) {
             close(fd);
