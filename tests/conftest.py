@@ -21,14 +21,17 @@ import pytest
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _SOURCE_ROOT]
 
+# Test modules share plain helpers through fa_testutil, next to this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import fastaccept  # noqa: E402  (after the sys.path fix above)
+from fa_testutil import MAX_REPLY, read_to_eof  # noqa: E402,F401
 
 #: How long the leak check waits for exiting threads and closing fds.
 LEAK_WAIT_S = 5.0
 #: Every request the helpers send.
 HTTP_REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 REQUEST_END = b"\r\n\r\n"
-MAX_REPLY = 1 << 20
 
 
 def fd_table() -> Dict[int, str]:
@@ -109,19 +112,6 @@ def server_factory(no_leaks):
     servers.clear()
     if stuck:
         pytest.fail(f"servers did not shut down within 10 s: {stuck}", pytrace=False)
-
-
-def read_to_eof(sock: socket.socket, limit: int = MAX_REPLY) -> bytes:
-    """Read until the peer closes (the socket's own timeout bounds each recv)."""
-    chunks = []
-    size = 0
-    while size < limit:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def read_request(conn: socket.socket, limit: int = 65536) -> bytes:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import fastaccept
+from fa_testutil import open_fds
 
 
 # -- Ring ------------------------------------------------------------------
@@ -197,16 +198,6 @@ def running(listener):
         r.close()
 
 
-def _open_fds() -> set:
-    """Descriptors open now (without the one listdir itself used)."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        fds.add(int(name))
-    return fds
 
 
 def _close_fd(item) -> None:
@@ -270,12 +261,12 @@ def test_acceptor_stats_count_connections(listener, running, wait_for):
 
 def test_acceptor_close_closes_queued_fds(listener, running, wait_for):
     r = running(ring_size=16)
-    fds_before = _open_fds()
+    fds_before = open_fds()
     clients = [socket.create_connection(listener.getsockname(), timeout=5.0) for _ in range(3)]
     try:
         wait_for(lambda: r.acceptor.stats()["ring_depth"] == 3, 10.0, "3 queued connections")
         client_fds = {c.fileno() for c in clients}
-        queued = sorted(_open_fds() - fds_before - client_fds)
+        queued = sorted(open_fds() - fds_before - client_fds)
         assert len(queued) == 3, f"expected 3 accepted fds, found {queued}"
         for fd in queued:
             os.fstat(fd)                    # open while queued
@@ -373,12 +364,12 @@ def test_acceptor_counts_emfile_by_name_and_recovers(listener, running, wait_for
 
 def test_acceptor_dealloc_without_close_frees_fds(listener):
     # uvloop-style: C resources are freed even when close() is never called.
-    before = _open_fds()
+    before = open_fds()
     acceptor = fastaccept.Acceptor(listener.fileno())
-    assert len(_open_fds() - before) == 2       # its epoll fd and eventfd
+    assert len(open_fds() - before) == 2       # its epoll fd and eventfd
     acceptor.stop()
     del acceptor            # no cycle: freed now, not by the collector
-    assert _open_fds() == before
+    assert open_fds() == before
 
 
 @pytest.mark.parametrize("spin_us", [0, 200, 5000])

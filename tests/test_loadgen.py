@@ -23,6 +23,7 @@ import pytest
 
 from fastaccept import loadgen
 from fastaccept._loadgen import serve_inline
+from fa_testutil import read_to_eof
 
 HOST = "127.0.0.1"
 REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -601,11 +602,11 @@ def test_serve_inline_request_in_pieces_and_eof(inline_server):
             # Not for correctness (any split must work): it makes the server
             # likely to see each piece in its own read.
             time.sleep(0.01)
-        assert _read_to_eof(a) == REPLY
+        assert read_to_eof(a) == REPLY
     with socket.create_connection(address, timeout=JOIN_S) as b:
         b.sendall(b"no blank line")
         b.shutdown(socket.SHUT_WR)      # EOF ends the request too
-        assert _read_to_eof(b) == REPLY
+        assert read_to_eof(b) == REPLY
     assert inline_server.stop() == 2
 
 
@@ -616,7 +617,7 @@ def test_serve_inline_large_response(no_leaks):
     try:
         with socket.create_connection((HOST, server.port), timeout=JOIN_S) as c:
             c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            assert _read_to_eof(c, limit=len(body) + 1) == body
+            assert read_to_eof(c, limit=len(body) + 1) == body
         result = loadgen.run(HOST, server.port, connections=20, concurrency=4, timeout=10)
         assert_all_completed(result, 20)
         assert server.stop() == 21
@@ -637,7 +638,7 @@ def test_serve_inline_stop_closes_open_clients(inline_server, wait_for):
         # empty accept queue, show that the loop has accepted c and holds it.
         with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as d:
             d.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            assert _read_to_eof(d) == REPLY
+            assert read_to_eof(d) == REPLY
         wait_for(lambda: _accept_queue_length(inline_server.lsock) == 0,
                  what="the accept queue to drain")
         assert inline_server.stop() == 1
@@ -651,7 +652,7 @@ def test_serve_inline_request_after_accept(inline_server, wait_for):
         wait_for(lambda: _accept_queue_length(inline_server.lsock) == 0,
                  what="the server to accept")
         c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        assert _read_to_eof(c) == REPLY
+        assert read_to_eof(c) == REPLY
     assert inline_server.stop() == 1
 
 
@@ -685,7 +686,7 @@ def test_serve_inline_recovers_from_emfile(no_leaks, tmp_path):
             clients.append(socket.create_connection((HOST, port), timeout=JOIN_S))
         for c in clients:
             c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        replies = [_read_to_eof(c) for c in clients]
+        replies = [read_to_eof(c) for c in clients]
         child.stdin.write(b"x")
         child.stdin.flush()
         out, err = child.communicate(timeout=JOIN_S)
@@ -718,16 +719,6 @@ def test_serve_inline_not_a_socket(no_leaks):
             os.close(fd)
 
 
-def _read_to_eof(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    chunks = []
-    size = 0
-    while size < limit:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def _cli(args: List[str], cwd: str) -> subprocess.CompletedProcess:

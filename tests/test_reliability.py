@@ -31,6 +31,7 @@ from typing import Any, List
 import pytest
 
 import fastaccept
+from fa_testutil import read_to_eof
 from fastaccept import loadgen
 from fastaccept.server import DEFAULT_TIMEOUT
 
@@ -41,13 +42,6 @@ REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 GATE_S = 30.0
 
 
-def _read_to_eof(sock: socket.socket) -> bytes:
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
 
 
 def _connect(address: Any, request: bytes = b"", timeout: float = 10.0) -> socket.socket:
@@ -156,7 +150,7 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
     try:
         for _ in range(burst):
             shed_clients.append(_connect(server.address, REQUEST))
-        replies = [_read_to_eof(c) for c in shed_clients]
+        replies = [read_to_eof(c) for c in shed_clients]
         assert replies == [SHED] * burst
         wait_for(lambda: server.stats()["shed"] == burst, 10.0, f"{burst} shed")
         st = server.stats()
@@ -176,7 +170,7 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
         gate.open.set()
         _close_all(shed_clients)
     try:
-        assert [_read_to_eof(c) for c in held] == [REPLY_OK] * (workers + ring)
+        assert [read_to_eof(c) for c in held] == [REPLY_OK] * (workers + ring)
     finally:
         _close_all(held)
     assert server.shutdown(timeout=10.0)
@@ -198,10 +192,10 @@ def test_shed_without_a_response_closes_at_once(server_factory, read_request, wa
     held = _fill_workers_and_ring(server, wait_for, 1, 2)
     try:
         with _connect(server.address, REQUEST) as c:
-            assert _read_to_eof(c) == b""
+            assert read_to_eof(c) == b""
         wait_for(lambda: server.stats()["shed"] == 1, 10.0, "1 shed")
         gate.open.set()
-        assert [_read_to_eof(c) for c in held] == [REPLY_OK] * 3
+        assert [read_to_eof(c) for c in held] == [REPLY_OK] * 3
     finally:
         gate.open.set()
         _close_all(held)
@@ -224,7 +218,7 @@ def test_shedding_is_warned_about(server_factory, read_request, wait_for, caplog
     try:
         for _ in range(3):
             with _connect(server.address, REQUEST) as c:
-                assert _read_to_eof(c) == SHED
+                assert read_to_eof(c) == SHED
 
         def shed_warnings() -> list:
             return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
@@ -263,7 +257,7 @@ def test_queue_policy_holds_a_burst_in_the_backlog(server_factory, read_request,
         readable = select.select(held, [], [], 0)[0]
         assert readable == [], "a client got an answer before any worker was free"
         gate.open.set()
-        replies = [_read_to_eof(c) for c in held]
+        replies = [read_to_eof(c) for c in held]
     finally:
         gate.open.set()
         _close_all(held)
@@ -310,7 +304,7 @@ def test_largest_shed_response_is_sent_whole(server_factory, read_request, wait_
     held = _fill_workers_and_ring(server, wait_for, 1, 2)
     try:
         with _connect(server.address, REQUEST) as c:
-            assert _read_to_eof(c) == big
+            assert read_to_eof(c) == big
     finally:
         gate.open.set()
         _close_all(held)
@@ -363,9 +357,9 @@ def test_idle_clients_cannot_hold_workers_past_the_timeout(server_factory, read_
             idle.append(_connect(server.address))       # connect, send nothing
         wait_for(lambda: server.stats()["workers_busy"] == workers, 10.0, "idle clients in workers")
         with _connect(server.address, REQUEST) as good:
-            assert _read_to_eof(good) == REPLY_OK
+            assert read_to_eof(good) == REPLY_OK
         # Every idle client was closed by the server (EOF), none by itself.
-        assert [_read_to_eof(c) for c in idle] == [b""] * idle_n
+        assert [read_to_eof(c) for c in idle] == [b""] * idle_n
     finally:
         _close_all(idle)
     assert server.shutdown(timeout=10.0)
@@ -409,7 +403,7 @@ def test_clients_that_reset_before_their_handler_runs(server_factory, read_reque
         for c in held[workers:]:        # in the ring: accepted, no handler yet
             _reset(c)
         gate.open.set()
-        assert _read_to_eof(held[0]) == REPLY_OK
+        assert read_to_eof(held[0]) == REPLY_OK
         wait_for(lambda: server.stats()["ring_depth"] == 0
                  and server.stats()["workers_busy"] == 0
                  and server.stats()["kernel_queue_depth"] == 0, 10.0, "the resets handled")
@@ -491,7 +485,7 @@ def test_client_that_never_reads_cannot_hold_a_worker(server_factory, read_reque
         sluggard.connect(server.address)
         sluggard.sendall(b"GET /big HTTP/1.0\r\n\r\n")
         with _connect(server.address, REQUEST) as next_client:
-            assert _read_to_eof(next_client) == REPLY_OK
+            assert read_to_eof(next_client) == REPLY_OK
         assert results == ["timeout"]
     finally:
         sluggard.close()
@@ -505,7 +499,7 @@ def test_client_half_close_gets_its_reply(server_factory, read_request, reader):
     line."""
     def handler(conn, addr):
         if reader == "to_eof":
-            data = _read_to_eof(conn)
+            data = read_to_eof(conn)
         else:
             data = read_request(conn)
         conn.sendall(REPLY_OK if data == REQUEST else b"bad " + data)
@@ -514,7 +508,7 @@ def test_client_half_close_gets_its_reply(server_factory, read_request, reader):
     for _ in range(5):
         with _connect(server.address, REQUEST) as c:
             c.shutdown(socket.SHUT_WR)
-            assert _read_to_eof(c) == REPLY_OK
+            assert read_to_eof(c) == REPLY_OK
     assert server.shutdown(timeout=10.0)
     assert server.stats()["handler_errors"] == 0
 
@@ -610,7 +604,7 @@ def test_enfile_backs_off_and_recovers(tmp_path):
         assert st["accept_errors"]["ENFILE"] >= 4
         assert st["kernel_queue_depth"] == 5
         flag.unlink()
-        assert [_read_to_eof(c) for c in clients] == [b"ok"] * 5
+        assert [read_to_eof(c) for c in clients] == [b"ok"] * 5
         final = child(b"quit")
         assert proc.wait(timeout=20.0) == 0, stderr_path.read_text()
     finally:
@@ -670,7 +664,7 @@ def test_handler_that_closes_its_socket(server_factory, read_request, join_all):
         for _ in range(50):
             try:
                 with _connect(server.address, REQUEST) as c:
-                    reply = _read_to_eof(c)
+                    reply = read_to_eof(c)
                 if reply != REPLY_OK:
                     failures.append(reply)
             except OSError as e:
@@ -811,7 +805,7 @@ def test_fork_after_start_child_copy_is_inert_and_parent_serves(server_factory, 
         assert "forked" in report["start_error"]
 
         gate.open.set()
-        assert [_read_to_eof(c) for c in held] == [REPLY_OK] * 3
+        assert [read_to_eof(c) for c in held] == [REPLY_OK] * 3
         assert http_get(server.address, timeout=10.0) == REPLY_OK
         assert http_get(report["address"], timeout=10.0) == b"from the child"
         assert server.shutdown(timeout=10.0)

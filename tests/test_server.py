@@ -18,19 +18,11 @@ import time
 import pytest
 
 import fastaccept
+from fa_testutil import open_fds
 
 REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-def _open_fds() -> set:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue        # the directory fd listdir itself used
-        fds.add(int(name))
-    return fds
 
 
 @pytest.fixture
@@ -677,29 +669,29 @@ def _noop(conn, addr):
 def test_bad_arguments_are_refused_before_anything_starts(no_leaks, kwargs, exc, word):
     handler = kwargs.pop("handler", _noop)
     threads = threading.active_count()
-    fds = _open_fds()
+    fds = open_fds()
     with pytest.raises(exc, match=word):
         fastaccept.Server(handler, "127.0.0.1", 0, **kwargs)
     assert threading.active_count() == threads
-    assert _open_fds() == fds
+    assert open_fds() == fds
 
 
 def test_sock_must_be_a_stream_socket(no_leaks):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
-        fds, threads = _open_fds(), threading.active_count()
+        fds, threads = open_fds(), threading.active_count()
         with pytest.raises(ValueError, match="SOCK_STREAM"):
             fastaccept.Server(_noop, sock=udp)
-        assert (_open_fds(), threading.active_count()) == (fds, threads)
+        assert (open_fds(), threading.active_count()) == (fds, threads)
 
 
 def test_sock_must_be_listening(no_leaks):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
         tcp.bind(("127.0.0.1", 0))
-        fds, threads = _open_fds(), threading.active_count()
+        fds, threads = open_fds(), threading.active_count()
         with pytest.raises(ValueError, match="listen"):
             fastaccept.Server(_noop, sock=tcp)
-        assert (_open_fds(), threading.active_count()) == (fds, threads)
+        assert (open_fds(), threading.active_count()) == (fds, threads)
 
 
 def test_port_in_use_raises_eaddrinuse_and_leaks_nothing(no_leaks):
@@ -707,11 +699,11 @@ def test_port_in_use_raises_eaddrinuse_and_leaks_nothing(no_leaks):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        fds, threads = _open_fds(), threading.active_count()
+        fds, threads = open_fds(), threading.active_count()
         with pytest.raises(OSError) as exc:
             fastaccept.Server(_noop, "127.0.0.1", port)
         assert exc.value.errno == errno.EADDRINUSE
-        assert (_open_fds(), threading.active_count()) == (fds, threads)
+        assert (open_fds(), threading.active_count()) == (fds, threads)
 
 
 # -- lifecycle and stats ----------------------------------------------------------------

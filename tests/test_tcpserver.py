@@ -15,19 +15,11 @@ import time
 import pytest
 
 import fastaccept
+from fa_testutil import open_fds
 
 HANDLER_TIMEOUT = 10.0
 
 
-def _open_fds() -> set:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue        # the directory fd listdir itself used
-        fds.add(int(name))
-    return fds
 
 
 @pytest.fixture(params=[socketserver.ThreadingTCPServer, fastaccept.TCPServer],
@@ -159,11 +151,11 @@ def test_bind_failure_closes_the_socket(server_cls, echo_handler, no_leaks):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        fds = _open_fds()
+        fds = open_fds()
         with pytest.raises(OSError) as exc:
             server_cls(taken.getsockname(), echo_handler)
         assert exc.value.errno == errno.EADDRINUSE
-        assert _open_fds() == fds
+        assert open_fds() == fds
 
 
 def test_verify_request_false_closes_the_connection(serve, server_cls, echo_handler):
@@ -259,7 +251,7 @@ def test_fastaccept_stats_and_options(echo_handler, no_leaks):
     (dict(timeout=-1), ValueError),
 ])
 def test_fastaccept_bad_options_open_nothing(echo_handler, no_leaks, kwargs, exc):
-    fds = _open_fds()
+    fds = open_fds()
     with pytest.raises(exc):
         fastaccept.TCPServer(("127.0.0.1", 0), echo_handler, **kwargs)
-    assert _open_fds() == fds
+    assert open_fds() == fds
