@@ -58,6 +58,7 @@ cdef extern from "fa_accept.h" nogil:
         fa_lot lot
         uint32_t max_batch
         uint32_t spin_ns
+        uint32_t nap_ns
         int overload
         int epoll_fd
         int stop_fd
@@ -66,6 +67,9 @@ cdef extern from "fa_accept.h" nogil:
     unsigned int FA_SPIN_DEFAULT_NS
     unsigned int FA_SPIN_MAX_NS
     int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns)
+    unsigned int FA_NAP_DEFAULT_NS
+    unsigned int FA_NAP_MAX_NS
+    int fa_acceptor_set_nap(fa_acceptor *a, uint32_t nap_ns)
     int FA_OVERLOAD_QUEUE
     int FA_OVERLOAD_SHED
     unsigned int FA_SHED_RESPONSE_MAX
@@ -76,6 +80,7 @@ cdef extern from "fa_accept.h" nogil:
     void fa_acceptor_destroy(fa_acceptor *a)
     uint64_t fa_stat_accepted(fa_acceptor *a)
     uint64_t fa_stat_batches(fa_acceptor *a)
+    uint64_t fa_stat_naps(fa_acceptor *a)
     uint64_t fa_stat_ring_full_waits(fa_acceptor *a)
     uint64_t fa_stat_emfile_pauses(fa_acceptor *a)
     uint64_t fa_stat_shed(fa_acceptor *a)

@@ -6,6 +6,8 @@ RING_MAX_CAPACITY: int
 DEFAULT_MAX_BATCH: int
 DEFAULT_SPIN_US: int
 MAX_SPIN_US: int
+DEFAULT_NAP_US: int
+MAX_NAP_US: int
 OVERLOAD_POLICIES: Tuple[str, ...]
 MAX_SHED_RESPONSE: int
 
@@ -37,13 +39,15 @@ class Acceptor:
     fd: int
     def __init__(self, fd: int, ring_size: int = 4096, max_batch: int = 16,
                  spin_us: int = 200, overload: str = "queue",
-                 shed_response: bytes = b"") -> None: ...
+                 shed_response: bytes = b"", nap_us: int = 200) -> None: ...
     @property
     def capacity(self) -> int: ...
     @property
     def max_batch(self) -> int: ...
     @property
     def spin_us(self) -> int: ...
+    @property
+    def nap_us(self) -> int: ...
     @property
     def overload(self) -> str: ...
     @property

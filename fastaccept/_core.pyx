@@ -64,6 +64,8 @@ RING_MAX_CAPACITY = FA_RING_MAX_CAPACITY
 DEFAULT_MAX_BATCH = 16
 DEFAULT_SPIN_US = FA_SPIN_DEFAULT_NS // 1000
 MAX_SPIN_US = FA_SPIN_MAX_NS // 1000
+DEFAULT_NAP_US = FA_NAP_DEFAULT_NS // 1000
+MAX_NAP_US = FA_NAP_MAX_NS // 1000
 #: What the accept loop does with a connection that finds the ring full.
 OVERLOAD_POLICIES = ("queue", "shed")
 MAX_SHED_RESPONSE = FA_SHED_RESPONSE_MAX
@@ -284,7 +286,8 @@ cdef class Acceptor:
     cdef readonly int fd
 
     def __cinit__(self, int fd, ring_size=4096, max_batch=DEFAULT_MAX_BATCH,
-                  spin_us=DEFAULT_SPIN_US, overload="queue", shed_response=b""):
+                  spin_us=DEFAULT_SPIN_US, overload="queue", shed_response=b"",
+                  nap_us=DEFAULT_NAP_US):
         cap = int(ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
@@ -296,6 +299,9 @@ cdef class Acceptor:
         spin = int(spin_us)
         if not 0 <= spin <= MAX_SPIN_US:
             raise ValueError(f"spin_us must be in [0, {MAX_SPIN_US}], got {spin_us!r}")
+        nap = int(nap_us)
+        if not 0 <= nap <= MAX_NAP_US:
+            raise ValueError(f"nap_us must be in [0, {MAX_NAP_US}], got {nap_us!r}")
         if overload not in OVERLOAD_POLICIES:
             raise ValueError(f"overload must be 'queue' or 'shed', got {overload!r}")
         if not isinstance(shed_response, (bytes, bytearray, memoryview)):
@@ -310,6 +316,7 @@ cdef class Acceptor:
         if rc < 0:
             raise _os_error(rc)
         fa_acceptor_set_spin(&self.a, spin * 1000)
+        fa_acceptor_set_nap(&self.a, nap * 1000)
         rc = fa_acceptor_set_overload(
             &self.a, FA_OVERLOAD_SHED if overload == "shed" else FA_OVERLOAD_QUEUE,
             <const char *>response, len(response))
@@ -352,6 +359,11 @@ cdef class Acceptor:
     def spin_us(self):
         """Microseconds the loop keeps polling after its last accept."""
         return self.a.spin_ns // 1000
+
+    @property
+    def nap_us(self):
+        """Longest nap in microseconds while the workers are busy (0: never)."""
+        return self.a.nap_ns // 1000
 
     @property
     def overload(self):
@@ -428,6 +440,7 @@ cdef class Acceptor:
             "ring_full_waits": fa_stat_ring_full_waits(&self.a),
             "ring_capacity": self.a.ring.capacity,
             "accept_batches": fa_stat_batches(&self.a),
+            "accept_naps": fa_stat_naps(&self.a),
             "workers_parked": fa_lot_parked(&self.a.lot),
             "worker_wakeups": fa_lot_wake_calls(&self.a.lot),
             "worker_sleeps": fa_lot_sleeps(&self.a.lot),

@@ -17,7 +17,8 @@ import time
 import weakref
 from typing import Any, Callable, Optional, Tuple, Type
 
-from fastaccept._core import (DEFAULT_SPIN_US, MAX_SHED_RESPONSE, MAX_SPIN_US,
+from fastaccept._core import (DEFAULT_NAP_US, DEFAULT_SPIN_US, MAX_NAP_US, MAX_SHED_RESPONSE,
+                              MAX_SPIN_US,
                               OVERLOAD_POLICIES, RING_MAX_CAPACITY, RING_MIN_CAPACITY,
                               Acceptor, close_fd)
 from fastaccept.monitor import COUNTERS_SCOPE, TCPEXT_FIELDS, listen_queue, read_tcpext
@@ -265,6 +266,7 @@ class Server:
         worker_nice: int = DEFAULT_WORKER_NICE,
         overload: str = "queue",
         shed_response: bytes = b"",
+        nap_us: int = DEFAULT_NAP_US,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -273,6 +275,7 @@ class Server:
         self._ring_size = _check_ring_size(ring_size)
         self._max_batch = _check_int("max_batch", max_batch, 1, 65536)
         self._spin_us = _check_int("spin_us", spin_us, 0, MAX_SPIN_US)
+        self._nap_us = _check_int("nap_us", nap_us, 0, MAX_NAP_US)
         self._worker_nice = _check_int("worker_nice", worker_nice, 0, 19)
         self._timeout = _check_timeout(timeout)
         self._overload, self._shed_response = _check_overload(overload, shed_response)
@@ -330,7 +333,8 @@ class Server:
             if self._state != "new":
                 raise RuntimeError(f"start() on a server that is {self._state}")
             acceptor = Acceptor(self._sock.fileno(), self._ring_size, self._max_batch,
-                                self._spin_us, self._overload, self._shed_response)
+                                self._spin_us, self._overload, self._shed_response,
+                                self._nap_us)
             self._acceptor = acceptor
             running = threading.Event()
             self._accept_thread = threading.Thread(
@@ -511,7 +515,7 @@ class Server:
             return dict(self._final_stats)
         return {"accepted": 0, "accept_errors": {}, "emfile_pauses": 0, "shed": 0, "ring_depth": 0,
                 "ring_high_water": 0, "ring_full_waits": 0, "ring_capacity": self._ring_size,
-                "accept_batches": 0, "workers_parked": 0, "worker_wakeups": 0,
+                "accept_batches": 0, "accept_naps": 0, "workers_parked": 0, "worker_wakeups": 0,
                 "worker_sleeps": 0, "queue_wait_count": 0, "queue_wait_p50_us": 0,
                 "queue_wait_p99_us": 0}
 

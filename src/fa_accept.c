@@ -69,6 +69,7 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
         return -EINVAL;
     a->max_batch = max_batch;
     a->spin_ns = FA_SPIN_DEFAULT_NS;
+    a->nap_ns = FA_NAP_DEFAULT_NS;
 
     int flags = fcntl(listen_fd, F_GETFL);
     if (flags < 0)
@@ -127,6 +128,14 @@ int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns)
     return 0;
 }
 
+int fa_acceptor_set_nap(fa_acceptor *a, uint32_t nap_ns)
+{
+    if (nap_ns > FA_NAP_MAX_NS)
+        return -EINVAL;
+    a->nap_ns = nap_ns;
+    return 0;
+}
+
 int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, size_t len)
 {
     if ((policy != FA_OVERLOAD_QUEUE && policy != FA_OVERLOAD_SHED) ||
@@ -172,6 +181,7 @@ void fa_acceptor_stop(fa_acceptor *a)
 {
     atomic_store(&a->stopping, 1);
     signal_stop_fd(a);
+    fa_lot_wake_napper(&a->lot);    /* a nap would delay the stop by nap_ns */
 }
 
 void fa_acceptor_abort(fa_acceptor *a)
@@ -390,7 +400,13 @@ int fa_acceptor_run(fa_acceptor *a)
     int backoff_ms = 0;
     int rc = 0;
     uint64_t spin_until_ns = 0;     /* 0: not polling */
+    /* How long the last epoll_wait slept: a stream denser than one
+     * connection per nap_ns is worth napping for, a sparser one is not (a
+     * nap that finds nothing costs a wake-up of its own). */
+    uint64_t slept_ns = UINT64_MAX;
+    int nap_next = 0;
     for (;;) {
+        int napped = 0;
         if (atomic_load(&a->stopping))
             break;
         if (spin_until_ns && fa_now_ns() < spin_until_ns) {
@@ -401,9 +417,18 @@ int fa_acceptor_run(fa_acceptor *a)
             rc = pause_ms(a, backoff_ms);
             if (rc < 0)
                 break;
+        } else if (nap_next) {
+            /* The workers are busy with what we gave them: let connections
+             * gather in the kernel queue rather than wake for each one. */
+            nap_next = 0;
+            napped = 1;
+            count(&a->stats.naps);
+            fa_nap(&a->ring, &a->lot, (int64_t)a->nap_ns);
         } else {
             spin_until_ns = 0;
+            uint64_t t0 = fa_now_ns();
             int n = epoll_wait(a->epoll_fd, events, 2, -1);
+            slept_ns = fa_now_ns() - t0;
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -420,14 +445,20 @@ int fa_acceptor_run(fa_acceptor *a)
             /* Poll on only when the kernel queue had built up while we slept
              * (or we are polling already): then the wake-up latency is what
              * lets it overflow. Connections arriving one by one are cheaper
-             * to sleep for, and polling would burn a CPU under steady load. */
-            if (a->spin_ns && (spin_until_ns || pushed >= FA_SPIN_TRIGGER || end == BATCH_DONE))
+             * to sleep for, and polling would burn a CPU under steady load.
+             * A batch gathered by a nap is expected to be large and is no
+             * sign of a burst. */
+            if (a->spin_ns && !napped &&
+                (spin_until_ns || pushed >= FA_SPIN_TRIGGER || end == BATCH_DONE))
                 spin_until_ns = fa_now_ns() + a->spin_ns;
             count(&a->stats.batches);
             /* Workers already running may have taken the whole batch; then
              * waking a parked one would only put it back to sleep. */
-            if (fa_ring_depth(&a->ring) > 0)
+            if (fa_ring_depth(&a->ring) > 0) {
                 fa_lot_wake_one(&a->lot);
+                nap_next = a->nap_ns && !spin_until_ns && end == QUEUE_EMPTY &&
+                           (napped || slept_ns < a->nap_ns);
+            }
         }
         if (end < 0) {
             rc = end;

@@ -20,6 +20,13 @@
  *                                      and it resumes by itself
  *  anything else                       the loop stops and returns -errno
  *
+ * Under a steady stream that keeps every worker busy (a wake-up found the
+ * ring still holding work and came soon after the one before), the loop naps
+ * up to nap_ns before it looks again, instead of waking once per connection:
+ * the workers could not start on a connection any sooner, and the ones that
+ * arrive meanwhile are taken in one batch. A worker that empties the ring
+ * ends the nap at once.
+ *
  * During a burst (a wake-up that finds FA_SPIN_TRIGGER or more connections
  * queued) the loop keeps polling accept4 until spin_ns pass without a new
  * connection, instead of paying a wake-up per batch; it asks the scheduler
@@ -62,6 +69,14 @@
 /* A wake-up that finds at least this many connections queued starts polling. */
 #define FA_SPIN_TRIGGER 4u
 
+/* Longest nap while the workers are busy (see above). At most this long a
+ * connection waits in the kernel queue for the loop while every worker is
+ * busy anyway; a 128-connection backlog could only fill during a nap at over
+ * 128 / nap_ns connections per second (640,000 at 200 us), above the
+ * rate one thread can accept. 0 turns napping off. */
+#define FA_NAP_DEFAULT_NS 200000u
+#define FA_NAP_MAX_NS 1000000u
+
 /* fds beyond a full ring that the fd table is grown for at init: workers'
  * connections in service, the kernel queue's next batch, the app's own. */
 #define FA_FD_SLACK 1024u
@@ -85,7 +100,8 @@
 
 typedef struct fa_accept_stats {
     _Atomic uint64_t accepted;
-    _Atomic uint64_t batches;           /* epoll wake-ups that accepted */
+    _Atomic uint64_t batches;           /* wake-ups (or polls) that accepted */
+    _Atomic uint64_t naps;              /* naps taken while the workers were busy */
     _Atomic uint64_t ring_full_waits;   /* times the loop waited for space */
     _Atomic uint64_t emfile_pauses;     /* back-offs on EMFILE/ENFILE/ENOBUFS/ENOMEM */
     _Atomic uint64_t shed;              /* answered and closed: the ring was full */
@@ -101,6 +117,7 @@ typedef struct fa_acceptor {
     int stop_fd;            /* eventfd: readable once stop or abort is asked */
     uint32_t max_batch;     /* accept4 calls per epoll wake-up */
     uint32_t spin_ns;       /* poll this long after the last accept */
+    uint32_t nap_ns;        /* nap this long while the workers are busy */
     int overload;           /* FA_OVERLOAD_QUEUE or FA_OVERLOAD_SHED */
     uint32_t shed_len;
     char *shed_response;    /* owned: copied by set_overload, freed by destroy */
@@ -117,6 +134,10 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
  * (0: sleep in epoll_wait at once). Returns 0 or -EINVAL above FA_SPIN_MAX_NS.
  * Call before fa_acceptor_run. */
 int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns);
+
+/* Sets the longest nap while the workers are busy (0: never nap). Returns 0,
+ * or -EINVAL above FA_NAP_MAX_NS. Call before fa_acceptor_run. */
+int fa_acceptor_set_nap(fa_acceptor *a, uint32_t nap_ns);
 
 /* Sets what the loop does with a connection that finds the ring full (see
  * the top of this file); response (len bytes, may be 0) is copied. Returns 0,
@@ -148,6 +169,7 @@ static inline uint64_t fa_stat_load(_Atomic uint64_t *c)
 }
 static inline uint64_t fa_stat_accepted(fa_acceptor *a) { return fa_stat_load(&a->stats.accepted); }
 static inline uint64_t fa_stat_batches(fa_acceptor *a) { return fa_stat_load(&a->stats.batches); }
+static inline uint64_t fa_stat_naps(fa_acceptor *a) { return fa_stat_load(&a->stats.naps); }
 static inline uint64_t fa_stat_ring_full_waits(fa_acceptor *a) { return fa_stat_load(&a->stats.ring_full_waits); }
 static inline uint64_t fa_stat_emfile_pauses(fa_acceptor *a) { return fa_stat_load(&a->stats.emfile_pauses); }
 static inline uint64_t fa_stat_shed(fa_acceptor *a) { return fa_stat_load(&a->stats.shed); }

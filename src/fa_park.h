@@ -19,8 +19,9 @@
  * the next parked worker (chain wake), so the producer pays for one wake per
  * batch and workers come up only while there is work for them.
  *
- * The producer has its own single-waiter futex for "ring full": consumers
- * wake it only when it has announced that it is waiting.
+ * The producer has its own single-waiter futex, for "ring full" and for its
+ * naps (fa_nap): consumers wake it only when it has announced that it waits,
+ * a napping producer only when a pop leaves the ring empty.
  */
 #ifndef FA_PARK_H
 #define FA_PARK_H
@@ -49,6 +50,7 @@ typedef struct fa_lot {
     _Atomic uint32_t closed;        /* no more entries will come */
     _Atomic uint32_t producer_waiting;  /* producer sleeps on space_word */
     _Atomic uint32_t space_word;    /* bumped to wake the producer */
+    _Atomic uint32_t producer_napping;  /* producer naps until the ring empties */
     _Atomic uint64_t wake_calls;    /* futex wakes issued to workers */
     _Atomic uint64_t sleeps;        /* futex waits entered by workers */
 } fa_lot;
@@ -92,6 +94,7 @@ static inline int fa_lot_init(fa_lot *lot)
     atomic_init(&lot->closed, 0);
     atomic_init(&lot->producer_waiting, 0);
     atomic_init(&lot->space_word, 0);
+    atomic_init(&lot->producer_napping, 0);
     atomic_init(&lot->wake_calls, 0);
     atomic_init(&lot->sleeps, 0);
     return 0;
@@ -189,13 +192,45 @@ static inline void fa_lot_space_freed(fa_lot *lot)
     }
 }
 
-/* A successful pop: let a full-ring producer go on, and pass the baton to
- * one more worker while the ring still holds work. */
+/* Wakes the producer out of fa_nap, if it naps. */
+static inline void fa_lot_wake_napper(fa_lot *lot)
+{
+    if (atomic_load_explicit(&lot->producer_napping, memory_order_relaxed) &&
+        atomic_exchange_explicit(&lot->producer_napping, 0, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&lot->space_word, 1, memory_order_release);
+        fa_futex_wake(&lot->space_word, 1);
+    }
+}
+
+/* A successful pop: let a full-ring producer go on, pass the baton to one
+ * more worker while the ring still holds work, and call a napping producer
+ * back when the ring has run dry. */
 static inline void fa_after_pop(fa_ring *r, fa_lot *lot)
 {
-    fa_lot_space_freed(lot);
+    fa_lot_space_freed(lot);        /* its seq_cst fence orders our pop first */
     if (fa_ring_depth(r) > 0)
         fa_lot_wake_one(lot);
+    else
+        fa_lot_wake_napper(lot);
+}
+
+/*
+ * Producer side: sleeps up to timeout_ns while the ring still holds work, so
+ * that connections arriving meanwhile are taken in one batch afterwards
+ * instead of one wake-up each. Returns early when a pop empties the ring
+ * (the workers want more), the lot closes, or fa_lot_wake_napper is called.
+ * Never sleeps if the ring is already empty. (Dekker handshake with
+ * fa_after_pop: either we see the pop that emptied the ring, or that pop
+ * sees producer_napping.)
+ */
+static inline void fa_nap(fa_ring *r, fa_lot *lot, int64_t timeout_ns)
+{
+    uint32_t seen = atomic_load_explicit(&lot->space_word, memory_order_acquire);
+    atomic_store_explicit(&lot->producer_napping, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (fa_ring_depth(r) > 0 && !atomic_load(&lot->closed))
+        fa_futex_wait(&lot->space_word, seen, timeout_ns);
+    atomic_store_explicit(&lot->producer_napping, 0, memory_order_relaxed);
 }
 
 /* Pops one entry without ever sleeping. Returns 0 or -EAGAIN (empty). Lets a

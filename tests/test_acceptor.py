@@ -322,6 +322,8 @@ def test_acceptor_close_while_running_is_refused(listener, running, wait_for):
     (dict(max_batch=0), "max_batch"),
     (dict(spin_us=-1), "spin_us"),
     (dict(spin_us=fastaccept._core.MAX_SPIN_US + 1), "spin_us"),
+    (dict(nap_us=-1), "nap_us"),
+    (dict(nap_us=fastaccept._core.MAX_NAP_US + 1), "nap_us"),
 ])
 def test_acceptor_bad_arguments(listener, kwargs, word):
     with pytest.raises(ValueError, match=word):
@@ -391,6 +393,43 @@ def test_acceptor_serves_every_connection_polling_or_not(listener, running, spin
             if item is not None:
                 os.close(item[0])
         for c in clients + [late]:
+            c.close()
+
+
+@pytest.mark.parametrize("nap_us", [0, 100, 1000])
+def test_acceptor_naps_while_the_ring_holds_work_and_loses_nothing(
+        listener, running, wait_for, nap_us):
+    """Connections arriving back to back while nobody pops: after the first
+    wake-ups the ring holds work, so the loop naps between batches (unless
+    nap_us=0). Every connection is still accepted once, and stopping with
+    the ring full of work ends the loop and leaves every entry to pop."""
+    n = 64
+    r = running(nap_us=nap_us, spin_us=0)    # no polling: wake-ups or naps only
+    assert r.acceptor.nap_us == nap_us
+    clients = []
+    got = []
+    try:
+        for _ in range(n):
+            clients.append(socket.create_connection(listener.getsockname(), timeout=10.0))
+        wait_for(lambda: r.acceptor.stats()["accepted"] == n, 10.0, f"{n} accepted")
+        r.stop()
+        got = [r.acceptor.pop(timeout=10.0) for _ in range(n)]
+        assert all(item is not None for item in got)
+        assert r.acceptor.pop(timeout=0) is None       # stopped and drained
+        assert sorted(item[1][1] for item in got) == sorted(c.getsockname()[1] for c in clients)
+        st = r.acceptor.stats()
+        assert st["accepted"] == n
+        if nap_us == 0:
+            assert st["accept_naps"] == 0
+        else:
+            # 64 connects in a row come far closer together than 100 us on
+            # loopback, and the ring is never emptied meanwhile.
+            assert st["accept_naps"] >= 1
+    finally:
+        for item in got:
+            if item is not None:
+                os.close(item[0])
+        for c in clients:
             c.close()
 
 

@@ -660,6 +660,8 @@ def _noop(conn, addr):
     (dict(max_batch=0), ValueError, "max_batch"),
     (dict(spin_us=-1), ValueError, "spin_us"),
     (dict(spin_us=100_001), ValueError, "spin_us"),
+    (dict(nap_us=-1), ValueError, "nap_us"),
+    (dict(nap_us=1001), ValueError, "nap_us"),
     (dict(worker_nice=-1), ValueError, "worker_nice"),
     (dict(worker_nice=20), ValueError, "worker_nice"),
     (dict(workers="8"), TypeError, "workers"),

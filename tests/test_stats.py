@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Every key stats() promises, before start, while running and after shutdown.
 KEYS = {"accepted", "handled", "handler_errors", "accept_errors", "emfile_pauses", "ring_depth",
         "ring_high_water", "ring_full_waits", "ring_capacity", "workers", "workers_busy",
-        "workers_parked", "worker_wakeups", "worker_sleeps", "accept_batches",
+        "workers_parked", "worker_wakeups", "worker_sleeps", "accept_batches", "accept_naps",
         "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us", "kernel_queue_depth",
         "kernel_backlog", "listen_overflows", "listen_drops", "listen_counters_scope"}
 #: How long a blocked handler waits for the test to release it (a bound, not a delay).
