@@ -15,6 +15,8 @@ import threading
 from typing import Any, List, Optional
 
 DEMO_REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+#: What ``serve --overload shed`` answers when the ring is full.
+DEMO_SHED_REPLY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
 REQUEST_END = b"\r\n\r\n"
 MAX_REQUEST = 65536
 
@@ -43,6 +45,16 @@ def format_stats(st: dict) -> str:
             f"({st['listen_counters_scope']})")
 
 
+def _timeout_arg(text: str) -> Optional[float]:
+    """Parse --timeout: seconds, or "none" for no timeout."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds or 'none': {text!r}") from None
+
+
 def _print_stats_every(server: Any, interval: float, done: threading.Event) -> None:
     while not done.wait(interval):
         print("stats: " + format_stats(server.stats()), flush=True)
@@ -53,8 +65,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.stats_interval is not None and not args.stats_interval > 0:
         raise ValueError(f"--stats-interval must be > 0, got {args.stats_interval}")
+    shed_reply = DEMO_SHED_REPLY if args.overload == "shed" else b""
     server = Server(demo_handler, args.host, args.port, workers=args.workers,
-                    backlog=args.backlog, ring_size=args.ring_size, timeout=args.timeout)
+                    backlog=args.backlog, ring_size=args.ring_size, timeout=args.timeout,
+                    overload=args.overload, shed_response=shed_reply)
     host, port = server.address[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"fastaccept serving on http://{shown}:{port}/ ({args.workers} workers); "
@@ -127,8 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=8, help="worker threads (default 8)")
     serve.add_argument("--backlog", type=int, default=2048, help="listen backlog (default 2048)")
     serve.add_argument("--ring-size", type=int, default=4096, help="ring slots, a power of two")
-    serve.add_argument("--timeout", type=float, default=10.0,
-                       help="per-connection socket timeout in seconds (default 10)")
+    serve.add_argument("--timeout", type=_timeout_arg, default=30.0,
+                       help="per-connection socket timeout in seconds, or 'none' "
+                            "(default 30, as Server)")
+    serve.add_argument("--overload", choices=("queue", "shed"), default="queue",
+                       help="when the ring is full: leave connections in the kernel "
+                            "backlog (queue, the default) or answer them 503 from C (shed)")
     serve.add_argument("--stats-interval", type=float, default=None, metavar="S",
                        help="print the server's stats every S seconds")
     serve.set_defaults(run=_serve)

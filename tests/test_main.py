@@ -90,8 +90,22 @@ def test_serve_exits_on_sigterm(cli, http_get):
     assert proc.wait(timeout=10.0) == 0
 
 
+def test_serve_takes_overload_and_no_timeout(cli, http_get):
+    proc = cli("serve", "--port", "0", "--workers", "1", "--overload", "shed",
+               "--timeout", "none")
+    match = ADDRESS_RE.search(_readline(proc, 30.0))
+    assert match, "no address printed"
+    address = (match.group("v4") or match.group("v6"), int(match.group("port")))
+    assert http_get(address, timeout=10.0).endswith(b"\r\n\r\nok")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10.0) == 0
+
+
 @pytest.mark.parametrize("args", [
     ["serve", "--port", "0", "--workers", "0"],
+    ["serve", "--port", "0", "--overload", "drop"],
+    ["serve", "--port", "0", "--timeout", "soon"],
+    ["serve", "--port", "0", "--timeout", "-1"],
     ["serve", "--port", "0", "--ring-size", "3"],
     ["serve", "--port", "70000"],
 ])
