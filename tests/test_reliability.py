@@ -11,6 +11,7 @@ stuck handler, EMFILE back-off and recovery, detach) and tests/test_acceptor.py
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -513,9 +514,13 @@ def test_client_half_close_gets_its_reply(server_factory, read_request, reader):
     assert server.stats()["handler_errors"] == 0
 
 
-ENFILE_SHIM_C = r"""
-/* accept4() fails with ENFILE while the file named by $FA_ENFILE_WHILE
- * exists: the system-wide file table being full, without filling it. */
+ACCEPT_SHIM_C = r"""
+/* Fails accept4() with errno $FA_ACCEPT_ERRNO, in one of two ways:
+ *  - while the file named by $FA_FAIL_WHILE exists, every call fails and
+ *    the queue is left alone (a resource running out: ENFILE, ENOBUFS...);
+ *  - with $FA_DROP_EVERY=N, every Nth connection really accepted is closed
+ *    at once and reported as that error instead (how Linux reports a
+ *    connection that died in the queue: ECONNABORTED, EPROTO, EPERM). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -525,18 +530,29 @@ ENFILE_SHIM_C = r"""
 
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
-    const char *flag = getenv("FA_ENFILE_WHILE");
-    if (flag != NULL && access(flag, F_OK) == 0) {
-        errno = ENFILE;
+    static int (*real)(int, struct sockaddr *, socklen_t *, int);
+    static unsigned accepted;       /* one accept loop calls this */
+    if (real == NULL)
+        real = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
+    const char *e = getenv("FA_ACCEPT_ERRNO");
+    int err = e != NULL ? atoi(e) : 0;
+    const char *flag = getenv("FA_FAIL_WHILE");
+    if (err && flag != NULL && access(flag, F_OK) == 0) {
+        errno = err;
         return -1;
     }
-    int (*real)(int, struct sockaddr *, socklen_t *, int) =
-        (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
-    return real(fd, addr, len, flags);
+    int got = real(fd, addr, len, flags);
+    const char *every = getenv("FA_DROP_EVERY");
+    if (got >= 0 && err && every != NULL && ++accepted % (unsigned)atoi(every) == 0) {
+        close(got);
+        errno = err;
+        return -1;
+    }
+    return got;
 }
 """
 
-ENFILE_CHILD = textwrap.dedent("""
+ACCEPT_CHILD = textwrap.dedent("""
     import json, sys
     import fastaccept
 
@@ -562,61 +578,107 @@ ENFILE_CHILD = textwrap.dedent("""
 """)
 
 
+class ShimmedServer:
+    """A Server in a child process whose accept4() goes through ACCEPT_SHIM_C."""
+
+    def __init__(self, tmp_path: Any, **env: str) -> None:
+        shim_c, shim = tmp_path / "accept_shim.c", tmp_path / "accept_shim.so"
+        shim_c.write_text(ACCEPT_SHIM_C)
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-o", str(shim), str(shim_c),
+                        "-ldl"], check=True, timeout=60)
+        preload = " ".join(p for p in (os.environ.get("LD_PRELOAD"), str(shim)) if p)
+        self.stderr_path = tmp_path / "child.stderr"
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", ACCEPT_CHILD], cwd=str(tmp_path),
+                env=dict(os.environ, LD_PRELOAD=preload, **env),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        self.out = self.proc.stdout.fileno()
+
+    def address(self) -> tuple:
+        return tuple(json.loads(_readline_fd(self.out, 30.0))["address"])
+
+    def ask(self, cmd: bytes) -> dict:
+        self.proc.stdin.write(cmd + b"\n")
+        self.proc.stdin.flush()
+        return json.loads(_readline_fd(self.out, 20.0))
+
+    def quit(self) -> dict:
+        final = self.ask(b"quit")
+        assert self.proc.wait(timeout=20.0) == 0, self.stderr_path.read_text()
+        return final
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10.0)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found on PATH")
-def test_enfile_backs_off_and_recovers(tmp_path):
-    """accept4() failing with ENFILE (the system-wide file table full, here
-    injected with an LD_PRELOAD shim) for a sustained period: counted, backed
-    off, nothing accepted or lost; once it clears, every waiting client is
-    served."""
-    shim_c, shim = tmp_path / "enfile_shim.c", tmp_path / "enfile_shim.so"
-    shim_c.write_text(ENFILE_SHIM_C)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-o", str(shim), str(shim_c),
-                    "-ldl"], check=True, timeout=60)
-    flag = tmp_path / "enfile"
-    preload = " ".join(p for p in (os.environ.get("LD_PRELOAD"), str(shim)) if p)
-    env = dict(os.environ, LD_PRELOAD=preload, FA_ENFILE_WHILE=str(flag))
-    stderr_path = tmp_path / "child.stderr"
+@pytest.mark.parametrize("name", ["ENFILE", "ENOBUFS", "ENOMEM"])
+def test_resource_errors_back_off_and_recover(tmp_path, name):
+    """accept4() failing with ENFILE (the system-wide file table full), ENOBUFS
+    or ENOMEM, injected with an LD_PRELOAD shim, for a sustained period:
+    counted, backed off, nothing accepted or lost; once it clears, every
+    waiting client is served."""
+    flag = tmp_path / "failing"
+    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(getattr(errno, name)),
+                          FA_FAIL_WHILE=str(flag))
     clients = []
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", ENFILE_CHILD], cwd=str(tmp_path), env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-    out = proc.stdout.fileno()
-
-    def child(cmd: bytes) -> dict:
-        proc.stdin.write(cmd + b"\n")
-        proc.stdin.flush()
-        return json.loads(_readline_fd(out, 20.0))
-
     try:
-        address = tuple(json.loads(_readline_fd(out, 30.0))["address"])
+        address = child.address()
         flag.touch()
         for _ in range(5):
             clients.append(_connect(address, REQUEST))
         deadline = time.monotonic() + 15.0
         while True:
-            st = child(b"stats")
+            st = child.ask(b"stats")
             if st["emfile_pauses"] >= 4:        # 5 + 10 + 20 ms of back-off at least
                 break
-            assert time.monotonic() < deadline, f"no sustained ENFILE back-off: {st}"
+            assert time.monotonic() < deadline, f"no sustained {name} back-off: {st}"
             time.sleep(0.01)    # a poll interval
         assert st["accepted"] == 0
-        assert set(st["accept_errors"]) == {"ENFILE"}
-        assert st["accept_errors"]["ENFILE"] >= 4
+        assert set(st["accept_errors"]) == {name}
+        assert st["accept_errors"][name] >= 4
         assert st["kernel_queue_depth"] == 5
         flag.unlink()
         assert [read_to_eof(c) for c in clients] == [b"ok"] * 5
-        final = child(b"quit")
-        assert proc.wait(timeout=20.0) == 0, stderr_path.read_text()
+        final = child.quit()
     finally:
         _close_all(clients)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10.0)
-        proc.stdin.close()
-        proc.stdout.close()
+        child.close()
     assert final["shutdown_ok"] is True
     assert final["accepted"] == final["handled"] == 5
-    assert set(final["accept_errors"]) == {"ENFILE"}
+    assert set(final["accept_errors"]) == {name}
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found on PATH")
+@pytest.mark.parametrize("name", ["ECONNABORTED", "EPROTO", "EPERM"])
+def test_dead_connection_errors_skip_one_and_go_on(tmp_path, name):
+    """accept4() reporting a connection that died in the queue (every second
+    one here): that connection is counted and gone, the loop neither stops
+    nor backs off, and every other client is served."""
+    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(getattr(errno, name)),
+                          FA_DROP_EVERY="2")
+    replies = []
+    try:
+        address = child.address()
+        for _ in range(10):     # one at a time: the shim drops the 2nd, 4th, ...
+            with _connect(address, REQUEST) as c:
+                try:
+                    replies.append(read_to_eof(c))
+                except ConnectionResetError:    # closed with the request unread
+                    replies.append(b"")
+        final = child.quit()
+    finally:
+        child.close()
+    assert replies == [b"ok", b""] * 5
+    assert final["shutdown_ok"] is True
+    assert final["accepted"] == final["handled"] == 5
+    assert final["accept_errors"] == {name: 5}
+    assert final["emfile_pauses"] == 0
 
 
 # -- misbehaving handlers --------------------------------------------------------------

@@ -548,8 +548,8 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
     backs off instead of spinning, connections keep arriving and wait in the
     kernel queue, every one of them is served once descriptors are free, and
     the child's fd count returns to where it started after each round.
-    (ENFILE, ENOBUFS and ENOMEM take the same back-off path: see
-    test_reliability.py::test_enfile_backs_off_and_recovers.)"""
+    (ENFILE, ENOBUFS and ENOMEM, injected: see
+    test_reliability.py::test_resource_errors_back_off_and_recover.)"""
     nofile = 64
     n_held = 120
     n_late = 10         # arrive while the child is stuck at EMFILE
