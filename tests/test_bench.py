@@ -219,6 +219,15 @@ def test_bench_quick_produces_the_table_and_completes_every_connection(tmp_path)
     for run in data["runs"]:
         where = f"{run['scenario']}/{run['server']}"
         assert run["error"] is None, where
-        assert run["completed"] == run["connections"] > 0, (where, run["failures"])
+        assert run["connections"] > 0, where
+        # Every connection is accounted for, completed or failed by kind.
+        assert run["completed"] + sum(run["failures"].values()) == run["connections"], where
+        if run["server"].startswith("fastaccept"):
+            # fastaccept serves every one. The serial reference servers are
+            # allowed to lose clients in a burst: showing that is the bench's
+            # point, and how many depends on how busy the machine is.
+            assert run["completed"] == run["connections"], (where, run["failures"])
+        else:
+            assert run["completed"] > 0, (where, run["failures"])
         assert run["served"] is not None and run["served"] >= run["completed"], where
         assert run["cpu_us_per_conn"] is not None, where
