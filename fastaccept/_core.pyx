@@ -117,6 +117,15 @@ cdef object _peer_address(fa_conn *c):
     return (family, (<char *>&c.addr)[:c.addrlen])
 
 
+cdef object _int_arg(str name, object value, object low=None, object high=None):
+    """value as an int, or TypeError/ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if low is not None and not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
 cdef int64_t _timeout_ns(object timeout) except -2:
     if timeout is None:
         return -1
@@ -126,6 +135,14 @@ cdef int64_t _timeout_ns(object timeout) except -2:
     if t > 1e9:
         return -1
     return <int64_t>(t * 1e9)
+
+
+cdef inline object _entry(fa_conn *c, fa_hist *waits):
+    """The (fd, addr, accepted_ns) tuple of a popped entry; records its queue
+    wait in waits unless that is NULL."""
+    if waits != NULL:
+        fa_hist_record_ns(waits, fa_now_ns() - c.accepted_ns)
+    return (c.fd, _peer_address(c), c.accepted_ns)
 
 
 cdef object _pop(fa_ring *ring, fa_lot *lot, fa_hist *waits, object timeout):
@@ -140,18 +157,14 @@ cdef object _pop(fa_ring *ring, fa_lot *lot, fa_hist *waits, object timeout):
     # Ready work is taken with the GIL held: releasing and re-taking it for
     # a pop that cannot block would cost a GIL hand-off per connection.
     if fa_try_pop(ring, lot, &c) == 0:
-        if waits != NULL:
-            fa_hist_record_ns(waits, fa_now_ns() - c.accepted_ns)
-        return (c.fd, _peer_address(&c), c.accepted_ns)
+        return _entry(&c, waits)
     if left_ns >= 0:
         deadline_ns = fa_now_ns() + <uint64_t>left_ns
     while True:
         with nogil:
             rc = fa_pop_wait(ring, lot, &c, left_ns)
         if rc == 0:
-            if waits != NULL:
-                fa_hist_record_ns(waits, fa_now_ns() - c.accepted_ns)
-            return (c.fd, _peer_address(&c), c.accepted_ns)
+            return _entry(&c, waits)
         if rc == -EINTR:
             # A signal interrupted the wait: let Python run its handlers
             # (Ctrl-C raises here in the main thread), then wait on.
@@ -288,20 +301,14 @@ cdef class Acceptor:
     def __cinit__(self, int fd, ring_size=4096, max_batch=DEFAULT_MAX_BATCH,
                   spin_us=DEFAULT_SPIN_US, overload="queue", shed_response=b"",
                   nap_us=DEFAULT_NAP_US):
-        cap = int(ring_size)
+        cap = _int_arg("ring_size", ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
                 f"ring_size must be a power of two in [{FA_RING_MIN_CAPACITY}, "
                 f"{FA_RING_MAX_CAPACITY}], got {ring_size!r}")
-        batch = int(max_batch)
-        if not 1 <= batch <= 65536:
-            raise ValueError(f"max_batch must be in [1, 65536], got {max_batch!r}")
-        spin = int(spin_us)
-        if not 0 <= spin <= MAX_SPIN_US:
-            raise ValueError(f"spin_us must be in [0, {MAX_SPIN_US}], got {spin_us!r}")
-        nap = int(nap_us)
-        if not 0 <= nap <= MAX_NAP_US:
-            raise ValueError(f"nap_us must be in [0, {MAX_NAP_US}], got {nap_us!r}")
+        batch = _int_arg("max_batch", max_batch, 1, 65536)
+        spin = _int_arg("spin_us", spin_us, 0, MAX_SPIN_US)
+        nap = _int_arg("nap_us", nap_us, 0, MAX_NAP_US)
         if overload not in OVERLOAD_POLICIES:
             raise ValueError(f"overload must be 'queue' or 'shed', got {overload!r}")
         if not isinstance(shed_response, (bytes, bytearray, memoryview)):

@@ -330,6 +330,19 @@ def test_acceptor_bad_arguments(listener, kwargs, word):
         fastaccept.Acceptor(listener.fileno(), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(ring_size="8"), "ring_size"),
+    (dict(ring_size=8.0), "ring_size"),
+    (dict(max_batch=None), "max_batch"),
+    (dict(spin_us="x"), "spin_us"),
+    (dict(nap_us=1.5), "nap_us"),
+    (dict(nap_us=True), "nap_us"),
+])
+def test_acceptor_arguments_of_the_wrong_type(listener, kwargs, word):
+    with pytest.raises(TypeError, match=word):
+        fastaccept.Acceptor(listener.fileno(), **kwargs)
+
+
 def test_acceptor_counts_emfile_by_name_and_recovers(listener, running, wait_for):
     """accept4() failing with EMFILE is counted under "EMFILE", and the loop
     resumes by itself once descriptors are available again."""
