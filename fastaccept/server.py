@@ -150,14 +150,14 @@ class _WorkerCounts:
     """Counters written by one worker thread only, so no lock is needed.
 
     ``conn`` is the connection in the handler right now (None between
-    connections): a forked child closes its copy (see ``_after_fork``)."""
+    connections, so the worker is busy exactly when it is set): a forked
+    child closes its copy (see ``_after_fork``)."""
 
-    __slots__ = ("handled", "errors", "busy", "conn")
+    __slots__ = ("handled", "errors", "conn")
 
     def __init__(self) -> None:
         self.handled = 0
         self.errors = 0
-        self.busy = False
         self.conn: Optional[socket.socket] = None
 
 
@@ -461,7 +461,7 @@ class Server:
         st["handled"] = sum(c.handled for c in counts)
         st["handler_errors"] = sum(c.errors for c in counts)
         st["workers"] = len(counts)
-        st["workers_busy"] = sum(1 for c in counts if c.busy)
+        st["workers_busy"] = sum(1 for c in counts if c.conn is not None)
         kernel = listen_queue(self._sock)
         st["kernel_queue_depth"], st["kernel_backlog"] = kernel if kernel else (None, None)
         tcpext = read_tcpext(fields=TCPEXT_FIELDS)
@@ -609,7 +609,6 @@ class Server:
                 os.close(fd)
                 counts.errors += 1
                 continue
-            counts.busy = True
             counts.conn = conn
             try:
                 if timeout is not None:
@@ -631,7 +630,6 @@ class Server:
                         log.error("closing the connection from %s failed: %s", addr, e)
                 counts.conn = None
                 counts.handled += 1
-                counts.busy = False
 
     def _join_all(self, deadline: Optional[float]) -> bool:
         """Join the accept thread, then the workers, by deadline. True if all joined."""
