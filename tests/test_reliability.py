@@ -681,6 +681,32 @@ def test_dead_connection_errors_skip_one_and_go_on(tmp_path, name):
     assert final["emfile_pauses"] == 0
 
 
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found on PATH")
+def test_unexpected_accept_error_stops_the_loop_and_says_so(tmp_path):
+    """An accept4() error outside the ones the loop handles (EINVAL here) ends
+    the accept loop at once: counted once (no retry, no spin), logged, and
+    shutdown() still completes."""
+    flag = tmp_path / "failing"
+    flag.touch()
+    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(errno.EINVAL), FA_FAIL_WHILE=str(flag))
+    clients = []
+    try:
+        address = child.address()
+        clients.append(_connect(address, REQUEST))
+        deadline = time.monotonic() + 15.0
+        while not child.ask(b"stats")["accept_errors"]:
+            assert time.monotonic() < deadline, "the injected EINVAL never reached the loop"
+            time.sleep(0.01)    # a poll interval
+        final = child.quit()
+    finally:
+        _close_all(clients)
+        child.close()
+    assert final["shutdown_ok"] is True
+    assert final["accept_errors"] == {"EINVAL": 1}
+    assert final["accepted"] == 0
+    assert "accept loop stopped" in child.stderr_path.read_text()
+
+
 # -- misbehaving handlers --------------------------------------------------------------
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit, GeneratorExit])
