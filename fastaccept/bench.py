@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -58,6 +59,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from fastaccept import monitor
 
 __all__ = [
     "Scenario", "ServerSpec", "SCENARIOS", "SERVERS", "RunResult", "BenchReport",
@@ -89,7 +92,6 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 IFREQ = struct.Struct("16sH22x")        # struct ifreq: name, then ifr_flags in the union
-TCP_INFO_HEAD = struct.Struct("8B6I")   # up to tcpi_sacked
 CPUCLOCK_SCHED = 2
 
 
@@ -166,13 +168,15 @@ BASELINE = "c-inline"
 # -- machine counters ---------------------------------------------------------
 
 def read_netstat(path: str = NETSTAT_PATH) -> Dict[str, int]:
-    """Return the TcpExt counters of /proc/net/netstat (this network namespace)."""
-    with open(path) as f:
-        lines = f.read().splitlines()
-    for names, values in zip(lines[::2], lines[1::2]):
-        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
-            return dict(zip(names.split()[1:], map(int, values.split()[1:])))
-    return {}
+    """Return the TcpExt counters of /proc/net/netstat (this network namespace).
+
+    As monitor.read_tcpext, but counters that cannot be read raise OSError:
+    a bench must not report overflows it could not count as zero.
+    """
+    counters = monitor.read_tcpext(path)
+    if not counters:
+        raise OSError(errno.ENODATA, f"no TcpExt counters in {path}")
+    return counters
 
 
 def _proc_stat_cpu_ns(pid: int) -> int:
@@ -207,12 +211,13 @@ def process_cpu_ns(pid: int, source: str) -> int:
 def listen_queue(sock: socket.socket) -> Tuple[int, int]:
     """Return (connections waiting in the accept queue, its limit) of a listening socket.
 
-    For a socket in LISTEN state, Linux's TCP_INFO reports the accept queue
-    length as tcpi_unacked and the effective backlog as tcpi_sacked.
+    As monitor.listen_queue, but a socket that is closed, not TCP or not
+    listening raises OSError (EINVAL), which ends a QueueSampler.
     """
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_HEAD.size)
-    fields = TCP_INFO_HEAD.unpack(raw[:TCP_INFO_HEAD.size])
-    return fields[8 + 4], fields[8 + 5]
+    got = monitor.listen_queue(sock)
+    if got is None:
+        raise OSError(errno.EINVAL, "not a listening TCP socket")
+    return got
 
 
 def enter_private_netns() -> Optional[str]:

@@ -110,6 +110,15 @@ def test_listen_queue_counts_unaccepted_connections(wait_for):
                 c.close()
 
 
+def test_listen_queue_raises_for_a_socket_not_listening():
+    """A QueueSampler stops on OSError when the server's socket goes away."""
+    with socket.socket() as idle:
+        with pytest.raises(OSError):
+            bench.listen_queue(idle)
+    with pytest.raises(OSError):
+        bench.listen_queue(idle)            # closed
+
+
 def test_read_netstat_has_the_listen_counters():
     counters = bench.read_netstat()
     assert isinstance(counters["ListenOverflows"], int)
@@ -123,6 +132,16 @@ def test_read_netstat_parses_the_tcpext_pair(tmp_path):
                     "IpExt: InNoRoutes\nIpExt: 4\n")
     assert bench.read_netstat(str(path)) == {"SyncookiesSent": 1, "ListenOverflows": 22,
                                             "ListenDrops": 33}
+
+
+def test_read_netstat_raises_when_it_cannot_count(tmp_path):
+    """Overflows that could not be read must not turn into zeros."""
+    with pytest.raises(OSError, match="no TcpExt counters"):
+        bench.read_netstat(str(tmp_path / "missing"))
+    path = tmp_path / "netstat"
+    path.write_text("IpExt: InNoRoutes\nIpExt: 4\n")
+    with pytest.raises(OSError, match="no TcpExt counters"):
+        bench.read_netstat(str(path))
 
 
 def test_process_cpu_time_is_read_from_outside():
