@@ -37,6 +37,7 @@ server can reach on this machine for this protocol.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import math
 import os
@@ -195,6 +196,36 @@ def _ensure_fd_limit(open_at_once: int) -> None:
     log.info("raised RLIMIT_NOFILE soft limit from %d to %d for the load", soft, new_soft)
 
 
+def _grow_fd_table(open_at_once: int) -> None:
+    """Grow this process's fd table now so that it does not grow during the load.
+
+    The kernel grows the table by reallocating it, and in a multi-threaded
+    process (the bench's, with its queue sampler) each growth waits for an
+    RCU grace period: the client stalls at the 128th, 256th, ... socket of
+    its first burst. Measured with the bench's `burst` against fastaccept-8
+    (docs/design.md section 9): without this, issuing the first repetition's
+    2000 connections took 69-102 ms against 38-58 ms for later ones, and
+    the first overflowed in 6 of 8 runs against 1 in 16 later repetitions;
+    with it, 37-51 ms, and the first repetition overflowed as often as the
+    others. The kernel never shrinks the table, so this costs one dup and
+    one close per call. Best effort: within RLIMIT_NOFILE.
+    """
+    want = open_at_once + _open_fds() + FD_HEADROOM
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY:
+        want = min(want, soft)
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.close(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, want - 1))
+    except OSError:
+        pass        # EMFILE/EINVAL: the limit is lower than asked; the table grows later
+    finally:
+        os.close(fd)
+
+
 def _percentiles(raw: Dict[str, int]) -> Percentiles:
     return Percentiles(p50=raw["p50_ns"] / 1e6, p90=raw["p90_ns"] / 1e6,
                        p99=raw["p99_ns"] / 1e6, max=raw["max_ns"] / 1e6)
@@ -230,7 +261,8 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
     The GIL is released for the run, except for a moment after each signal
     (so Ctrl-C interrupts it). The process's RLIMIT_NOFILE soft limit is
     raised up to the hard limit if the open sockets need it, and stays
-    raised.
+    raised; its fd table is grown for them before the first connect (the
+    kernel would otherwise stall the client while growing it mid-load).
 
     Raise ValueError for an argument out of range (naming it) or a host that
     does not resolve, TypeError for one of the wrong type, OSError if epoll
@@ -250,6 +282,7 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
     open_at_once = n if burst else min(c, n)
     family, ip, scope_id = _resolve(host, port)
     _ensure_fd_limit(open_at_once)
+    _grow_fd_table(open_at_once)
 
     raw = _loadgen.load(family, ip, port, scope_id, n, open_at_once,
                         max(1, int(timeout_s * 1e9)), data,

@@ -503,6 +503,58 @@ def test_raises_the_soft_fd_limit_when_needed(no_leaks, tmp_path):
     assert out["soft"] > 128
 
 
+_FD_TABLE_CHILD = """
+import json, os, resource
+from fastaccept import loadgen
+
+def fd_size():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
+
+out = {"before": fd_size(), "open_before": len(os.listdir("/proc/self/fd"))}
+loadgen._grow_fd_table(3000)
+out["grown"] = fd_size()
+out["open_after"] = len(os.listdir("/proc/self/fd"))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (out["grown"] + 100, hard))
+loadgen._grow_fd_table(1_000_000)       # beyond the limit: as far as it goes, no error
+out["capped"] = fd_size()
+print(json.dumps(out))
+"""
+
+
+def test_grows_the_fd_table_before_the_load(tmp_path):
+    """The table is sized for the sockets to come (FDSize in /proc/self/status),
+    within RLIMIT_NOFILE, and nothing is left open."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 8192:
+        pytest.skip(f"the hard fd limit ({hard}) is below what the test grows to")
+    proc = subprocess.run([sys.executable, "-c", _FD_TABLE_CHILD], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["before"] < 3000 <= out["grown"]
+    assert out["open_after"] == out["open_before"]
+    # up to the limit (the kernel sizes tables in powers of two), not beyond
+    limit = out["grown"] + 100
+    assert limit <= out["capped"] < 2 * limit
+
+
+def test_run_grows_the_fd_table_before_connecting(monkeypatch):
+    calls = []
+    monkeypatch.setattr(loadgen, "_grow_fd_table", lambda n: calls.append(("grow", n)))
+    real_load = loadgen._loadgen.load
+
+    def load(*args):
+        calls.append(("load", None))
+        return real_load(*args)
+
+    monkeypatch.setattr(loadgen._loadgen, "load", load)
+    loadgen.run(HOST, 9, connections=300, burst=True, timeout=1.0)   # refused: no server
+    assert calls == [("grow", 300), ("load", None)]
+
+
 class _Interrupted(Exception):
     pass
 
