@@ -203,12 +203,12 @@ def _grow_fd_table(open_at_once: int) -> None:
     process (the bench's, with its queue sampler) each growth waits for an
     RCU grace period: the client stalls at the 128th, 256th, ... socket of
     its first burst. Measured with the bench's `burst` against fastaccept-8
-    (docs/design.md section 9): without this, issuing the first repetition's
-    2000 connections took 69-102 ms against 38-58 ms for later ones, and
-    the first overflowed in 6 of 8 runs against 1 in 16 later repetitions;
-    with it, 37-51 ms, and the first repetition overflowed as often as the
-    others. The kernel never shrinks the table, so this costs one dup and
-    one close per call. Best effort: within RLIMIT_NOFILE.
+    (docs/design.md section 9): issuing the first repetition's 2000
+    connections took 61-102 ms without this and 37-52 ms with it, as long as
+    later repetitions; first repetitions overflowed in 18 of 24 runs without
+    it and in 7 of 18 with it (later ones: 3 of 44 and 5 of 32). The kernel
+    never shrinks the table, so this costs one dup and one close per call.
+    Best effort: within RLIMIT_NOFILE.
     """
     want = open_at_once + _open_fds() + FD_HEADROOM
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
