@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import pytest
 
@@ -488,16 +488,21 @@ print(json.dumps({"completed": result.completed, "served": served,
 """
 
 
+def _run_child(script: str, tmp_path: Any) -> Any:
+    """Run script in a child Python, whose fd limit and fd table are its own;
+    return the JSON it prints."""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def test_raises_the_soft_fd_limit_when_needed(no_leaks, tmp_path):
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1024:
         pytest.skip(f"the hard fd limit ({hard}) leaves no room above the test's soft limit")
-    # in a child, so this process keeps its own limit
-    proc = subprocess.run([sys.executable, "-c", _FD_LIMIT_CHILD], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = _run_child(_FD_LIMIT_CHILD, tmp_path)
     assert out["completed"] == 400
     assert out["served"] == [400]
     assert out["soft"] > 128
@@ -506,6 +511,8 @@ def test_raises_the_soft_fd_limit_when_needed(no_leaks, tmp_path):
 _FD_TABLE_CHILD = """
 import json, os, resource
 from fastaccept import loadgen
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 def fd_size():
     with open("/proc/self/status") as f:
@@ -530,10 +537,7 @@ def test_grows_the_fd_table_before_the_load(tmp_path):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 8192:
         pytest.skip(f"the hard fd limit ({hard}) is below what the test grows to")
-    proc = subprocess.run([sys.executable, "-c", _FD_TABLE_CHILD], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = _run_child(_FD_TABLE_CHILD, tmp_path)
     assert out["before"] < 3000 <= out["grown"]
     assert out["open_after"] == out["open_before"]
     # up to the limit (the kernel sizes tables in powers of two), not beyond
