@@ -519,9 +519,43 @@ class BenchReport:
     cpu_iters_per_ms: int
     runs: List[RunResult] = field(default_factory=list)
     elapsed_s: float = 0.0
+    client_warmup: int = 0      # connections of the untimed burst before the first run
 
 
 Progress = Callable[[str], None]
+
+
+def warm_client(connections: int, timeout_s: float = 10.0) -> int:
+    """Send one untimed burst of ``connections`` from this process; return how many completed.
+
+    A bench process's first burst overflowed the server's accept queue more
+    often than its later ones, whatever the server (docs/design.md section
+    9): with this burst first, against a C server in a thread of this
+    process, the first measured burst behaves like the later ones. No
+    server under test sees it.
+    """
+    from fastaccept import loadgen
+    from fastaccept.refservers import RESPONSE
+
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    thread: Optional[threading.Thread] = None
+    try:
+        lsock.bind((HOST, 0))
+        lsock.listen(connections)
+        thread = threading.Thread(target=loadgen.serve_inline, name="bench-warm-server",
+                                  args=(lsock.fileno(), RESPONSE, stop_r), daemon=True)
+        thread.start()
+        return loadgen.run(HOST, lsock.getsockname()[1], connections=connections, burst=True,
+                           timeout=timeout_s, max_seconds=timeout_s,
+                           request=REQUEST).completed
+    finally:
+        os.write(stop_w, b"x")
+        if thread is not None:
+            thread.join(timeout_s)
+        lsock.close()
+        os.close(stop_r)
+        os.close(stop_w)
 
 
 def run_bench(scenarios: Sequence[str], servers: Sequence[str], *, reps: int = DEFAULT_REPS,
@@ -535,6 +569,11 @@ def run_bench(scenarios: Sequence[str], servers: Sequence[str], *, reps: int = D
     iters_per_ms = calibrate_cpu_iters(1.0)
     report = BenchReport(list(scenarios), list(servers), reps, quick, netns, netns_reason,
                          source, iters_per_ms)
+    bursts = [SCENARIOS[name] for name in scenarios if SCENARIOS[name].burst]
+    if bursts:
+        warm = max(sc.quick_connections if quick else sc.connections for sc in bursts)
+        warm_client(warm)
+        report.client_warmup = warm
     total = len(scenarios) * reps * len(servers)
     t0 = time.monotonic()
     i = 0
@@ -628,6 +667,9 @@ def format_table(report: BenchReport, summary: Optional[Dict[str, Any]] = None) 
         f"machine: {os.cpu_count()} CPUs, Linux {platform.release()}, "
         f"Python {platform.python_version()}; client and servers share the CPUs",
     ]
+    if report.client_warmup:
+        lines.append(f"client: warmed by one untimed burst of {report.client_warmup} "
+                     "connections to a server of its own before the first run")
     header = (f"{'server':<14}{'conn/s':>8}{'CPU us/conn':>13}{'x c-inline':>12}"
               f"{'connect p99 ms':>16}{'rtt p99 ms':>12}{'overflows':>11}  {'failures'}")
     for name in report.scenarios:
@@ -663,6 +705,7 @@ def report_dict(report: BenchReport) -> Dict[str, Any]:
             "reps": report.reps, "quick": report.quick, "netns": report.netns,
             "netns_reason": report.netns_reason, "cpu_source": report.cpu_source,
             "cpu_iters_per_ms": report.cpu_iters_per_ms, "elapsed_s": report.elapsed_s,
+            "client_warmup": report.client_warmup,
             "cpus": os.cpu_count(), "kernel": platform.release(),
             "python": platform.python_version(), "clk_tck": os.sysconf("SC_CLK_TCK"),
         },

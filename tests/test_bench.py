@@ -221,6 +221,10 @@ def test_loadgen_run_against_a_reference_server_completes_every_connection():
 
 
 @needs_loadgen
+def test_warm_client_completes_its_burst_and_leaves_nothing_behind(no_leaks):
+    assert bench.warm_client(300) == 300
+
+
 def test_bench_quick_produces_the_table_and_completes_every_connection(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "fastaccept", "bench", "--quick",
@@ -235,6 +239,10 @@ def test_bench_quick_produces_the_table_and_completes_every_connection(tmp_path)
     assert "rep 1/1" in stderr      # the progress lines
     data = json.loads(out.read_text())
     assert len(data["runs"]) == len(bench.SCENARIOS) * len(bench.SERVERS)
+    # the client's untimed burst first, as large as the largest measured one
+    largest = max(sc.quick_connections for sc in bench.SCENARIOS.values() if sc.burst)
+    assert data["meta"]["client_warmup"] == largest
+    assert f"untimed burst of {largest} connections" in stdout
     for run in data["runs"]:
         where = f"{run['scenario']}/{run['server']}"
         assert run["error"] is None, where
