@@ -65,8 +65,8 @@ from fastaccept import monitor
 __all__ = [
     "Scenario", "ServerSpec", "SCENARIOS", "SERVERS", "RunResult", "BenchReport",
     "ServerProcess", "ServerStartError", "QueueSampler", "read_netstat", "cpu_source",
-    "process_cpu_ns", "listen_queue", "enter_private_netns", "run_one", "run_bench",
-    "summarize", "format_table", "report_dict", "plot", "add_arguments", "main",
+    "process_cpu_ns", "listen_queue", "enter_private_netns", "warm_client", "run_one",
+    "run_bench", "summarize", "format_table", "report_dict", "plot", "add_arguments", "main",
 ]
 
 HOST = "127.0.0.1"
