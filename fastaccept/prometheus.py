@@ -39,30 +39,28 @@ __all__ = ["Collector"]
 
 PREFIX = "fastaccept_"
 
-#: (stats key, metric name without prefix, help) of the plain counters.
+#: (stats key, help) of the plain counters; the metric is PREFIX + the key.
 COUNTERS = (
-    ("accepted", "accepted", "Connections accept4() returned and the ring took."),
-    ("handled", "handled", "Connections whose handler returned or raised."),
-    ("handler_errors", "handler_errors", "Handlers that raised (and sockets that could not "
-     "be wrapped)."),
-    ("emfile_pauses", "emfile_pauses", "Back-offs of the accept loop on EMFILE, ENFILE, "
-     "ENOBUFS or ENOMEM."),
-    ("ring_full_waits", "ring_full_waits", "Times the accept loop found the ring full and "
-     "waited for a worker, leaving connections in the kernel queue."),
-    ("shed", "shed", "Connections answered from C with shed_response and closed because "
-     "the ring was full (overload='shed')."),
+    ("accepted", "Connections accept4() returned and the ring took."),
+    ("handled", "Connections whose handler returned or raised."),
+    ("handler_errors", "Handlers that raised (and sockets that could not be wrapped)."),
+    ("emfile_pauses", "Back-offs of the accept loop on EMFILE, ENFILE, ENOBUFS or ENOMEM."),
+    ("ring_full_waits", "Times the accept loop found the ring full and waited for a worker, "
+     "leaving connections in the kernel queue."),
+    ("shed", "Connections answered from C with shed_response and closed because the ring "
+     "was full (overload='shed')."),
 )
-#: (stats key, metric name without prefix, help) of the gauges.
+#: (stats key, help) of the gauges; the metric is PREFIX + the key.
 GAUGES = (
-    ("ring_depth", "ring_depth", "Accepted connections waiting in the ring for a worker."),
-    ("ring_high_water", "ring_high_water", "Most connections the ring has held at once."),
-    ("ring_capacity", "ring_capacity", "Slots of the ring."),
-    ("workers", "workers", "Worker threads."),
-    ("workers_busy", "workers_busy", "Workers running a handler now."),
-    ("kernel_queue_depth", "kernel_queue_depth", "Connections waiting in the listening "
-     "socket's kernel accept queue (TCP_INFO tcpi_unacked)."),
-    ("kernel_backlog", "kernel_backlog", "Maximum length of the kernel accept queue, "
-     "after the somaxconn cap (TCP_INFO tcpi_sacked)."),
+    ("ring_depth", "Accepted connections waiting in the ring for a worker."),
+    ("ring_high_water", "Most connections the ring has held at once."),
+    ("ring_capacity", "Slots of the ring."),
+    ("workers", "Worker threads."),
+    ("workers_busy", "Workers running a handler now."),
+    ("kernel_queue_depth", "Connections waiting in the listening socket's kernel accept "
+     "queue (TCP_INFO tcpi_unacked)."),
+    ("kernel_backlog", "Maximum length of the kernel accept queue, after the somaxconn cap "
+     "(TCP_INFO tcpi_sacked)."),
 )
 
 ACCEPT_ERRORS_HELP = "accept4() failures by errno name (the loop went on or backed off)."
@@ -103,12 +101,12 @@ class Collector:
     def describe(self) -> Iterator[Metric]:
         """Yield the metric families without values (lets the registry check names)."""
         labels = ["server"] if self._labelled else []
-        for _, name, doc in COUNTERS:
-            yield CounterMetricFamily(PREFIX + name, doc, labels=labels)
+        for key, doc in COUNTERS:
+            yield CounterMetricFamily(PREFIX + key, doc, labels=labels)
         yield CounterMetricFamily(PREFIX + "accept_errors", ACCEPT_ERRORS_HELP,
                                   labels=labels + ["errno"])
-        for _, name, doc in GAUGES:
-            yield GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+        for key, doc in GAUGES:
+            yield GaugeMetricFamily(PREFIX + key, doc, labels=labels)
         yield HistogramMetricFamily(PREFIX + "queue_wait_seconds", QUEUE_WAIT_HELP,
                                     labels=labels)
         for _, name, field in TCPEXT:
@@ -120,8 +118,8 @@ class Collector:
         snaps = [([name] if self._labelled else [], server, server.stats())
                  for name, server in self._servers.items()]
 
-        for key, name, doc in COUNTERS:
-            family = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+        for key, doc in COUNTERS:
+            family = CounterMetricFamily(PREFIX + key, doc, labels=labels)
             for values, _, st in snaps:
                 if st.get(key) is not None:     # a TCPServer not serving yet has no stats
                     family.add_metric(values, st[key])
@@ -134,8 +132,8 @@ class Collector:
                 errors.add_metric(values + [errno_name], n)
         yield errors
 
-        for key, name, doc in GAUGES:
-            family = GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+        for key, doc in GAUGES:
+            family = GaugeMetricFamily(PREFIX + key, doc, labels=labels)
             for values, _, st in snaps:
                 if st.get(key) is not None:     # kernel keys are None once closed
                     family.add_metric(values, st[key])
