@@ -1,8 +1,16 @@
 """Plain helpers shared by the test modules (conftest.py puts this folder on sys.path)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
+import select
 import socket
+import subprocess
+import time
+from typing import Iterator, Optional
+
+import pytest
 
 MAX_REPLY = 1 << 20
 
@@ -30,3 +38,49 @@ def read_to_eof(sock: socket.socket, limit: int = MAX_REPLY) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+def read_line(fd: int, timeout: float, writer: Optional[subprocess.Popen] = None) -> bytes:
+    """One line from a pipe, or fail after timeout (the writer may hang).
+
+    Read byte by byte, so nothing past the line is consumed. ``writer``, the
+    process at the other end, is named with its exit status if the pipe closes."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            pytest.fail(f"no line within {timeout} s (got {data!r})", pytrace=False)
+        byte = os.read(fd, 1)
+        if not byte:
+            who = "the writer" if writer is None else f"the child (status {writer.poll()})"
+            pytest.fail(f"{who} closed the pipe after {data!r}", pytrace=False)
+        data += byte
+    return data
+
+
+def has_ipv6_loopback() -> bool:
+    """True if a TCP socket can bind ::1 here."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def no_new_fds() -> Iterator[None]:
+    """Lower RLIMIT_NOFILE's soft limit to the lowest free descriptor number
+    for the block: no new descriptor can be allocated (EMFILE), but every
+    open one stays usable. The limit is restored on the way out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    probe = os.dup(0)
+    os.close(probe)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

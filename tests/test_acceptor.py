@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import socket
 import threading
 import time
@@ -11,7 +10,7 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import open_fds
+from fa_testutil import no_new_fds, open_fds
 
 
 # -- Ring ------------------------------------------------------------------
@@ -349,14 +348,8 @@ def test_acceptor_counts_emfile_by_name_and_recovers(listener, running, wait_for
     r = running(ring_size=16)
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     client.settimeout(5.0)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # The lowest free descriptor number: with the soft limit there, no new
-    # descriptor can be allocated, but every open one stays usable.
-    probe = os.dup(0)
-    os.close(probe)
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
-        try:
+        with no_new_fds():
             client.connect(listener.getsockname())      # needs no new fd here
             wait_for(lambda: r.acceptor.stats()["accept_errors"].get("EMFILE", 0) >= 1,
                      10.0, "an EMFILE accept error")
@@ -364,8 +357,6 @@ def test_acceptor_counts_emfile_by_name_and_recovers(listener, running, wait_for
             assert st["emfile_pauses"] >= 1
             assert st["accepted"] == 0
             assert set(st["accept_errors"]) == {"EMFILE"}
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         item = r.acceptor.pop(timeout=10.0)
         assert item is not None, "the loop did not resume after EMFILE"
         try:

@@ -23,22 +23,11 @@ import pytest
 
 from fastaccept import loadgen
 from fastaccept._loadgen import serve_inline
-from fa_testutil import read_to_eof
+from fa_testutil import has_ipv6_loopback, read_to_eof
 
 HOST = "127.0.0.1"
 REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 JOIN_S = 10.0
-
-
-def _ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 class _ReplyHandler(socketserver.BaseRequestHandler):
@@ -250,7 +239,7 @@ def test_burst_opens_all_at_once(reply_server):
     assert reply_server.handled == n
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 def test_ipv6_loopback(no_leaks):
     server = ThreadedReplyServer(socket.AF_INET6, "::1")
     try:
@@ -638,7 +627,7 @@ def test_serve_inline_burst(inline_server):
     assert inline_server.stop() == n
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 def test_serve_inline_ipv6(no_leaks):
     server = InlineThread(family=socket.AF_INET6, host="::1")
     try:

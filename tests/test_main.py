@@ -1,33 +1,16 @@
 """The command line: ``python -m fastaccept serve``."""
 from __future__ import annotations
 
-import os
 import re
-import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from fa_testutil import read_line
+
 ADDRESS_RE = re.compile(r"http://(\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d+)/")
-
-
-def _readline(proc: subprocess.Popen, timeout: float) -> str:
-    """One line of the child's stdout, or fail after timeout."""
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            pytest.fail(f"no line from the CLI within {timeout} s (got {line!r})")
-        byte = os.read(fd, 1)       # byte by byte: nothing read past the line
-        if not byte:
-            pytest.fail(f"the CLI exited (status {proc.poll()}) after {line!r}")
-        line += byte
-    return line.decode()
 
 
 @pytest.fixture
@@ -55,7 +38,7 @@ def cli(tmp_path, no_leaks):
 
 def test_serve_prints_address_answers_and_exits_on_sigint(cli, http_get):
     proc = cli("serve", "--port", "0", "--workers", "2")
-    line = _readline(proc, 30.0)
+    line = read_line(proc.stdout.fileno(), 30.0, proc).decode()
     match = ADDRESS_RE.search(line)
     assert match, f"no address in {line!r}"
     host = match.group("v4") or match.group("v6")
@@ -82,7 +65,7 @@ def test_serve_prints_address_answers_and_exits_on_sigint(cli, http_get):
 
 def test_serve_exits_on_sigterm(cli, http_get):
     proc = cli("serve", "--port", "0", "--workers", "1")
-    match = ADDRESS_RE.search(_readline(proc, 30.0))
+    match = ADDRESS_RE.search(read_line(proc.stdout.fileno(), 30.0, proc).decode())
     assert match
     address = (match.group("v4") or match.group("v6"), int(match.group("port")))
     assert http_get(address, timeout=10.0).endswith(b"\r\n\r\nok")
@@ -93,7 +76,7 @@ def test_serve_exits_on_sigterm(cli, http_get):
 def test_serve_takes_overload_and_no_timeout(cli, http_get):
     proc = cli("serve", "--port", "0", "--workers", "1", "--overload", "shed",
                "--timeout", "none")
-    match = ADDRESS_RE.search(_readline(proc, 30.0))
+    match = ADDRESS_RE.search(read_line(proc.stdout.fileno(), 30.0, proc).decode())
     assert match, "no address printed"
     address = (match.group("v4") or match.group("v6"), int(match.group("port")))
     assert http_get(address, timeout=10.0).endswith(b"\r\n\r\nok")

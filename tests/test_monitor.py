@@ -14,6 +14,7 @@ from typing import Any, Iterator, List
 
 import pytest
 
+from fa_testutil import has_ipv6_loopback
 from fastaccept import monitor
 
 #: Both ways of reading sockets; sock_diag is skipped where the kernel refuses it.
@@ -31,17 +32,8 @@ def _has_sock_diag() -> bool:
         return False
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 HAS_SOCK_DIAG = _has_sock_diag()
-HAS_IPV6 = _has_ipv6_loopback()
+HAS_IPV6 = has_ipv6_loopback()
 
 
 @pytest.fixture(params=SOURCES)

@@ -32,7 +32,7 @@ from typing import Any, List
 import pytest
 
 import fastaccept
-from fa_testutil import read_to_eof
+from fa_testutil import read_line, read_to_eof
 from fastaccept import loadgen
 from fastaccept.server import DEFAULT_TIMEOUT
 
@@ -61,21 +61,6 @@ def _reset(sock: socket.socket) -> None:
 def _close_all(socks: List[socket.socket]) -> None:
     for s in socks:
         s.close()
-
-
-def _readline_fd(fd: int, timeout: float) -> bytes:
-    """One line from a pipe, or fail after timeout (the writer may hang)."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            pytest.fail(f"no line within {timeout} s (got {data!r})", pytrace=False)
-        chunk = os.read(fd, 1)
-        if not chunk:
-            pytest.fail(f"the writer closed the pipe (got {data!r})", pytrace=False)
-        data += chunk
-    return data
 
 
 def _wait_child(pid: int, timeout: float) -> int:
@@ -596,12 +581,12 @@ class ShimmedServer:
         self.out = self.proc.stdout.fileno()
 
     def address(self) -> tuple:
-        return tuple(json.loads(_readline_fd(self.out, 30.0))["address"])
+        return tuple(json.loads(read_line(self.out, 30.0))["address"])
 
     def ask(self, cmd: bytes) -> dict:
         self.proc.stdin.write(cmd + b"\n")
         self.proc.stdin.flush()
-        return json.loads(_readline_fd(self.out, 20.0))
+        return json.loads(read_line(self.out, 20.0))
 
     def quit(self) -> dict:
         final = self.ask(b"quit")
@@ -804,11 +789,11 @@ def test_stuck_handlers_shutdown_returns_and_the_process_exits(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", STUCK_CHILD], cwd=str(tmp_path),
                                 stdout=subprocess.PIPE, stderr=stderr)
     try:
-        line = _readline_fd(proc.stdout.fileno(), 30.0)
+        line = read_line(proc.stdout.fileno(), 30.0)
         address = tuple(json.loads(line)["address"])
         for _ in range(3):                  # two stuck in handlers, one in the ring
             clients.append(_connect(address, REQUEST))
-        result = json.loads(_readline_fd(proc.stdout.fileno(), 30.0))
+        result = json.loads(read_line(proc.stdout.fileno(), 30.0))
         assert proc.wait(timeout=30.0) == 0, stderr_path.read_text()
     finally:
         if proc.poll() is None:
@@ -847,7 +832,7 @@ def _child_after_fork(server: fastaccept.Server, rfd: int, wfd: int, read_reques
               "sock_fd": server.socket.fileno(), "start_error": start_error,
               "address": own.address}
     os.write(wfd, json.dumps(report).encode() + b"\n")
-    _readline_fd(rfd, 60.0)                 # "exit"
+    read_line(rfd, 60.0)                 # "exit"
     return 0 if own.shutdown(timeout=10.0) else 4
 
 
@@ -885,7 +870,7 @@ def test_fork_after_start_child_copy_is_inert_and_parent_serves(server_factory, 
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        report = json.loads(_readline_fd(from_child[0], 30.0))
+        report = json.loads(read_line(from_child[0], 30.0))
         assert report["shutdown"] is True
         assert report["took"] < 2.0
         assert report["state"].startswith("<fastaccept.Server forked")
@@ -933,13 +918,13 @@ def test_server_created_before_fork_starts_in_the_child(no_leaks, read_request, 
             try:
                 server.start()
                 os.write(from_child[1], b"started\n")
-                _readline_fd(to_child[0], 60.0)
+                read_line(to_child[0], 60.0)
                 code = 0 if server.shutdown(timeout=10.0) else 4
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        assert _readline_fd(from_child[0], 30.0) == b"started\n"
+        assert read_line(from_child[0], 30.0) == b"started\n"
         assert server.shutdown(timeout=10.0)        # "new" here: closes the parent's copy
         assert http_get(server.address, timeout=10.0) == str(pid).encode()
         os.write(to_child[1], b"exit\n")

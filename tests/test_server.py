@@ -18,7 +18,7 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import open_fds
+from fa_testutil import has_ipv6_loopback, open_fds
 
 REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -87,18 +87,7 @@ def test_many_clients_get_replies_and_handler_sees_their_address(
     assert st["handler_errors"] == 0
 
 
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1)")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1)")
 def test_ipv6_loopback(server_factory, read_request):
     seen = []
 

@@ -4,9 +4,6 @@ provoked and seen moving."""
 from __future__ import annotations
 
 import logging
-import os
-import resource
-import select
 import shutil
 import signal
 import socket
@@ -21,6 +18,7 @@ import pytest
 
 import fastaccept
 from fastaccept.server import QUEUE_WAIT_BOUNDS_US, _OverloadWatch
+from fa_testutil import no_new_fds, read_line
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every key stats() promises, before start, while running and after shutdown.
@@ -219,14 +217,8 @@ def test_accept_errors_and_emfile_pauses_move_and_recover(server_factory, wait_f
     server.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     client.settimeout(10.0)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # The lowest free descriptor number: with the soft limit there, no new
-    # descriptor can be allocated, but every open one stays usable.
-    probe = os.dup(0)
-    os.close(probe)
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
-        try:
+        with no_new_fds():
             client.connect(server.address)          # needs no new fd here
             # stats() reads the errors before the pauses, so one snapshot can
             # hold a pause whose error it missed: wait for both.
@@ -235,8 +227,6 @@ def test_accept_errors_and_emfile_pauses_move_and_recover(server_factory, wait_f
                           10.0, "an EMFILE error and pause")
             assert set(st["accept_errors"]) == {"EMFILE"}
             assert st["accepted"] == 0
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         st = wait_for(lambda: (s := server.stats())["handled"] == 1 and s, 10.0,
                       "the loop to resume and serve the client")
         assert st["accepted"] == 1
@@ -433,29 +423,14 @@ def test_c_histogram_buckets_quantiles_and_concurrent_records(tmp_path):
 
 # -- serve --stats-interval ---------------------------------------------------------
 
-def _readline(proc: subprocess.Popen, timeout: float) -> str:
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            pytest.fail(f"no line from the CLI within {timeout} s (got {line!r})")
-        byte = os.read(fd, 1)
-        if not byte:
-            pytest.fail(f"the CLI exited (status {proc.poll()}) after {line!r}")
-        line += byte
-    return line.decode()
-
-
 def test_serve_prints_stats_every_interval(tmp_path, no_leaks):
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastaccept", "serve", "--port", "0", "--workers", "2",
          "--stats-interval", "0.05"],
         cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert "serving on" in _readline(proc, 30.0)
-        lines = [_readline(proc, 10.0) for _ in range(2)]
+        assert "serving on" in read_line(proc.stdout.fileno(), 30.0, proc).decode()
+        lines = [read_line(proc.stdout.fileno(), 10.0, proc).decode() for _ in range(2)]
         for line in lines:
             assert line.startswith("stats: accepted 0  handled 0"), line
             assert "kernel queue 0/2048" in line or "kernel queue 0/" in line, line

@@ -6,7 +6,6 @@ fastaccept.TCPServer must do.
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import socketserver
 import threading
