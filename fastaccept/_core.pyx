@@ -464,16 +464,20 @@ cdef class Acceptor:
         counts them all (the +Inf bucket of a Prometheus histogram). A bound
         that falls inside one of the histogram's buckets counts that bucket
         only if it ends at or below the bound, so counts are exact only at
-        powers of two and below 16 us; pick bounds there."""
+        powers of two and below 16 us; pick bounds there. Raise TypeError
+        for a bound that is not an int, ValueError unless the bounds increase
+        from 0 or more."""
         self._check()
+        bounds = [_int_arg("bounds_us", b) for b in bounds_us]
+        if any(b < 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+            raise ValueError(f"bounds_us must increase from 0 or more, got {bounds!r}")
         cdef uint64_t counts[FA_HIST_BUCKETS]
         cdef uint64_t total = fa_hist_snapshot(&self.waits, counts)
         cdef uint64_t sum_us = fa_hist_sum_us(&self.waits)
         cdef unsigned int i = 0
         cdef uint64_t below = 0
         out = []
-        for bound in bounds_us:
-            b = int(bound)
+        for b in bounds:
             # bucket i holds [low(i), low(i+1)); its integer values are all <= b
             # once low(i+1) <= b + 1
             while i < FA_HIST_BUCKETS - 1 and fa_hist_bucket_low(i + 1) <= b + 1:

@@ -342,6 +342,24 @@ def test_acceptor_arguments_of_the_wrong_type(listener, kwargs, word):
         fastaccept.Acceptor(listener.fileno(), **kwargs)
 
 
+@pytest.mark.parametrize("bounds, error", [
+    ([1, 1.5], TypeError),
+    (["4"], TypeError),
+    ([4, 2], ValueError),
+    ([1, 1], ValueError),
+    ([-1, 4], ValueError),
+])
+def test_queue_wait_histogram_refuses_bad_bounds(listener, bounds, error):
+    acceptor = fastaccept.Acceptor(listener.fileno())
+    try:
+        with pytest.raises(error, match="bounds_us"):
+            acceptor.queue_wait_histogram(bounds)
+        assert acceptor.queue_wait_histogram([]) == ([0], 0)
+        assert acceptor.queue_wait_histogram(iter([0, 1, 4])) == ([0, 0, 0, 0], 0)
+    finally:
+        acceptor.close()
+
+
 def test_acceptor_counts_emfile_by_name_and_recovers(listener, running, wait_for):
     """accept4() failing with EMFILE is counted under "EMFILE", and the loop
     resumes by itself once descriptors are available again."""
