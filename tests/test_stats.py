@@ -22,7 +22,8 @@ from fa_testutil import no_new_fds, read_line
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every key stats() promises, before start, while running and after shutdown.
-KEYS = {"accepted", "handled", "handler_errors", "accept_errors", "emfile_pauses", "ring_depth",
+KEYS = {"accepted", "handled", "handler_errors", "accept_errors", "emfile_pauses", "shed",
+        "ring_depth",
         "ring_high_water", "ring_full_waits", "ring_capacity", "workers", "workers_busy",
         "workers_parked", "worker_wakeups", "worker_sleeps", "accept_batches", "accept_naps",
         "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us", "kernel_queue_depth",
@@ -75,10 +76,14 @@ def test_stats_keys_before_start_while_running_and_after_shutdown(server_factory
     assert st["accepted"] == 0 and st["workers"] == 0
     assert st["kernel_queue_depth"] == 0 and st["kernel_backlog"] == 37
     server.start()
-    assert KEYS <= set(server.stats())
+    running = server.stats()
+    assert KEYS <= set(running)
+    # the stand-in counters before start are the acceptor's, key for key
+    assert set(st) == set(running), set(st) ^ set(running)
     assert server.shutdown(timeout=10.0)
     st = server.stats()
     assert KEYS <= set(st)
+    assert set(st) == set(running)
     assert st["kernel_queue_depth"] is None and st["kernel_backlog"] is None   # socket closed
     assert st["listen_counters_scope"] == "namespace"
 
