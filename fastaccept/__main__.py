@@ -131,6 +131,9 @@ def _load(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every verb."""
+    from fastaccept._core import OVERLOAD_POLICIES
+    from fastaccept.server import DEFAULT_TIMEOUT
+
     parser = argparse.ArgumentParser(prog="python -m fastaccept",
                                      description="fastaccept command line tools")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -141,10 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=8, help="worker threads (default 8)")
     serve.add_argument("--backlog", type=int, default=2048, help="listen backlog (default 2048)")
     serve.add_argument("--ring-size", type=int, default=4096, help="ring slots, a power of two")
-    serve.add_argument("--timeout", type=_timeout_arg, default=30.0,
+    serve.add_argument("--timeout", type=_timeout_arg, default=DEFAULT_TIMEOUT,
                        help="per-connection socket timeout in seconds, or 'none' "
-                            "(default 30, as Server)")
-    serve.add_argument("--overload", choices=("queue", "shed"), default="queue",
+                            f"(default {DEFAULT_TIMEOUT:g}, as Server)")
+    serve.add_argument("--overload", choices=OVERLOAD_POLICIES, default="queue",
                        help="when the ring is full: leave connections in the kernel "
                             "backlog (queue, the default) or answer them 503 from C (shed)")
     serve.add_argument("--stats-interval", type=float, default=None, metavar="S",
