@@ -323,10 +323,18 @@ def test_acceptor_close_while_running_is_refused(listener, running, wait_for):
     (dict(spin_us=fastaccept._core.MAX_SPIN_US + 1), "spin_us"),
     (dict(nap_us=-1), "nap_us"),
     (dict(nap_us=fastaccept._core.MAX_NAP_US + 1), "nap_us"),
+    (dict(overload="drop"), "overload"),
+    (dict(overload="shed", shed_response=b"x" * (fastaccept._core.MAX_SHED_RESPONSE + 1)),
+     "shed_response"),
 ])
 def test_acceptor_bad_arguments(listener, kwargs, word):
     with pytest.raises(ValueError, match=word):
         fastaccept.Acceptor(listener.fileno(), **kwargs)
+
+
+def test_acceptor_refuses_a_negative_fd(no_leaks):
+    with pytest.raises(ValueError, match="fd must be"):
+        fastaccept.Acceptor(-1)
 
 
 @pytest.mark.parametrize("kwargs, word", [
@@ -336,6 +344,7 @@ def test_acceptor_bad_arguments(listener, kwargs, word):
     (dict(spin_us="x"), "spin_us"),
     (dict(nap_us=1.5), "nap_us"),
     (dict(nap_us=True), "nap_us"),
+    (dict(shed_response="503"), "shed_response"),
 ])
 def test_acceptor_arguments_of_the_wrong_type(listener, kwargs, word):
     with pytest.raises(TypeError, match=word):
