@@ -4,7 +4,7 @@ PYTHON ?= python3
 CC = gcc
 STRESS_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc
 STRESS_SRC = tests/c/stress_ring.c src/fa_accept.c
-STRESS_DEPS = $(STRESS_SRC) src/fa_ring.h src/fa_park.h src/fa_accept.h src/fa_accept_errno.h
+STRESS_DEPS = $(STRESS_SRC) src/fa_ring.h src/fa_park.h src/fa_accept.h src/fa_accept_errno.h src/fa_fdtable.h
 # GCC cannot instrument standalone fences for TSan (-Wtsan); see tests/test_c_stress.py.
 TSAN = -fsanitize=thread -Wno-tsan
 ASAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

@@ -10,8 +10,9 @@ from Cython.Build import cythonize  # noqa: E402  (after the platform check)
 
 C_FLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11"]
 HEADERS = ["src/fa_ring.h", "src/fa_park.h", "src/fa_accept.h", "src/fa_accept_errno.h",
-           "src/fa_hist.h"]
-LOADGEN_HEADERS = ["src/fa_loadgen.h", "src/fa_inline.h", "src/fa_accept_errno.h"]
+           "src/fa_fdtable.h", "src/fa_hist.h"]
+LOADGEN_HEADERS = ["src/fa_loadgen.h", "src/fa_inline.h", "src/fa_accept_errno.h",
+                   "src/fa_fdtable.h"]
 
 extensions = [
     Extension(

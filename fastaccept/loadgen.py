@@ -37,7 +37,6 @@ server can reach on this machine for this protocol.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import math
 import os
@@ -196,36 +195,6 @@ def _ensure_fd_limit(open_at_once: int) -> None:
     log.info("raised RLIMIT_NOFILE soft limit from %d to %d for the load", soft, new_soft)
 
 
-def _grow_fd_table(open_at_once: int) -> None:
-    """Grow this process's fd table now so that it does not grow during the load.
-
-    The kernel grows the table by reallocating it, and in a multi-threaded
-    process (the bench's, with its queue sampler) each growth waits for an
-    RCU grace period: the client stalls at the 128th, 256th, ... socket of
-    its first burst. Measured with the bench's `burst` against fastaccept-8
-    (docs/design.md section 9): issuing the first repetition's 2000
-    connections took 61-102 ms without this and 37-52 ms with it, as long as
-    later repetitions; first repetitions overflowed in 18 of 24 runs without
-    it and in 7 of 18 with it (later ones: 3 of 44 and 5 of 32). The kernel
-    never shrinks the table, so this costs one dup and one close per call.
-    Best effort: within RLIMIT_NOFILE.
-    """
-    want = open_at_once + _open_fds() + FD_HEADROOM
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY:
-        want = min(want, soft)
-    try:
-        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.close(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, want - 1))
-    except OSError:
-        pass        # EMFILE/EINVAL: the limit is lower than asked; the table grows later
-    finally:
-        os.close(fd)
-
-
 def _percentiles(raw: Dict[str, int]) -> Percentiles:
     return Percentiles(p50=raw["p50_ns"] / 1e6, p90=raw["p90_ns"] / 1e6,
                        p99=raw["p99_ns"] / 1e6, max=raw["max_ns"] / 1e6)
@@ -282,7 +251,6 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
     open_at_once = n if burst else min(c, n)
     family, ip, scope_id = _resolve(host, port)
     _ensure_fd_limit(open_at_once)
-    _grow_fd_table(open_at_once)
 
     raw = _loadgen.load(family, ip, port, scope_id, n, open_at_once,
                         max(1, int(timeout_s * 1e9)), data,

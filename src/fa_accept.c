@@ -3,6 +3,7 @@
 #endif
 #include "fa_accept.h"
 #include "fa_accept_errno.h"
+#include "fa_fdtable.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +17,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -32,30 +32,6 @@ static inline void count(_Atomic uint64_t *c)
 static inline void count_errno(fa_acceptor *a, int err)
 {
     count(&a->stats.errors[err > 0 && err < FA_ERRNO_SLOTS ? err : FA_ERRNO_SLOTS - 1]);
-}
-
-/*
- * Grows the process's fd table now so that it never grows during a burst.
- * The kernel grows the table by reallocating it, and in a multi-threaded
- * process it then waits for an RCU grace period (synchronize_rcu in
- * expand_fdtable): measured here, accept4 stalled for 8-23 ms at the 256th
- * and 512th fd of a burst while the backlog overflowed. Best effort: the
- * table is sized for a full ring plus slack, within RLIMIT_NOFILE.
- */
-static void grow_fd_table(int some_fd, uint64_t fds)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        fds > rl.rlim_cur)
-        fds = rl.rlim_cur;
-    if (fds > INT_MAX)
-        fds = INT_MAX;
-    if (fds < 2)
-        return;
-    int fd = fcntl(some_fd, F_DUPFD_CLOEXEC, (int)(fds - 1));
-    if (fd >= 0)
-        close(fd);
-    /* EMFILE/EINVAL: the limit is lower than asked; the table grows later. */
 }
 
 int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch)
@@ -104,7 +80,7 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
         rc = -errno;
         goto fail_epoll;
     }
-    grow_fd_table(listen_fd, capacity + FA_FD_SLACK);
+    fa_grow_fd_table(listen_fd, capacity + FA_FD_SLACK);
     return 0;
 
 fail_epoll:

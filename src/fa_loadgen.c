@@ -2,6 +2,7 @@
 #define _GNU_SOURCE     /* SOCK_NONBLOCK, MSG_NOSIGNAL; setup.py defines it too */
 #endif
 #include "fa_loadgen.h"
+#include "fa_fdtable.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -147,6 +148,9 @@ int fa_load_init(fa_load *l, const fa_load_config *cfg)
         fa_load_destroy(l);
         return rc;
     }
+    /* The sockets take the lowest free numbers, and the epoll fd just took
+     * the lowest: the run's descriptors end near epoll_fd + n. */
+    fa_grow_fd_table(l->epoll_fd, (uint64_t)l->epoll_fd + n + FA_LOAD_FD_SLACK);
     l->res.source_rotation = l->rotate_source;
     return 0;
 }

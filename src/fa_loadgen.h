@@ -69,6 +69,9 @@
 #define FA_LOAD_HARVEST_EVERY 16                /* connects between zero-timeout polls */
 #define FA_LOAD_PAUSE_MIN_NS 1000000ull         /* first back-off on a resource error */
 #define FA_LOAD_PAUSE_MAX_NS 64000000ull
+/* Descriptors beyond the run's own that fa_load_init grows the fd table for:
+ * the caller's, opened meanwhile (see fa_fdtable.h). */
+#define FA_LOAD_FD_SLACK 64u
 
 typedef struct fa_load_config {
     struct sockaddr_storage target;

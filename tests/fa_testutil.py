@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import select
 import socket
 import subprocess
+import sys
 import time
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -84,3 +86,20 @@ def no_new_fds() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+#: For child scripts: the size of the calling process's fd table.
+FD_TABLE_SIZE_SRC = """
+def fd_table_size():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
+"""
+
+
+def run_child_json(script: str, cwd: Any) -> Any:
+    """Run script in a child Python (its fd limit and fd table are its own,
+    and from cwd it imports the installed package); return the JSON it prints."""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=str(cwd),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -17,13 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Callable, List, Optional
 
 import pytest
 
 from fastaccept import loadgen
 from fastaccept._loadgen import serve_inline
-from fa_testutil import has_ipv6_loopback, read_to_eof
+from fa_testutil import FD_TABLE_SIZE_SRC, has_ipv6_loopback, read_to_eof, run_child_json
 
 HOST = "127.0.0.1"
 REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -477,75 +477,62 @@ print(json.dumps({"completed": result.completed, "served": served,
 """
 
 
-def _run_child(script: str, tmp_path: Any) -> Any:
-    """Run script in a child Python, whose fd limit and fd table are its own;
-    return the JSON it prints."""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
 def test_raises_the_soft_fd_limit_when_needed(no_leaks, tmp_path):
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1024:
         pytest.skip(f"the hard fd limit ({hard}) leaves no room above the test's soft limit")
-    out = _run_child(_FD_LIMIT_CHILD, tmp_path)
+    out = run_child_json(_FD_LIMIT_CHILD, tmp_path)
     assert out["completed"] == 400
     assert out["served"] == [400]
     assert out["soft"] > 128
 
 
 _FD_TABLE_CHILD = """
-import json, os, resource
+import json, os, resource, socket
 from fastaccept import loadgen
-
 resource.setrlimit(resource.RLIMIT_NOFILE, (8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-
-def fd_size():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
-
-out = {"before": fd_size(), "open_before": len(os.listdir("/proc/self/fd"))}
-loadgen._grow_fd_table(3000)
-out["grown"] = fd_size()
+""" + FD_TABLE_SIZE_SRC + """
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+s.close()                               # nothing listens there: every connect is refused
+out = {"before": fd_table_size(), "open_before": len(os.listdir("/proc/self/fd"))}
+# Hold the numbers up to 8 below the table's end: one connection's epoll fd
+# and socket still fit, so only the growth for the slack can enlarge it.
+held = []
+while True:
+    fd = os.dup(0)
+    if fd >= out["before"] - 8:
+        os.close(fd)
+        break
+    held.append(fd)
+loadgen.run("127.0.0.1", port, connections=1, concurrency=1, timeout=5.0)
+out["one"] = fd_table_size()
+for fd in held:
+    os.close(fd)
+result = loadgen.run("127.0.0.1", port, connections=3000, burst=True, timeout=5.0)
+out["burst"] = fd_table_size()
+out["refused"] = result.failures["refused"]
 out["open_after"] = len(os.listdir("/proc/self/fd"))
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (out["grown"] + 100, hard))
-loadgen._grow_fd_table(1_000_000)       # beyond the limit: as far as it goes, no error
-out["capped"] = fd_size()
 print(json.dumps(out))
 """
 
 
 def test_grows_the_fd_table_before_the_load(tmp_path):
-    """The table is sized for the sockets to come (FDSize in /proc/self/status),
-    within RLIMIT_NOFILE, and nothing is left open."""
+    """The table is sized for the run's sockets plus FA_LOAD_FD_SLACK (64)
+    before the first connect (FDSize in /proc/self/status), and nothing is
+    left open. One connection near the table's end would not grow it, so
+    growing it shows the slack."""
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 8192:
         pytest.skip(f"the hard fd limit ({hard}) is below what the test grows to")
-    out = _run_child(_FD_TABLE_CHILD, tmp_path)
-    assert out["before"] < 3000 <= out["grown"]
+    out = run_child_json(_FD_TABLE_CHILD, tmp_path)
+    assert out["one"] > out["before"]
+    assert out["refused"] == 3000
+    assert 3000 + 64 <= out["burst"]
     assert out["open_after"] == out["open_before"]
-    # up to the limit (the kernel sizes tables in powers of two), not beyond
-    limit = out["grown"] + 100
-    assert limit <= out["capped"] < 2 * limit
-
-
-def test_run_grows_the_fd_table_before_connecting(monkeypatch):
-    calls = []
-    monkeypatch.setattr(loadgen, "_grow_fd_table", lambda n: calls.append(("grow", n)))
-    real_load = loadgen._loadgen.load
-
-    def load(*args):
-        calls.append(("load", None))
-        return real_load(*args)
-
-    monkeypatch.setattr(loadgen._loadgen, "load", load)
-    loadgen.run(HOST, 9, connections=300, burst=True, timeout=1.0)   # refused: no server
-    assert calls == [("grow", 300), ("load", None)]
 
 
 class _Interrupted(Exception):
