@@ -3,13 +3,17 @@
 PYTHON ?= python3
 CC = gcc
 STRESS_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc
-STRESS_SRC = tests/c/stress_ring.c src/fa_accept.c
-STRESS_DEPS = $(STRESS_SRC) src/fa_ring.h src/fa_park.h src/fa_accept.h src/fa_accept_errno.h src/fa_fdtable.h
+STRESS_SRC = tests/c/stress_ring.c src/fa_accept.c src/fa_park.c
+STRESS_DEPS = $(STRESS_SRC) $(wildcard src/*.h)
 # GCC cannot instrument standalone fences for TSan (-Wtsan); see tests/test_c_stress.py.
 TSAN = -fsanitize=thread -Wno-tsan
 ASAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 # Sizes for `make debug`; pass e.g. STRESS_ARGS="-s b -r 100000 -S 42" to replay or dig.
 STRESS_ARGS = -m 300000 -r 5000 -k 500
+# What `make test` runs and how `make bench` runs, e.g. TESTS=tests/test_server.py,
+# BENCH_ARGS="--quick --scenario burst".
+TESTS = tests
+BENCH_ARGS =
 
 .PHONY: build test bench debug clean
 
@@ -17,10 +21,11 @@ build:
 	$(PYTHON) -m pip install .
 
 test:
-	$(PYTHON) -m pytest tests -q
+	$(PYTHON) -m pytest $(TESTS) -q
 
+# -I: the checkout's unbuilt fastaccept/ must not shadow the installed package.
 bench:
-	$(PYTHON) -m fastaccept bench
+	$(PYTHON) -I -m fastaccept bench $(BENCH_ARGS)
 
 # The C stress test of src/ under ThreadSanitizer, then ASan+UBSan.
 debug: build/stress/stress_tsan build/stress/stress_asan
@@ -34,4 +39,4 @@ build/stress/stress_asan: $(STRESS_DEPS)
 	mkdir -p $(@D) && $(CC) $(STRESS_CFLAGS) $(ASAN) $(STRESS_SRC) -o $@
 
 clean:
-	rm -rf build dist *.egg-info fastaccept/_core.c fastaccept/*.so .pytest_cache .benchmarks
+	rm -rf build dist *.egg-info fastaccept/_core.c fastaccept/*.so fastaccept/bench/_loadgen.c fastaccept/bench/*.so .pytest_cache .benchmarks

@@ -1,4 +1,10 @@
-"""Build the fastaccept._core and fastaccept._loadgen extensions from fastaccept/*.pyx and src/."""
+"""Build fastaccept's extensions from their .pyx files and the C in src/.
+
+    fastaccept._core              the product: accept loop, ring, parking (src/)
+    fastaccept.bench._loadgen     the bench's instruments: load generator and the
+                                  c-inline reference server (src/bench/); the
+                                  product never links or imports them
+"""
 import sys
 
 from setuptools import Extension, setup
@@ -9,28 +15,29 @@ if not sys.platform.startswith("linux"):
 from Cython.Build import cythonize  # noqa: E402  (after the platform check)
 
 C_FLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11"]
-HEADERS = ["src/fa_ring.h", "src/fa_park.h", "src/fa_accept.h", "src/fa_accept_errno.h",
-           "src/fa_fdtable.h", "src/fa_hist.h"]
-LOADGEN_HEADERS = ["src/fa_loadgen.h", "src/fa_inline.h", "src/fa_accept_errno.h",
-                   "src/fa_fdtable.h"]
+MACROS = [("_GNU_SOURCE", "1")]
+CORE_HEADERS = ["src/fa_config.h", "src/fa_ring.h", "src/fa_park.h", "src/fa_accept.h",
+                "src/fa_accept_errno.h", "src/fa_fdtable.h", "src/fa_hist.h"]
+LOADGEN_HEADERS = ["src/bench/fa_loadgen.h", "src/bench/fa_inline.h", "src/fa_config.h",
+                   "src/fa_accept_errno.h", "src/fa_fdtable.h"]
 
 extensions = [
     Extension(
         "fastaccept._core",
-        sources=["fastaccept/_core.pyx", "src/fa_accept.c"],
+        sources=["fastaccept/_core.pyx", "src/fa_accept.c", "src/fa_park.c"],
         include_dirs=["src"],
-        depends=HEADERS,
+        depends=CORE_HEADERS,
         extra_compile_args=C_FLAGS,
-        define_macros=[("_GNU_SOURCE", "1")],
+        define_macros=MACROS,
     ),
-    # the benchmark instruments: load generator and c-inline reference server
     Extension(
-        "fastaccept._loadgen",
-        sources=["fastaccept/_loadgen.pyx", "src/fa_loadgen.c", "src/fa_inline.c"],
-        include_dirs=["src"],
+        "fastaccept.bench._loadgen",
+        sources=["fastaccept/bench/_loadgen.pyx", "src/bench/fa_loadgen.c",
+                 "src/bench/fa_inline.c"],
+        include_dirs=["src", "src/bench"],
         depends=LOADGEN_HEADERS,
         extra_compile_args=C_FLAGS,
-        define_macros=[("_GNU_SOURCE", "1")],
+        define_macros=MACROS,
     ),
 ]
 

@@ -69,7 +69,7 @@ def overflow_counter() -> str:
 @pytest.fixture(scope="session")
 def cpu_iters_per_ms() -> int:
     """pure-Python handler steps per ms of CPU, calibrated once for every server."""
-    from fastaccept.refservers import calibrate_cpu_iters
+    from fastaccept.bench.refservers import calibrate_cpu_iters
 
     return calibrate_cpu_iters(1.0)
 

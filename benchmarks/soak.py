@@ -5,7 +5,7 @@
 
 A fastaccept server runs in a child process (8 workers, a handler that reads
 the request and answers a short HTTP reply). This process drives it with the
-C load generator (``fastaccept.loadgen.run``, ``--concurrency`` connections in
+C load generator (``fastaccept.bench.loadgen.run``, ``--concurrency`` connections in
 flight) in chunks, while a sampler thread reads the child's resident set
 (``VmRSS`` of /proc/PID/status) and its open descriptors (/proc/PID/fd) once
 a second. It passes when:
@@ -32,7 +32,7 @@ import threading
 import time
 from typing import List, Optional, Tuple
 
-from fastaccept import loadgen
+from fastaccept.bench import loadgen
 
 SERVER_CHILD = r"""
 import json, sys

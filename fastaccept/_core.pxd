@@ -9,6 +9,10 @@ cdef extern from "<sys/socket.h>" nogil:
         unsigned short ss_family
 
 
+cdef extern from "fa_config.h" nogil:
+    uint64_t fa_now_ns()
+
+
 cdef extern from "fa_ring.h" nogil:
     ctypedef struct fa_conn:
         int fd
@@ -34,7 +38,6 @@ cdef extern from "fa_park.h" nogil:
     ctypedef struct fa_lot:
         pass
 
-    uint64_t fa_now_ns()
     int fa_lot_init(fa_lot *lot)
     void fa_lot_destroy(fa_lot *lot)
     int fa_lot_wake_one(fa_lot *lot)
@@ -62,6 +65,8 @@ cdef extern from "fa_accept.h" nogil:
         int overload
         int epoll_fd
         int stop_fd
+        int placeholder_fd
+        int end_listen
 
     int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch)
     unsigned int FA_SPIN_DEFAULT_NS
@@ -74,6 +79,9 @@ cdef extern from "fa_accept.h" nogil:
     int FA_OVERLOAD_SHED
     unsigned int FA_SHED_RESPONSE_MAX
     int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, size_t len)
+    int FA_END_RELEASE
+    int FA_END_KEEP
+    int fa_acceptor_set_end_listen(fa_acceptor *a, int how)
     int fa_acceptor_run(fa_acceptor *a)
     void fa_acceptor_stop(fa_acceptor *a)
     void fa_acceptor_abort(fa_acceptor *a)

@@ -68,6 +68,8 @@ DEFAULT_NAP_US = FA_NAP_DEFAULT_NS // 1000
 MAX_NAP_US = FA_NAP_MAX_NS // 1000
 #: What the accept loop does with a connection that finds the ring full.
 OVERLOAD_POLICIES = ("queue", "shed")
+#: How listening ends once the loop has drained the kernel queue on stop.
+END_LISTEN_CHOICES = ("release", "keep")
 MAX_SHED_RESPONSE = FA_SHED_RESPONSE_MAX
 
 
@@ -277,6 +279,7 @@ cdef enum AcceptorState:
     IDLE = 0
     RUNNING = 1
     DONE = 2
+    STOPPED_EARLY = 3       # stop() or abort() before run(): run() returns at once
 
 
 cdef class Acceptor:
@@ -288,6 +291,11 @@ cdef class Acceptor:
     ``overload`` is what a connection that finds the ring full gets:
     "queue" leaves it in the kernel backlog, "shed" answers it with
     ``shed_response`` (bytes, at most MAX_SHED_RESPONSE) from C and closes it.
+    ``end_listen`` is what happens to the listening socket once the loop has
+    drained it on stop: "release" lets go of it at once (a placeholder is
+    dup2()ed over ``fd``, which stays valid for its owner to close; a
+    listener nobody else holds then refuses new clients), "keep" leaves it
+    listening for its owner to serve again.
     """
     cdef fa_acceptor a
     cdef fa_hist waits         # queue wait of every popped entry, accept to pop
@@ -300,7 +308,7 @@ cdef class Acceptor:
 
     def __cinit__(self, int fd, ring_size=4096, max_batch=DEFAULT_MAX_BATCH,
                   spin_us=DEFAULT_SPIN_US, overload="queue", shed_response=b"",
-                  nap_us=DEFAULT_NAP_US):
+                  nap_us=DEFAULT_NAP_US, end_listen="release"):
         cap = _int_arg("ring_size", ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
@@ -317,6 +325,8 @@ cdef class Acceptor:
         if len(response) > FA_SHED_RESPONSE_MAX:
             raise ValueError(f"shed_response must be at most {FA_SHED_RESPONSE_MAX} bytes, "
                              f"got {len(response)}")
+        if end_listen not in END_LISTEN_CHOICES:
+            raise ValueError(f"end_listen must be 'release' or 'keep', got {end_listen!r}")
         if fd < 0:
             raise ValueError(f"fd must be a listening socket's descriptor, got {fd}")
         rc = fa_acceptor_init(&self.a, fd, cap, batch)
@@ -324,6 +334,7 @@ cdef class Acceptor:
             raise _os_error(rc)
         fa_acceptor_set_spin(&self.a, spin * 1000)
         fa_acceptor_set_nap(&self.a, nap * 1000)
+        fa_acceptor_set_end_listen(&self.a, FA_END_KEEP if end_listen == "keep" else FA_END_RELEASE)
         rc = fa_acceptor_set_overload(
             &self.a, FA_OVERLOAD_SHED if overload == "shed" else FA_OVERLOAD_QUEUE,
             <const char *>response, len(response))
@@ -378,6 +389,11 @@ cdef class Acceptor:
         return "shed" if self.a.overload == FA_OVERLOAD_SHED else "queue"
 
     @property
+    def end_listen(self):
+        """What happens to the listening socket after the final drain: "release" or "keep"."""
+        return "keep" if self.a.end_listen == FA_END_KEEP else "release"
+
+    @property
     def running(self):
         """True while run() is executing."""
         return self.state == RUNNING
@@ -386,10 +402,15 @@ cdef class Acceptor:
         """Accept until stop() or abort(), with the GIL released throughout.
 
         Raise OSError if accept4() or epoll fails with an error the loop cannot
-        recover from. Either way the ring is closed when this returns.
+        recover from. Either way the ring is closed when this returns. After
+        a stop() or abort() that came first, return at once (the thread that
+        runs the loop may start after its owner gave up on it).
         """
         cdef int rc
         self._check()
+        if self.state == STOPPED_EARLY:
+            self.state = DONE
+            return
         if self.state != IDLE:
             raise RuntimeError("Acceptor.run() may be called only once")
         self.state = RUNNING
@@ -404,15 +425,19 @@ cdef class Acceptor:
         self._check()
         fa_acceptor_stop(&self.a)
         if self.state == IDLE:
-            self.state = DONE
+            self.state = STOPPED_EARLY
             fa_lot_close(&self.a.lot)
 
-    def abort(self):
-        """Stop at once, without the final drain; close the ring."""
+    def abort(self, keep_listening=False):
+        """Stop at once, without the final drain; close the ring. With
+        ``keep_listening``, leave the listener listening whatever
+        ``end_listen`` says (an owner that will run a new loop on it)."""
         self._check()
+        if keep_listening:
+            fa_acceptor_set_end_listen(&self.a, FA_END_KEEP)
         fa_acceptor_abort(&self.a)
         if self.state == IDLE:
-            self.state = DONE
+            self.state = STOPPED_EARLY
             fa_lot_close(&self.a.lot)
 
     def pop(self, timeout=None):
@@ -491,11 +516,12 @@ cdef class Acceptor:
         """Close every accepted connection still queued; return how many.
 
         For a shutdown that cannot wait for busy workers: safe while other
-        threads pop, since each entry is taken exactly once."""
+        threads pop, since each entry is taken exactly once. Each pop frees
+        a slot as a worker's does, so a loop waiting for space goes on."""
         cdef fa_conn c
         cdef int n = 0
         self._check()
-        while fa_ring_pop(&self.a.ring, &c) == 0:
+        while fa_try_pop(&self.a.ring, &self.a.lot, &c) == 0:
             close(c.fd)
             n += 1
         return n
@@ -529,6 +555,9 @@ cdef class Acceptor:
         if self.a.stop_fd >= 0:
             close(self.a.stop_fd)
             self.a.stop_fd = -1
+        if self.a.placeholder_fd >= 0:
+            close(self.a.placeholder_fd)
+            self.a.placeholder_fd = -1
         return n
 
     def close(self):

@@ -5,6 +5,8 @@
     rates(before, after)    per-second rates of those counters between two readings
     listen_queue(sock)      (queue, backlog) of one listening socket via TCP_INFO
     read_tcpext()           the TcpExt counters of /proc/net/netstat
+                            (both from ``fastaccept._kernel``, the one place that
+                            reads them for the server, this verb and the bench)
     main(...)               the ``python -m fastaccept monitor`` verb
 
 The sockets are read with a sock_diag netlink dump (what ``ss -lnt`` uses),
@@ -26,6 +28,7 @@ other servers' drops count too.
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import io
 import json
@@ -34,17 +37,14 @@ import socket
 import struct
 import sys
 import time
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
+
+from fastaccept._kernel import (COUNTERS_SCOPE, PROC_NET, TCP_LISTEN, TCPEXT_FIELDS,
+                                listen_queue, read_tcpext)
 
 __all__ = ["snapshot", "rates", "listen_queue", "read_tcpext", "format_line", "main"]
 
-PROC_NET = "/proc/net"
-#: How ``snapshot`` and ``Server.stats`` label the TcpExt counters.
-COUNTERS_SCOPE = "namespace"
-#: The TcpExt counters ``snapshot`` and ``Server.stats`` report.
-TCPEXT_FIELDS = ("ListenOverflows", "ListenDrops")
 
-TCP_LISTEN = 0x0A
 TCP_ESTABLISHED = 0x01
 TCP_SYN_RECV = 0x03
 TCP_NEW_SYN_RECV = 0x0C     # how inet_diag reports a request socket in the SYN table
@@ -65,63 +65,6 @@ _DIAG_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
 _DIAG_STATES = (1 << TCP_LISTEN) | (1 << TCP_ESTABLISHED) | (1 << TCP_SYN_RECV) | (
     1 << TCP_NEW_SYN_RECV)
 NETLINK_TIMEOUT_S = 5.0
-#: struct tcp_info: eight u8 fields, then u32 rto, ato, snd_mss, rcv_mss,
-#: unacked, sacked. On a LISTEN socket unacked is the accept queue's length
-#: and sacked its maximum (tcp_get_info in net/ipv4/tcp.c).
-_TCP_INFO_QUEUE = struct.Struct("=II")
-_TCP_INFO_QUEUE_OFFSET = 24
-_TCP_INFO_LEN = _TCP_INFO_QUEUE_OFFSET + _TCP_INFO_QUEUE.size
-
-
-def listen_queue(sock: socket.socket) -> Optional[Tuple[int, int]]:
-    """Return (connections waiting for accept(), backlog) of a listening TCP socket.
-
-    Read with one getsockopt(TCP_INFO). None if the socket is closed, not
-    TCP or not listening.
-    """
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
-    except (OSError, ValueError):
-        return None
-    if len(info) < _TCP_INFO_LEN or info[0] != TCP_LISTEN:
-        return None
-    queue, backlog = _TCP_INFO_QUEUE.unpack_from(info, _TCP_INFO_QUEUE_OFFSET)
-    return queue, backlog
-
-
-def read_tcpext(path: str = os.path.join(PROC_NET, "netstat"),
-                fields: Optional[Sequence[str]] = None) -> Dict[str, int]:
-    """Return the TcpExt counters of /proc/net/netstat by name ({} if unreadable).
-
-    The file pairs a line of names with a line of values per group
-    ("TcpExt: SyncookiesSent ...", then "TcpExt: 0 ..."). With ``fields``,
-    only those are converted (the ones the kernel has).
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return {}
-    at = data.find(b"TcpExt:")
-    if at < 0:
-        return {}
-    lines = data[at:].split(b"\n", 2)
-    if len(lines) < 2 or not lines[1].startswith(b"TcpExt:"):
-        return {}
-    names = lines[0].decode("ascii", "replace").split()
-    values = lines[1].split()
-    try:
-        if fields is None:
-            return dict(zip(names[1:], map(int, values[1:])))
-        out = {}
-        for name in fields:
-            if name in names:
-                out[name] = int(values[names.index(name)])
-        return out
-    except (ValueError, IndexError):
-        return {}
-
-
 def _ipv4(hex_addr: str) -> str:
     # one u32 in host byte order, printed as hex
     return socket.inet_ntop(socket.AF_INET, struct.pack("=I", int(hex_addr, 16)))
@@ -395,3 +338,32 @@ def main(port: int, *, once: bool = False, as_json: bool = False, interval: floa
         out.write("\n")
         out.flush()
     return 0
+
+
+# -- the ``fastaccept monitor`` verb ------------------------------------------------
+
+VERB_DESCRIPTION = ("Show the accept-queue depth and backlog of every socket listening on PORT "
+                    "(IPv4 and IPv6, any server), the established connections on it, and the "
+                    "kernel's ListenOverflows and ListenDrops rates (namespace-wide counters), "
+                    "from /proc/net. Exits 1 when nothing listens on PORT.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the monitor verb's options to ``parser``."""
+    parser.add_argument("port", type=int, help="the listening port")
+    parser.add_argument("--once", action="store_true",
+                        help="print one reading and exit (rates over --interval)")
+    parser.add_argument("--json", action="store_true", help="print JSON, one object per reading")
+    parser.add_argument("--interval", type=float, default=1.0, metavar="S",
+                        help="seconds between readings (default 1)")
+    parser.add_argument("--count", type=int, default=None, metavar="N",
+                        help="stop after N readings (default: until Ctrl-C)")
+    parser.add_argument("--source", choices=SOURCES, default="auto",
+                        help="read sockets with sock_diag netlink, /proc/net/tcp* (no backlog), "
+                        "or the first that works (default auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The monitor verb with parsed ``args``."""
+    return main(args.port, once=args.once, as_json=args.json, interval=args.interval,
+                count=args.count, source=args.source)

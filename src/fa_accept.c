@@ -41,6 +41,7 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
     a->listen_fd = listen_fd;
     a->epoll_fd = -1;
     a->stop_fd = -1;
+    a->placeholder_fd = -1;
     if (max_batch < 1 || listen_fd < 0)
         return -EINVAL;
     a->max_batch = max_batch;
@@ -80,6 +81,12 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
         rc = -errno;
         goto fail_epoll;
     }
+    /* Made now so that ending listening cannot fail for want of an fd. */
+    a->placeholder_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (a->placeholder_fd < 0) {
+        rc = -errno;
+        goto fail_epoll;
+    }
     fa_grow_fd_table(listen_fd, capacity + FA_FD_SLACK);
     return 0;
 
@@ -112,6 +119,14 @@ int fa_acceptor_set_nap(fa_acceptor *a, uint32_t nap_ns)
     return 0;
 }
 
+int fa_acceptor_set_end_listen(fa_acceptor *a, int how)
+{
+    if (how != FA_END_RELEASE && how != FA_END_KEEP)
+        return -EINVAL;
+    atomic_store(&a->end_listen, how);
+    return 0;
+}
+
 int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, size_t len)
 {
     if ((policy != FA_OVERLOAD_QUEUE && policy != FA_OVERLOAD_SHED) ||
@@ -140,7 +155,9 @@ void fa_acceptor_destroy(fa_acceptor *a)
         close(a->epoll_fd);
     if (a->stop_fd >= 0)
         close(a->stop_fd);
-    a->epoll_fd = a->stop_fd = -1;
+    if (a->placeholder_fd >= 0)
+        close(a->placeholder_fd);
+    a->epoll_fd = a->stop_fd = a->placeholder_fd = -1;
     fa_lot_destroy(&a->lot);
     fa_ring_destroy(&a->ring, 1);
 }
@@ -364,10 +381,31 @@ static int request_short_slice(struct fa_sched_attr *saved)
     return 1;
 }
 
+/* Ends listening after the final drain (see end_listen in fa_accept.h). */
+static void end_listening(fa_acceptor *a)
+{
+    /* ENOENT/EBADF: already gone; nothing else can fail here */
+    epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, a->listen_fd, NULL);
+    if (atomic_load(&a->end_listen) != FA_END_RELEASE || a->placeholder_fd < 0)
+        return;
+    /* Atomic: listen_fd is never a free number another thread could take. */
+    while (dup2(a->placeholder_fd, a->listen_fd) < 0 && errno == EINTR)
+        ;
+    close(a->placeholder_fd);
+    a->placeholder_fd = -1;
+}
+
+/* Signals the kernel delivers to the thread that caused them. Blocking one
+ * of those does not stop it: the kernel kills the process with the default
+ * action instead, before faulthandler could print where it happened. */
+static const int synchronous_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+
 int fa_acceptor_run(fa_acceptor *a)
 {
     sigset_t all, old;
     sigfillset(&all);
+    for (size_t i = 0; i < sizeof synchronous_signals / sizeof synchronous_signals[0]; i++)
+        sigdelset(&all, synchronous_signals[i]);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     struct fa_sched_attr sched_saved;
     int restore_sched = request_short_slice(&sched_saved);
@@ -459,6 +497,7 @@ int fa_acceptor_run(fa_acceptor *a)
     }
     if (rc == 0 && !atomic_load(&a->aborting))
         rc = final_drain(a);
+    end_listening(a);
     fa_lot_close(&a->lot);
     if (restore_sched) {
         sched_saved.size = sizeof sched_saved;

@@ -44,7 +44,26 @@
  *      stats.shed. Clients fail fast instead of waiting in the backlog.
  * Stopping drains what sat in the kernel queue when the stop was asked for
  * (so those clients are served, or shed under the shed policy, not reset),
- * then closes the lot; aborting returns at once.
+ * then ends listening at once (see end_listen), so that a client arriving
+ * later is refused instead of completing a handshake nobody will accept,
+ * and closes the lot; aborting returns at once (and ends listening too).
+ *
+ * How listening ends (fa_acceptor_set_end_listen):
+ *  FA_END_RELEASE (the default): this process lets go of the listening
+ *      socket at once. A placeholder socket made at init is dup2()ed over
+ *      listen_fd: the descriptor number stays valid for its owner (Python's
+ *      socket object closes it later) but no longer refers to the listener.
+ *      A listener only this process holds is then closed, and refuses new
+ *      clients; one shared with other processes (inherited, systemd's)
+ *      keeps listening for them.
+ *  FA_END_KEEP: leave it listening, for an owner that serves it again
+ *      (socketserver's shutdown() then serve_forever()).
+ * Either way the listener leaves the loop's epoll set first: an epoll
+ * registration lives as long as the socket, not the descriptor, and a dead
+ * loop must not take the wake-ups of other processes sharing the socket.
+ * Connections whose handshake completes in the instant between the drain's
+ * last accept4 and the release are reset by the kernel with the rest of a
+ * closing listener's queue: a window of one system call.
  */
 #ifndef FA_ACCEPT_H
 #define FA_ACCEPT_H
@@ -87,6 +106,10 @@
 #define FA_BACKOFF_MIN_MS 5
 #define FA_BACKOFF_MAX_MS 1000
 
+/* How listening ends after the final drain (fa_acceptor_set_end_listen). */
+#define FA_END_RELEASE 0
+#define FA_END_KEEP 1
+
 /* Overload policies (fa_acceptor_set_overload). */
 #define FA_OVERLOAD_QUEUE 0
 #define FA_OVERLOAD_SHED 1
@@ -113,6 +136,8 @@ typedef struct fa_acceptor {
     fa_lot lot;
     fa_accept_stats stats;
     int listen_fd;          /* borrowed: the caller owns and closes it */
+    _Atomic int end_listen; /* FA_END_RELEASE or FA_END_KEEP */
+    int placeholder_fd;     /* dup2()ed over listen_fd by FA_END_RELEASE */
     int epoll_fd;
     int stop_fd;            /* eventfd: readable once stop or abort is asked */
     uint32_t max_batch;     /* accept4 calls per epoll wake-up */
@@ -125,7 +150,8 @@ typedef struct fa_acceptor {
     _Atomic uint32_t aborting;
 } fa_acceptor;
 
-/* Sets listen_fd nonblocking and allocates the ring, lot, epoll and eventfd.
+/* Sets listen_fd nonblocking and allocates the ring, lot, epoll, eventfd
+ * and the placeholder socket.
  * Returns 0 or -errno (-EINVAL for a bad capacity or max_batch). On error
  * nothing is left allocated. */
 int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch);
@@ -145,10 +171,19 @@ int fa_acceptor_set_nap(fa_acceptor *a, uint32_t nap_ns);
  * -ENOMEM (the previous setting is kept). Call before fa_acceptor_run. */
 int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, size_t len);
 
-/* Runs the loop until stopped or a fatal error. Blocks every signal in the
- * calling thread while it runs, so signals reach the other threads. Closes
- * the lot on return, so workers drain the ring and then see -ESHUTDOWN.
- * Returns 0 after a stop, or -errno of the error that ended it. */
+/* Sets how listening ends once the loop returns (see the top of this file).
+ * Returns 0 or -EINVAL. Safe from any thread, also while the loop runs: it
+ * takes effect when the loop returns (an owner giving up on a start sets
+ * FA_END_KEEP, then aborts, to serve the same listener again later). */
+int fa_acceptor_set_end_listen(fa_acceptor *a, int how);
+
+/* Runs the loop until stopped or a fatal error. Blocks the asynchronous
+ * signals in the calling thread while it runs, so they reach the other
+ * threads (the synchronous ones, SIGSEGV and its kin, stay deliverable so
+ * that a fault here reaches faulthandler instead of killing the process
+ * silently). Ends listening and closes the lot on return, so workers drain
+ * the ring and then see -ESHUTDOWN. Returns 0 after a stop, or -errno of
+ * the error that ended it. */
 int fa_acceptor_run(fa_acceptor *a);
 
 /* Asks the loop to drain the kernel queue once more and return. Safe from

@@ -22,20 +22,24 @@
  * The producer has its own single-waiter futex, for "ring full" and for its
  * naps (fa_nap): consumers wake it only when it has announced that it waits,
  * a napping producer only when a pop leaves the ring empty.
+ *
+ * What runs once per connection (the checks before a wake, a pop that finds
+ * work) is inline here; what sleeps or takes the lock is in fa_park.c.
+ * Every timed wait runs to an absolute CLOCK_MONOTONIC deadline, so a
+ * spurious futex return never restarts the whole timeout.
  */
 #ifndef FA_PARK_H
 #define FA_PARK_H
 
 #include <errno.h>
-#include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "fa_config.h"
 #include "fa_ring.h"
 
 typedef struct fa_waiter {
@@ -55,28 +59,10 @@ typedef struct fa_lot {
     _Atomic uint64_t sleeps;        /* futex waits entered by workers */
 } fa_lot;
 
-static inline uint64_t fa_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Returns 0, or -errno of the wait (ETIMEDOUT, EINTR, EAGAIN: the word
- * changed before we slept). */
-static inline int fa_futex_wait(_Atomic uint32_t *word, uint32_t expected,
-                                int64_t timeout_ns)
-{
-    struct timespec ts, *tsp = NULL;
-    if (timeout_ns >= 0) {
-        ts.tv_sec = timeout_ns / 1000000000;
-        ts.tv_nsec = timeout_ns % 1000000000;
-        tsp = &ts;
-    }
-    if (syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, tsp, NULL, 0) == 0)
-        return 0;
-    return -errno;
-}
+/* Sleeps while *word == expected, until deadline_ns (CLOCK_MONOTONIC; 0:
+ * no deadline). Returns 0, or -errno of the wait (ETIMEDOUT, EINTR, EAGAIN:
+ * the word changed before we slept). */
+int fa_futex_wait_until(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns);
 
 static inline void fa_futex_wake(_Atomic uint32_t *word, int count)
 {
@@ -84,26 +70,14 @@ static inline void fa_futex_wake(_Atomic uint32_t *word, int count)
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
 }
 
-static inline int fa_lot_init(fa_lot *lot)
+/* The absolute deadline timeout_ns from now; 0 (none) for timeout_ns < 0. */
+static inline uint64_t fa_deadline_after(int64_t timeout_ns)
 {
-    int rc = pthread_mutex_init(&lot->lock, NULL);
-    if (rc != 0)
-        return -rc;
-    lot->top = NULL;
-    atomic_init(&lot->parked, 0);
-    atomic_init(&lot->closed, 0);
-    atomic_init(&lot->producer_waiting, 0);
-    atomic_init(&lot->space_word, 0);
-    atomic_init(&lot->producer_napping, 0);
-    atomic_init(&lot->wake_calls, 0);
-    atomic_init(&lot->sleeps, 0);
-    return 0;
+    return timeout_ns < 0 ? 0 : fa_now_ns() + (uint64_t)timeout_ns;
 }
 
-static inline void fa_lot_destroy(fa_lot *lot)
-{
-    pthread_mutex_destroy(&lot->lock);
-}
+int fa_lot_init(fa_lot *lot);
+void fa_lot_destroy(fa_lot *lot);
 
 /* Relaxed snapshots for stats; never used to decide anything. */
 static inline uint32_t fa_lot_parked(fa_lot *lot)
@@ -123,6 +97,9 @@ static inline int fa_lot_is_closed(fa_lot *lot)
     return (int)atomic_load_explicit(&lot->closed, memory_order_acquire);
 }
 
+/* Takes the most recently parked worker off the stack and wakes it. */
+int fa_lot_wake_top(fa_lot *lot);
+
 /* Wakes the most recently parked worker, if any. Returns 1 if one was woken. */
 static inline int fa_lot_wake_one(fa_lot *lot)
 {
@@ -131,54 +108,12 @@ static inline int fa_lot_wake_one(fa_lot *lot)
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&lot->parked, memory_order_relaxed) == 0)
         return 0;
-    pthread_mutex_lock(&lot->lock);
-    fa_waiter *w = lot->top;
-    if (w != NULL) {
-        lot->top = w->next;
-        atomic_fetch_sub_explicit(&lot->parked, 1, memory_order_relaxed);
-        /* pairs with the acquire load of word in fa_pop_wait */
-        atomic_store_explicit(&w->word, 1, memory_order_release);
-    }
-    pthread_mutex_unlock(&lot->lock);
-    if (w == NULL)
-        return 0;
-    /* The waiter may already have seen word == 1 and returned, so w can be
-     * a dead stack address here. FUTEX_WAKE only uses the address as a key
-     * and never dereferences it; at worst a later waiter at the same address
-     * wakes spuriously and re-checks its word. */
-    fa_futex_wake(&w->word, 1);
-    atomic_fetch_add_explicit(&lot->wake_calls, 1, memory_order_relaxed);
-    return 1;
+    return fa_lot_wake_top(lot);
 }
 
 /* Marks the lot closed and wakes every parked worker and the producer.
  * Workers then drain what is left in the ring and get -ESHUTDOWN. */
-static inline void fa_lot_close(fa_lot *lot)
-{
-    atomic_store_explicit(&lot->closed, 1, memory_order_seq_cst);
-    while (fa_lot_wake_one(lot))
-        ;
-    atomic_fetch_add_explicit(&lot->space_word, 1, memory_order_release);
-    fa_futex_wake(&lot->space_word, INT_MAX);
-}
-
-/* Removes w from the stack if a waker has not already done so.
- * Returns 1 if w was still parked, 0 if it had been woken. */
-static inline int fa_lot_cancel(fa_lot *lot, fa_waiter *w)
-{
-    int found = 0;
-    pthread_mutex_lock(&lot->lock);
-    for (fa_waiter **p = &lot->top; *p != NULL; p = &(*p)->next) {
-        if (*p == w) {
-            *p = w->next;
-            atomic_fetch_sub_explicit(&lot->parked, 1, memory_order_relaxed);
-            found = 1;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&lot->lock);
-    return found;
-}
+void fa_lot_close(fa_lot *lot);
 
 /* Tells a producer sleeping in fa_wait_space that a slot is free. */
 static inline void fa_lot_space_freed(fa_lot *lot)
@@ -214,25 +149,6 @@ static inline void fa_after_pop(fa_ring *r, fa_lot *lot)
         fa_lot_wake_napper(lot);
 }
 
-/*
- * Producer side: sleeps up to timeout_ns while the ring still holds work, so
- * that connections arriving meanwhile are taken in one batch afterwards
- * instead of one wake-up each. Returns early when a pop empties the ring
- * (the workers want more), the lot closes, or fa_lot_wake_napper is called.
- * Never sleeps if the ring is already empty. (Dekker handshake with
- * fa_after_pop: either we see the pop that emptied the ring, or that pop
- * sees producer_napping.)
- */
-static inline void fa_nap(fa_ring *r, fa_lot *lot, int64_t timeout_ns)
-{
-    uint32_t seen = atomic_load_explicit(&lot->space_word, memory_order_acquire);
-    atomic_store_explicit(&lot->producer_napping, 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (fa_ring_depth(r) > 0 && !atomic_load(&lot->closed))
-        fa_futex_wait(&lot->space_word, seen, timeout_ns);
-    atomic_store_explicit(&lot->producer_napping, 0, memory_order_relaxed);
-}
-
 /* Pops one entry without ever sleeping. Returns 0 or -EAGAIN (empty). Lets a
  * caller that holds a lock of its own (Python's GIL) take ready work without
  * giving the lock up and winning it back. */
@@ -245,118 +161,29 @@ static inline int fa_try_pop(fa_ring *r, fa_lot *lot, fa_conn *out)
 }
 
 /*
+ * Producer side: sleeps up to timeout_ns while the ring still holds work, so
+ * that connections arriving meanwhile are taken in one batch afterwards
+ * instead of one wake-up each. Returns early when a pop empties the ring
+ * (the workers want more), the lot closes, or fa_lot_wake_napper is called.
+ * Never sleeps if the ring is already empty. (Dekker handshake with
+ * fa_after_pop: either we see the pop that emptied the ring, or that pop
+ * sees producer_napping.)
+ */
+void fa_nap(fa_ring *r, fa_lot *lot, int64_t timeout_ns);
+
+/*
  * Pops one entry, sleeping while the ring is empty.
  * timeout_ns < 0 waits forever. Returns 0 with *out filled, -ETIMEDOUT,
  * -EINTR (a signal arrived: the caller runs its handlers and retries), or
  * -ESHUTDOWN once the lot is closed and the ring is empty.
  */
-static inline int fa_pop_wait(fa_ring *r, fa_lot *lot, fa_conn *out, int64_t timeout_ns)
-{
-    uint64_t deadline_ns = timeout_ns >= 0 ? fa_now_ns() + (uint64_t)timeout_ns : 0;
-    for (;;) {
-        if (fa_ring_pop(r, out) == 0) {
-            fa_after_pop(r, lot);
-            return 0;
-        }
-        if (atomic_load_explicit(&lot->closed, memory_order_acquire)) {
-            /* closed is set after the producer's last push; one more pop
-             * sees that push */
-            if (fa_ring_pop(r, out) == 0) {
-                fa_after_pop(r, lot);
-                return 0;
-            }
-            return -ESHUTDOWN;
-        }
-        int64_t left_ns = -1;
-        if (timeout_ns >= 0) {
-            uint64_t now = fa_now_ns();
-            if (now >= deadline_ns)
-                return -ETIMEDOUT;
-            left_ns = (int64_t)(deadline_ns - now);
-        }
-
-        fa_waiter w;
-        atomic_init(&w.word, 0);
-        pthread_mutex_lock(&lot->lock);
-        w.next = lot->top;
-        lot->top = &w;
-        atomic_fetch_add_explicit(&lot->parked, 1, memory_order_relaxed);
-        pthread_mutex_unlock(&lot->lock);
-        /* pairs with the fence in fa_lot_wake_one (and fa_lot_close) */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (fa_ring_pop(r, out) == 0) {
-            /* The entry is ours now: going round the loop would pop again
-             * and lose it. Unpark before fa_after_pop, so a chain wake
-             * cannot pick this very waiter. */
-            fa_lot_cancel(lot, &w);
-            fa_after_pop(r, lot);
-            return 0;
-        }
-        if (atomic_load(&lot->closed)) {
-            fa_lot_cancel(lot, &w);
-            continue;           /* the loop top drains or sees closed */
-        }
-
-        int rc = 0;
-        atomic_fetch_add_explicit(&lot->sleeps, 1, memory_order_relaxed);
-        /* pairs with the release store in fa_lot_wake_one */
-        while (atomic_load_explicit(&w.word, memory_order_acquire) == 0) {
-            rc = fa_futex_wait(&w.word, 0, left_ns);
-            if (rc == -ETIMEDOUT || rc == -EINTR)
-                break;
-            /* 0 or EAGAIN: woken or word changed; the loop re-checks */
-        }
-        if (atomic_load_explicit(&w.word, memory_order_acquire) == 0 &&
-            fa_lot_cancel(lot, &w)) {
-            /* Still parked: a true timeout or signal, nobody spent a wake on
-             * us. Otherwise a waker got there first: treat it as a wake-up
-             * so the entry it was meant for is not stranded. */
-            if (fa_ring_pop(r, out) == 0) {
-                fa_after_pop(r, lot);
-                return 0;
-            }
-            if (rc == -EINTR)
-                return -EINTR;
-        }
-        /* woken (or the deadline passed): the loop top decides */
-    }
-}
+int fa_pop_wait(fa_ring *r, fa_lot *lot, fa_conn *out, int64_t timeout_ns);
 
 /*
  * Producer side: sleeps until the ring has a free slot, the lot is closed,
- * *abort_flag is set, or timeout_ns passes. Returns 0 when a slot is free,
- * -ESHUTDOWN (closed or aborted), -ETIMEDOUT.
+ * *abort_flag is set, or timeout_ns passes (< 0: no timeout). Returns 0 when
+ * a slot is free, -ESHUTDOWN (closed or aborted), -ETIMEDOUT.
  */
-static inline int fa_wait_space(fa_ring *r, fa_lot *lot, _Atomic uint32_t *abort_flag,
-                                int64_t timeout_ns)
-{
-    uint64_t deadline_ns = timeout_ns >= 0 ? fa_now_ns() + (uint64_t)timeout_ns : 0;
-    for (;;) {
-        /* pairs with the release increments in fa_lot_space_freed/close */
-        uint32_t seen = atomic_load_explicit(&lot->space_word, memory_order_acquire);
-        atomic_store_explicit(&lot->producer_waiting, 1, memory_order_relaxed);
-        /* pairs with the fence in fa_lot_space_freed: either we see the
-         * slot a pop freed, or that pop sees producer_waiting */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (!fa_ring_full(r)) {
-            atomic_store_explicit(&lot->producer_waiting, 0, memory_order_relaxed);
-            return 0;
-        }
-        if (atomic_load(&lot->closed) || (abort_flag && atomic_load(abort_flag))) {
-            atomic_store_explicit(&lot->producer_waiting, 0, memory_order_relaxed);
-            return -ESHUTDOWN;
-        }
-        int64_t left_ns = -1;
-        if (timeout_ns >= 0) {
-            uint64_t now = fa_now_ns();
-            if (now >= deadline_ns) {
-                atomic_store_explicit(&lot->producer_waiting, 0, memory_order_relaxed);
-                return -ETIMEDOUT;
-            }
-            left_ns = (int64_t)(deadline_ns - now);
-        }
-        fa_futex_wait(&lot->space_word, seen, left_ns);
-    }
-}
+int fa_wait_space(fa_ring *r, fa_lot *lot, _Atomic uint32_t *abort_flag, int64_t timeout_ns);
 
 #endif /* FA_PARK_H */

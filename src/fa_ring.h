@@ -36,10 +36,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* One x86-64/arm64 cache line. Head, tail and each slot sit on their own
- * line so the producer and the consumers never invalidate each other's
- * lines (false sharing). */
-#define FA_CACHE_LINE 64
+#include "fa_config.h"
+
 
 /* Limits of the capacity argument; also enforced by the Python layer. */
 #define FA_RING_MIN_CAPACITY 2u
@@ -73,8 +71,6 @@ _Static_assert(offsetof(fa_ring, tail) - offsetof(fa_ring, head) >= FA_CACHE_LIN
                "head and tail must live on different cache lines");
 _Static_assert(offsetof(fa_ring, mask) - offsetof(fa_ring, tail) >= FA_CACHE_LINE,
                "tail must not share a cache line with the read-mostly fields");
-_Static_assert(sizeof(_Atomic uint64_t) == 8 && ATOMIC_LLONG_LOCK_FREE == 2,
-               "the ring needs lock-free 64-bit atomics");
 
 static inline int fa_ring_capacity_ok(uint64_t capacity)
 {

@@ -300,6 +300,9 @@ def test_acceptor_stop_before_run_closes_ring(listener):
         t0 = time.monotonic()
         assert acceptor.pop(timeout=5.0) is None
         assert time.monotonic() - t0 < 4.0, "pop() waited for its timeout instead of seeing the close"
+        # The thread meant to run the loop may start after its owner gave up
+        # on it: run() then returns at once, and only once.
+        assert acceptor.run() is None
         with pytest.raises(RuntimeError):
             acceptor.run()
     finally:
@@ -432,7 +435,7 @@ def test_acceptor_dealloc_without_close_frees_fds(listener):
     # uvloop-style: C resources are freed even when close() is never called.
     before = open_fds()
     acceptor = fastaccept.Acceptor(listener.fileno())
-    assert len(open_fds() - before) == 2       # its epoll fd and eventfd
+    assert len(open_fds() - before) == 3       # its epoll fd, eventfd and placeholder
     acceptor.stop()
     del acceptor            # no cycle: freed now, not by the collector
     assert open_fds() == before
@@ -477,7 +480,7 @@ def test_acceptor_naps_while_the_ring_holds_work_and_loses_nothing(
     try:
         for _ in range(n):
             clients.append(socket.create_connection(listener.getsockname(), timeout=10.0))
-        wait_for(lambda: fastaccept.monitor.listen_queue(listener)[0] == n, 10.0,
+        wait_for(lambda: fastaccept._kernel.listen_queue(listener)[0] == n, 10.0,
                  f"{n} connections in the kernel queue")
         r = running(nap_us=nap_us, spin_us=0, max_batch=max_batch)  # wake-ups or naps only
         assert r.acceptor.nap_us == nap_us
@@ -528,3 +531,47 @@ def test_acceptor_refuses_use_in_a_forked_child(listener):
     _, status = os.waitpid(pid, 0)
     acceptor.close()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_discard_lets_a_loop_waiting_for_space_go_on(listener, running, wait_for):
+    """discard() frees slots as a worker's pop does: a loop waiting for ring
+    space wakes and accepts what waited in the kernel queue. (It used to pop
+    without waking it, and the loop slept until an abort.)"""
+    r = running(ring_size=2, max_batch=1)
+    clients = [socket.create_connection(listener.getsockname(), timeout=5.0) for _ in range(4)]
+    try:
+        wait_for(lambda: r.acceptor.stats()["ring_full_waits"] >= 1 and
+                 r.acceptor.stats()["accepted"] == 2, 10.0, "a full ring")
+        discarded = r.acceptor.discard()    # 2, or more if the woken loop was quick
+        wait_for(lambda: r.acceptor.stats()["accepted"] == 4, 5.0,
+                 "the loop to accept the two left in the kernel queue")
+        discarded += r.acceptor.discard()
+        assert discarded == 4
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_end_listen_release_and_keep(listener, running):
+    """After a stop, "release" lets go of the listener (a client is then
+    refused), "keep" leaves it listening for its owner."""
+    address = listener.getsockname()
+    r = running(end_listen="keep")
+    assert r.acceptor.end_listen == "keep"
+    r.stop()
+    with socket.create_connection(address, timeout=5.0):
+        pass                        # still listening: queued in the kernel
+    r2 = running()                  # the default
+    assert r2.acceptor.end_listen == "release"
+    r2.stop()
+    item = r2.acceptor.pop(timeout=5.0)     # the client queued while nobody accepted
+    assert item is not None
+    os.close(item[0])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=5.0).close()
+    assert listener.fileno() >= 0   # the number is still the owner's to close
+
+
+def test_end_listen_is_checked(listener):
+    with pytest.raises(ValueError, match="end_listen"):
+        fastaccept.Acceptor(listener.fileno(), end_listen="close")

@@ -14,21 +14,22 @@ import subprocess
 import sys
 import pytest
 
-from fastaccept import bench, refservers
+from fastaccept import bench
+from fastaccept.bench import refservers, runner
 
 RUN_TIMEOUT_S = 240     # the bench --quick aims at under 60 s; this only stops a hang
 
 
 def _has_loadgen() -> bool:
     try:
-        from fastaccept import loadgen  # noqa: F401
-        from fastaccept._loadgen import serve_inline  # noqa: F401
+        from fastaccept.bench import loadgen  # noqa: F401
+        from fastaccept.bench._loadgen import serve_inline  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-needs_loadgen = pytest.mark.skipif(not _has_loadgen(), reason="fastaccept._loadgen is not built")
+needs_loadgen = pytest.mark.skipif(not _has_loadgen(), reason="fastaccept.bench._loadgen is not built")
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> bytes:
@@ -46,7 +47,7 @@ WORKS = {"plain": {}, "sleep": {"sleep_ms": 1.0}, "cpu": {"cpu_iters": 1000}}
     if kind != "c-inline" or name == "plain"])      # c-inline does no handler work
 def test_refserver_serves_and_exits_cleanly(kind, work, http_get, no_leaks):
     if kind == "c-inline" and not _has_loadgen():
-        pytest.skip("fastaccept._loadgen is not built")
+        pytest.skip("fastaccept.bench._loadgen is not built")
     server = bench.ServerProcess(kind, backlog=16, workers=2, **work)
     with server:
         for _ in range(5):
@@ -57,8 +58,8 @@ def test_refserver_serves_and_exits_cleanly(kind, work, http_get, no_leaks):
 
 
 def test_refserver_binds_its_own_port_and_stops_on_sigint():
-    proc = subprocess.Popen([sys.executable, "-m", "fastaccept.refservers", "serial",
-                             "--backlog", "4"], stdout=subprocess.PIPE, cwd=bench.PACKAGE_PARENT)
+    proc = subprocess.Popen([sys.executable, "-m", "fastaccept.bench.refservers", "serial",
+                             "--backlog", "4"], stdout=subprocess.PIPE, cwd=runner.PACKAGE_PARENT)
     try:
         line = _read_line(proc, timeout=30)
         assert line.startswith(b"port ")
@@ -79,9 +80,9 @@ def test_refserver_binds_its_own_port_and_stops_on_sigint():
 
 def test_refserver_rejects_a_socket_that_is_not_listening():
     with socket.socket() as s:
-        proc = subprocess.run([sys.executable, "-m", "fastaccept.refservers", "serial",
+        proc = subprocess.run([sys.executable, "-m", "fastaccept.bench.refservers", "serial",
                                "--fd", str(s.fileno())], pass_fds=(s.fileno(),),
-                              capture_output=True, timeout=30, cwd=bench.PACKAGE_PARENT)
+                              capture_output=True, timeout=30, cwd=runner.PACKAGE_PARENT)
     assert proc.returncode != 0
     assert b"not a listening socket" in proc.stderr
 
@@ -169,7 +170,7 @@ def test_private_netns_when_allowed():
             "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
             "c = socket.create_connection(s.getsockname(), timeout=5); c.close()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
-                          cwd=bench.PACKAGE_PARENT)
+                          cwd=runner.PACKAGE_PARENT)
     assert proc.returncode == 0, proc.stderr.decode()
     if os.geteuid() == 0:
         assert proc.stdout.strip() == b"private"
@@ -202,14 +203,14 @@ def test_summary_takes_medians_and_the_ratio_to_c_inline():
 
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown server nginx"):
-        bench._names(["fastaccept-8,nginx"], bench.SERVERS, "server")
-    assert bench._names(["c-inline", "serial,c-inline"], bench.SERVERS, "server") == \
+        runner._names(["fastaccept-8,nginx"], bench.SERVERS, "server")
+    assert runner._names(["c-inline", "serial,c-inline"], bench.SERVERS, "server") == \
         ["serial", "c-inline"]
 
 
 @needs_loadgen
 def test_loadgen_run_against_a_reference_server_completes_every_connection():
-    from fastaccept import loadgen
+    from fastaccept.bench import loadgen
 
     with bench.ServerProcess("fastaccept", backlog=128, workers=4) as server:
         result = loadgen.run("127.0.0.1", server.port, connections=300, concurrency=16,
@@ -229,7 +230,7 @@ def test_bench_quick_produces_the_table_and_completes_every_connection(tmp_path)
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "fastaccept", "bench", "--quick",
                            "--json", str(out)], capture_output=True, timeout=RUN_TIMEOUT_S,
-                          cwd=bench.PACKAGE_PARENT)
+                          cwd=runner.PACKAGE_PARENT)
     stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
     assert proc.returncode == 0, stderr[-3000:]
     for name in bench.SCENARIOS:

@@ -141,7 +141,7 @@ def test_stress(name: str, tmp_path: Path) -> None:
     prefix = _runner(probe, build.env)
 
     binary = tmp_path / f"stress_ring_{name}"
-    proc = _compile(binary, [STRESS_C, SRC / "fa_accept.c"], build.flags)
+    proc = _compile(binary, [STRESS_C, *CORE_C], build.flags)
     assert proc.returncode == 0, f"compile failed:\n{proc.stderr}"
 
     cmd = [*prefix, str(binary), *build.args, "-T", HANG_BOUND_S]
@@ -157,8 +157,12 @@ def test_stress(name: str, tmp_path: Path) -> None:
     assert "all passed" in proc.stdout, output
 
 
-C_FILES = sorted(p.name for p in SRC.glob("*.c"))
-HEADERS = sorted(p.name for p in SRC.glob("*.h"))
+#: The C the stress program links with: the product's loop and parking.
+CORE_C = [SRC / "fa_accept.c", SRC / "fa_park.c"]
+#: Every C file and header under src/, the bench's instruments included.
+C_FILES = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.c"))
+HEADERS = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.h"))
+INCLUDES = [f"-I{SRC}", f"-I{SRC / 'bench'}"]
 
 
 @needs_gcc
@@ -168,7 +172,7 @@ def test_c_file_compiles_without_warnings(c_file: str, defines: List[str],
                                           tmp_path: Path) -> None:
     """Each src/*.c compiles with -Wall -Wextra -Werror, on its own and with
     the macros setup.py passes."""
-    cmd = [GCC, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", *defines,
+    cmd = [GCC, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", *defines, *INCLUDES,
            "-c", str(SRC / c_file), "-o", str(tmp_path / "out.o")]
     proc = _run(cmd)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr}"
@@ -181,6 +185,6 @@ def test_header_compiles_alone(header: str, tmp_path: Path) -> None:
     """Each header includes what it uses, so any include order works."""
     tu = tmp_path / "tu.c"
     tu.write_text(f'#include "{header}"\n#include "{header}"\nint main(void) {{ return 0; }}\n')
-    cmd = [GCC, *COMMON_FLAGS, "-O2", "-c", str(tu), "-o", str(tmp_path / "tu.o")]
+    cmd = [GCC, *COMMON_FLAGS, *INCLUDES, "-O2", "-c", str(tu), "-o", str(tmp_path / "tu.o")]
     proc = _run(cmd)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr}"

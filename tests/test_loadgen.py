@@ -1,4 +1,4 @@
-"""fastaccept.loadgen (the C load generator) and _loadgen.serve_inline (c-inline).
+"""fastaccept.bench.loadgen (the C load generator) and _loadgen.serve_inline (c-inline).
 
 Correctness only: every outcome is counted in the right kind, the counts add
 up, percentiles are ordered, the run is bounded, nothing leaks. No test
@@ -21,8 +21,8 @@ from typing import Callable, List, Optional
 
 import pytest
 
-from fastaccept import loadgen
-from fastaccept._loadgen import serve_inline
+from fastaccept.bench import loadgen
+from fastaccept.bench._loadgen import serve_inline
 from fa_testutil import FD_TABLE_SIZE_SRC, has_ipv6_loopback, read_to_eof, run_child_json
 
 HOST = "127.0.0.1"
@@ -455,7 +455,7 @@ def test_too_many_at_once_for_the_fd_limit(no_leaks):
 
 _FD_LIMIT_CHILD = """
 import json, os, resource, socket, threading
-from fastaccept import loadgen
+from fastaccept.bench import loadgen
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
 lsock = socket.socket()
@@ -490,7 +490,7 @@ def test_raises_the_soft_fd_limit_when_needed(no_leaks, tmp_path):
 
 _FD_TABLE_CHILD = """
 import json, os, resource, socket
-from fastaccept import loadgen
+from fastaccept.bench import loadgen
 resource.setrlimit(resource.RLIMIT_NOFILE, (8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 """ + FD_TABLE_SIZE_SRC + """
 s = socket.socket()
@@ -690,7 +690,7 @@ def test_serve_inline_request_after_accept(inline_server, wait_for):
 
 _EMFILE_CHILD = """
 import os, resource, socket, sys
-from fastaccept._loadgen import serve_inline
+from fastaccept.bench._loadgen import serve_inline
 lsock = socket.socket()
 lsock.bind(("127.0.0.1", 0))
 lsock.listen(64)

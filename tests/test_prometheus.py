@@ -162,12 +162,13 @@ def test_tcpserver_is_collected_before_and_while_serving(no_leaks, wait_for):
     server = fastaccept.TCPServer(("127.0.0.1", 0), Quiet, workers=1)
     registry = _registry(server)
     get = registry.get_sample_value
-    assert get("fastaccept_accepted_total") is None         # not serving: no samples
+    assert get("fastaccept_accepted_total") == 0            # not serving yet: zeros
     assert get("fastaccept_queue_wait_seconds_count") == 0
     t = threading.Thread(target=server.serve_forever, name="test-serve")
     t.start()
     try:
-        wait_for(lambda: get("fastaccept_accepted_total") == 0, 10.0, "the server to start")
+        wait_for(lambda: get("fastaccept_workers_busy") is not None and server.stats()["workers"],
+                 10.0, "the server to start")
         socket.create_connection(server.server_address, timeout=10.0).close()
         wait_for(lambda: get("fastaccept_handled_total") == 1, 10.0, "1 handled")
     finally:

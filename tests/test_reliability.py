@@ -33,8 +33,8 @@ import pytest
 
 import fastaccept
 from fa_testutil import read_line, read_to_eof
-from fastaccept import loadgen
-from fastaccept.server import DEFAULT_TIMEOUT
+from fastaccept.bench import loadgen
+from fastaccept._options import DEFAULT_TIMEOUT
 
 REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 SHED = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -675,18 +675,25 @@ def test_dead_connection_errors_skip_one_and_go_on(tmp_path, name):
 def test_unexpected_accept_error_stops_the_loop_and_says_so(tmp_path):
     """An accept4() error outside the ones the loop handles (EINVAL here) ends
     the accept loop at once: counted once (no retry, no spin), logged, and
-    shutdown() still completes."""
+    shutdown() still completes. The dead loop lets go of the listener, so
+    later clients are refused at once instead of waiting in a queue nobody
+    accepts from (the queued client that met the error is reset with it)."""
     flag = tmp_path / "failing"
     flag.touch()
     child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(errno.EINVAL), FA_FAIL_WHILE=str(flag))
     clients = []
     try:
         address = child.address()
-        clients.append(_connect(address, REQUEST))
+        try:
+            clients.append(_connect(address, REQUEST))
+        except ConnectionResetError:
+            pass            # the release reached it before connect() returned
         deadline = time.monotonic() + 15.0
         while not child.ask(b"stats")["accept_errors"]:
             assert time.monotonic() < deadline, "the injected EINVAL never reached the loop"
             time.sleep(0.01)    # a poll interval
+        with pytest.raises(ConnectionRefusedError):
+            _connect(address, timeout=5.0).close()
         final = child.quit()
     finally:
         _close_all(clients)

@@ -8,6 +8,7 @@ import os
 import queue
 import resource
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -756,3 +757,214 @@ def test_stats_before_start(server_factory, ok_handler):
     st = server.stats()
     assert st["accepted"] == st["handled"] == st["handler_errors"] == 0
     assert st["accept_errors"] == {}
+
+
+# -- start and shutdown: late clients, failed starts, shutdown from a handler ---------
+
+def test_a_client_arriving_after_the_final_drain_is_refused_not_reset(
+        server_factory, read_request, wait_for, join_all):
+    """The listener is let go right after the final drain, so a client that
+    connects while workers still finish their handlers is refused at once;
+    it used to complete its handshake in the kernel and then be reset."""
+    release = threading.Event()
+
+    def handler(conn, addr):
+        read_request(conn)
+        release.wait(30.0)
+        conn.sendall(REPLY_OK)
+
+    server = server_factory(handler, workers=1)
+    first = socket.create_connection(server.address, timeout=10.0)
+    shutter = threading.Thread(target=server.shutdown, name="test-shutdown")
+    try:
+        first.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        wait_for(lambda: server.stats()["workers_busy"] == 1, 10.0, "the handler to hold")
+        shutter.start()
+        wait_for(lambda: not server._accept_thread.is_alive(), 10.0, "the final drain")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(server.address, timeout=5.0).close()
+    finally:
+        release.set()
+        if shutter.ident is not None:
+            assert join_all([shutter], 30.0) == []
+    assert first.recv(4096).endswith(b"ok")     # the one being served still is
+    first.close()
+
+
+def test_shared_listener_keeps_listening_for_its_other_holder(server_factory, ok_handler,
+                                                              http_get):
+    """A listener another process also holds (a supervisor, systemd) is
+    only let go by this server: the other holder's copy still listens."""
+    lsock = socket.create_server(("127.0.0.1", 0), backlog=16)
+    other = lsock.dup()             # as another process's descriptor would be
+    try:
+        server = server_factory(ok_handler, sock=lsock, workers=1)
+        address = server.address
+        assert http_get(address).endswith(b"ok")
+        assert server.shutdown(timeout=10.0) is True
+        client = socket.create_connection(address, timeout=5.0)     # queued on `other`
+        conn, _ = other.accept()
+        conn.close()
+        client.close()
+    finally:
+        other.close()
+
+
+@pytest.fixture
+def failing_thread_start(monkeypatch):
+    """Make starting the thread named `name` fail as CPython does when the
+    system has no threads left."""
+    def arm(name):
+        real_start = threading.Thread.start
+
+        def start(self):
+            if self.name == name:
+                raise RuntimeError("can't start new thread")
+            return real_start(self)
+        monkeypatch.setattr(threading.Thread, "start", start)
+        return monkeypatch
+    return arm
+
+
+def test_serve_forever_raises_when_start_fails_and_leaks_nothing(
+        no_leaks, ok_handler, http_get, failing_thread_start, join_all):
+    """serve_forever() used to wait for ever (deaf to Ctrl-C) when start()
+    failed, and the failed start left the acceptor's epoll and eventfd open
+    and doubled the worker lists on a retry."""
+    server = fastaccept.Server(ok_handler, workers=4)
+    try:
+        patch = failing_thread_start("fastaccept-worker-2")
+        errors = []
+
+        def serve():
+            try:
+                server.serve_forever()
+            except RuntimeError as e:
+                errors.append(e)
+        serving = threading.Thread(target=serve, name="test-serve")
+        serving.start()
+        assert join_all([serving], 10.0) == [], "serve_forever() hung after start() failed"
+        assert [str(e) for e in errors] == ["can't start new thread"]
+        assert [t.name for t in threading.enumerate() if t.name.startswith("fastaccept-")] == []
+        patch.undo()
+        server.start()          # a retry starts exactly the workers asked for
+        assert server.stats()["workers"] == 4
+        assert http_get(server.address).endswith(b"ok")
+    finally:
+        assert server.shutdown(timeout=10.0) is True
+
+
+@pytest.mark.parametrize("which", ["fastaccept-acceptor", "fastaccept-monitor"])
+def test_a_failed_start_can_be_retried(no_leaks, ok_handler, http_get, failing_thread_start,
+                                       which):
+    server = fastaccept.Server(ok_handler, workers=2)
+    try:
+        patch = failing_thread_start(which)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            server.start()
+        assert "new" in repr(server)
+        patch.undo()
+        server.start()
+        assert server.stats()["workers"] == 2
+        assert http_get(server.address).endswith(b"ok")
+    finally:
+        assert server.shutdown(timeout=10.0) is True
+
+
+def test_shutdown_from_the_only_handler_with_the_ring_full_does_not_deadlock(
+        server_factory, read_request, wait_for, join_all):
+    """1 worker, a ring of 2 and more clients queued behind it: the loop
+    waits for ring space that only this worker can make. shutdown() from
+    its handler used to join that loop and wait for ever; it now asks for
+    the stop and returns False, and every queued client is still served."""
+    go = threading.Event()
+    returned = []
+
+    def handler(conn, addr):
+        if read_request(conn).startswith(b"GET /stop"):
+            go.wait(30.0)
+            t0 = time.monotonic()
+            returned.append((server.shutdown(), time.monotonic() - t0))
+        conn.sendall(REPLY_OK)
+
+    server = server_factory(handler, workers=1, ring_size=2)
+    clients = [socket.create_connection(server.address, timeout=15.0) for _ in range(6)]
+    try:
+        clients[0].sendall(b"GET /stop HTTP/1.0\r\n\r\n")
+        wait_for(lambda: server.stats()["workers_busy"] == 1, 10.0, "the stopping handler")
+        for c in clients[1:]:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        wait_for(lambda: server.stats()["ring_full_waits"] >= 1, 10.0, "a full ring")
+        go.set()
+        replies = [c.recv(4096) for c in clients]
+    finally:
+        go.set()
+        for c in clients:
+            c.close()
+    assert returned and returned[0][0] is False and returned[0][1] < 5.0, returned
+    assert all(r.endswith(b"ok") for r in replies), replies
+    assert server.shutdown(timeout=10.0) is True
+    assert server.stats()["handled"] == 6
+
+
+def test_serve_forever_finishes_a_shutdown_asked_from_a_handler(no_leaks, read_request):
+    """A handler's shutdown() only asks; serve_forever() in the main flow
+    wakes, joins every thread and returns."""
+    def handler(conn, addr):
+        read_request(conn)
+        conn.sendall(REPLY_OK)
+        server.shutdown()
+
+    server = fastaccept.Server(handler, workers=2)
+
+    def request():
+        with socket.create_connection(server.address, timeout=10.0) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            sock.recv(4096)
+    client = threading.Thread(target=request, name="test-client")
+    client.start()
+    done = threading.Thread(target=server.serve_forever, name="test-serve")
+    done.start()
+    done.join(30.0)
+    client.join(10.0)
+    assert not done.is_alive(), "serve_forever() did not return"
+    assert "closed" in repr(server)
+    assert server.stats()["handled"] == 1
+
+
+def test_service_actions_runs_while_serving(no_leaks, ok_handler):
+    calls = []
+
+    class Ticking(fastaccept.Server):
+        def service_actions(self):
+            calls.append(time.monotonic())
+            if len(calls) == 3:
+                self.shutdown()
+
+    server = Ticking(ok_handler, workers=1)
+    runner = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                              name="test-serve")
+    runner.start()
+    runner.join(30.0)
+    assert not runner.is_alive()
+    assert len(calls) == 3
+
+
+def _blocked_signals(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk:"))
+
+
+def test_accept_thread_leaves_fault_signals_deliverable(server_factory, ok_handler, wait_for):
+    """The accept loop blocks the asynchronous signals (they go to the main
+    thread) but not SIGSEGV, SIGBUS, SIGFPE, SIGILL: a fault there must reach
+    faulthandler instead of the kernel killing the process silently."""
+    server = server_factory(ok_handler, workers=1)
+    tid = server._accept_thread.native_id
+    wait_for(lambda: _blocked_signals(tid) & (1 << (signal.SIGINT - 1)), 10.0,
+             "the loop to block its signals")
+    mask = _blocked_signals(tid)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        assert mask & (1 << (sig - 1)), f"{sig.name} is not blocked in the accept thread"
+    for sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL):
+        assert not mask & (1 << (sig - 1)), f"{sig.name} is blocked in the accept thread"

@@ -17,7 +17,7 @@ from typing import Any, Callable, List
 import pytest
 
 import fastaccept
-from fastaccept.server import QUEUE_WAIT_BOUNDS_US, _OverloadWatch
+from fastaccept._stats import QUEUE_WAIT_BOUNDS_US, OverloadWatch
 from fa_testutil import no_new_fds, read_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,7 +242,7 @@ def test_accept_errors_and_emfile_pauses_move_and_recover(server_factory, wait_f
 def test_overload_messages_name_the_cause():
     st = {"ring_capacity": 2, "kernel_queue_depth": 5, "kernel_backlog": 128,
           "workers_busy": 8, "workers": 8, "accept_errors": {"EMFILE": 3}}
-    from fastaccept.server import _overload_message
+    from fastaccept._stats import overload_message as _overload_message
     ring = _overload_message("ring_full_waits", 7, 30.0, st)
     assert "ring (2 slots) was full 7 times in 30 s" in ring
     assert "5/128" in ring and "8/8 busy" in ring
@@ -264,7 +264,7 @@ def test_effective_backlog_from_the_kernel(server_factory, caplog):
         assert server.shutdown(timeout=10.0)
     finally:
         sock.close()
-    somaxconn = fastaccept.server._kernel_somaxconn()
+    somaxconn = fastaccept._kernel.somaxconn()
     if somaxconn is not None and somaxconn < 2**31 - 1:
         capped = server_factory(lambda c, a: None, start=False, backlog=somaxconn + 1)
         assert capped.stats()["kernel_backlog"] == somaxconn
@@ -350,7 +350,7 @@ def test_no_monitor_thread_when_disabled(server_factory):
 
 
 def test_overload_watch_rate_limits_per_kind():
-    watch = _OverloadWatch(30.0, 0.0, {"ring_full_waits": 0, "emfile_pauses": 0,
+    watch = OverloadWatch(30.0, 0.0, {"ring_full_waits": 0, "emfile_pauses": 0,
                                        "listen_overflows": None})
     assert watch.check(1.0, {"ring_full_waits": 0, "emfile_pauses": 0}) == []
     assert watch.check(2.0, {"ring_full_waits": 5, "emfile_pauses": 0}) == [
@@ -405,7 +405,7 @@ def test_tcpserver_stats_have_the_kernel_keys(no_leaks, wait_for):
         st = wait_for(server.stats, 10.0, "the server to start")
         assert KEYS <= set(st)
         assert st["kernel_backlog"] == min(server.request_queue_size,
-                                           fastaccept.server._kernel_somaxconn() or 2**31)
+                                           fastaccept._kernel.somaxconn() or 2**31)
     finally:
         server.shutdown()
         t.join(10.0)

@@ -5,7 +5,7 @@
  *
  * Build (tests/test_c_stress.py and `make debug` do this):
  *   gcc -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc \
- *       tests/c/stress_ring.c src/fa_accept.c -o stress_ring
+ *       tests/c/stress_ring.c src/fa_accept.c src/fa_park.c -o stress_ring
  * plus -fsanitize=thread -Wno-tsan (GCC cannot instrument standalone fences
  * and says so; TSan treats them as no-ops, and no data access relies on them
  * for happens-before), or -fsanitize=address,undefined.
@@ -21,7 +21,9 @@
  *     return -ESHUTDOWN.
  *  b  lost wake-up hunt: rounds of "consumers park, the producer pushes one
  *     item (or two, relying on the chain wake)"; every item must be consumed
- *     within a bound, and a close must wake every parked consumer.
+ *     within a bound, and a close must wake every parked consumer. Then a
+ *     timed wait under a stream of spurious futex returns ends near its
+ *     deadline (b2).
  *  c  the accept loop on a real loopback listener: every connection is
  *     accepted exactly once with its peer address, stop drains the kernel
  *     queue, abort returns while the loop waits on a full ring, the shed
@@ -513,6 +515,77 @@ static void scenario_b(void)
     free(tids);
 }
 
+/* b2: spurious futex returns keep a timed wait's deadline. A spoiler wakes
+ * the parked consumer's futex word over and over without setting it (as a
+ * late FUTEX_WAKE at a reused stack address does); fa_pop_wait on an empty
+ * ring must still time out near its deadline, not restart its timeout at
+ * every spurious return. */
+typedef struct {
+    fa_lot *lot;
+    _Atomic int stop;
+    _Atomic uint64_t wakes;
+} b2_spoiler;
+
+static void *b2_spoiler_main(void *arg)
+{
+    b2_spoiler *sp = arg;
+    struct timespec pause = {.tv_nsec = 2000000};      /* the pace of the wakes */
+    /* Bounded, so that a wait that restarts at every wake still ends and
+     * the check below reports it instead of the watchdog. */
+    uint64_t until = fa_now_ns() + 3000000000u;
+    while (!atomic_load(&sp->stop) && fa_now_ns() < until) {
+        pthread_mutex_lock(&sp->lot->lock);
+        fa_waiter *w = sp->lot->top;
+        if (w != NULL) {
+            fa_futex_wake(&w->word, 1);     /* word stays 0: a spurious return */
+            atomic_fetch_add(&sp->wakes, 1);
+        }
+        pthread_mutex_unlock(&sp->lot->lock);
+        nanosleep(&pause, NULL);
+        progress();
+    }
+    return NULL;
+}
+
+static void scenario_b_deadline(void)
+{
+    atomic_store(&g_phase, "b2 deadline after spurious wakes");
+    fa_ring ring;
+    fa_lot lot;
+    if (fa_ring_init(&ring, 4) < 0 || fa_lot_init(&lot) < 0)
+        fail("fa_ring_init/fa_lot_init");
+    b2_spoiler sp = {.lot = &lot};
+    pthread_t tid;
+    start_thread(&tid, b2_spoiler_main, &sp);
+    const int64_t timeout_ns = 100000000;              /* 100 ms */
+    uint64_t worst_ns = 0;
+    for (int i = 0; i < 5; i++) {
+        fa_conn c;
+        uint64_t t0 = fa_now_ns();
+        int rc = fa_pop_wait(&ring, &lot, &c, timeout_ns);
+        uint64_t took = fa_now_ns() - t0;
+        if (rc != -ETIMEDOUT)
+            fail("fa_pop_wait on an empty ring returned %d, not -ETIMEDOUT", rc);
+        if (took < (uint64_t)timeout_ns)
+            fail("fa_pop_wait timed out after %.1f ms, before its 100 ms", (double)took / 1e6);
+        if (took > worst_ns)
+            worst_ns = took;
+    }
+    atomic_store(&sp.stop, 1);
+    join_bounded(tid, "spoiler", 0);
+    /* Each spurious return used to restart the whole timeout: with a wake
+     * every 2 ms the wait never ended while the spoiler ran. A second is
+     * ten timeouts: far beyond any scheduling delay on a loaded machine. */
+    if (worst_ns > 1000000000u)
+        fail("fa_pop_wait(100 ms) took %.1f ms with spurious wakes", (double)worst_ns / 1e6);
+    if (atomic_load(&sp.wakes) == 0)
+        fail("the spoiler never found the consumer parked");
+    info("ok: 5 timed waits of 100 ms under %llu spurious wakes, worst %.1f ms",
+         (unsigned long long)atomic_load(&sp.wakes), (double)worst_ns / 1e6);
+    fa_lot_destroy(&lot);
+    fa_ring_destroy(&ring, 0);
+}
+
 /* ------------------------------------------------------------------ */
 /* c: the accept loop on a loopback listener */
 
@@ -572,6 +645,22 @@ static uint32_t queued(int listen_fd)
     if (getsockopt(listen_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
         fail("getsockopt(TCP_INFO): %s", strerror(errno));
     return ti.tcpi_unacked;
+}
+
+/* After a stop, a listener nobody else holds must refuse at once: the loop
+ * released it (FA_END_RELEASE) right after its final drain. */
+static void check_refused(const struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fail("socket: %s", strerror(errno));
+    int rc;
+    while ((rc = connect(fd, (const struct sockaddr *)addr, sizeof *addr)) < 0 && errno == EINTR)
+        ;
+    if (rc == 0 || errno != ECONNREFUSED)
+        fail("a connect after the stop got %s, not ECONNREFUSED",
+             rc == 0 ? "connected" : strerror(errno));
+    close(fd);
 }
 
 typedef struct {
@@ -763,6 +852,7 @@ static void scenario_c_run(void)
     if (fa_stat_accepted(&a) != k || got != k)
         fail("accepted %llu, consumed %llu, connected %u", (unsigned long long)fa_stat_accepted(&a),
              (unsigned long long)got, k);
+    check_refused(&addr);
     info("ok: %u connections, capacity 4, %u consumers, %.2f s; batches %llu, ring full waits "
          "%llu, worker sleeps %llu", k, opt.consumers, (double)(fa_now_ns() - t0) / 1e9,
          (unsigned long long)fa_stat_batches(&a), (unsigned long long)fa_stat_ring_full_waits(&a),
@@ -804,6 +894,11 @@ static void scenario_c_drain(void)
     }
 
     fa_acceptor_stop(&a);
+    /* A second reference, as another process sharing the listener would
+     * hold: the release drops the loop's, and this one still listens. */
+    int shared = dup(lfd);
+    if (shared < 0)
+        fail("dup: %s", strerror(errno));
     c_runner run = {.a = &a};
     c_start_consumers(cons, tids, opt.consumers, &a, seen, k);
     start_thread(&run_tid, c_runner_main, &run);
@@ -813,13 +908,18 @@ static void scenario_c_drain(void)
     uint64_t got = c_join_consumers(cons, tids, opt.consumers);
     c_check_errors(&a);
     c_check_all_seen(seen, k);
-    if (fa_stat_accepted(&a) != k || got != k || queued(lfd) != 0)
+    if (fa_stat_accepted(&a) != k || got != k || queued(shared) != 0)
         fail("accepted %llu, consumed %llu, still queued %u, connected %u",
-             (unsigned long long)fa_stat_accepted(&a), (unsigned long long)got, queued(lfd), k);
+             (unsigned long long)fa_stat_accepted(&a), (unsigned long long)got, queued(shared), k);
+    struct tcp_info ti;
+    socklen_t tlen = sizeof ti;
+    if (getsockopt(lfd, IPPROTO_TCP, TCP_INFO, &ti, &tlen) == 0)
+        fail("listen_fd still refers to a TCP socket after the release");
     info("ok: %u queued connections drained through capacity 4; ring full waits %llu", k,
          (unsigned long long)fa_stat_ring_full_waits(&a));
     fa_acceptor_destroy(&a);
     close(lfd);
+    close(shared);
     free(seen);
     free(cons);
     free(tids);
@@ -900,9 +1000,13 @@ static void scenario_c_edges(void)
         fa_acceptor_init(&a, -1, 2, 1) != -EINVAL)
         fail("fa_acceptor_init accepted a bad argument");
 
-    /* An idle loop sleeping in epoll_wait: abort must end it. */
+    /* An idle loop sleeping in epoll_wait: abort must end it. With
+     * FA_END_KEEP the listener still listens afterwards, for the next. */
     if ((rc = fa_acceptor_init(&a, lfd, 2, 1)) < 0)
         fail("fa_acceptor_init: %d", rc);
+    if (fa_acceptor_set_end_listen(&a, 7) != -EINVAL ||
+        (rc = fa_acceptor_set_end_listen(&a, FA_END_KEEP)) < 0)
+        fail("fa_acceptor_set_end_listen: %d", rc);
     c_runner run = {.a = &a};
     pthread_t run_tid, client_tid;
     start_thread(&run_tid, c_runner_main, &run);
@@ -911,6 +1015,8 @@ static void scenario_c_edges(void)
     if (run.rc != 0)
         fail("fa_acceptor_run returned %d after abort", run.rc);
     fa_acceptor_destroy(&a);
+    if (queued(lfd) != 0)       /* fails unless lfd is still a TCP listener */
+        fail("queue of a kept listener: %u", queued(lfd));
 
     /* Entries never popped: destroy must close their fds. The ring has
      * room to spare, since a stop alone does not end a wait for space. */
@@ -1104,8 +1210,10 @@ int main(int argc, char **argv)
     uint64_t t0 = fa_now_ns();
     if (strchr(opt.scenarios, 'a'))
         scenario_a();
-    if (strchr(opt.scenarios, 'b'))
+    if (strchr(opt.scenarios, 'b')) {
         scenario_b();
+        scenario_b_deadline();
+    }
     if (strchr(opt.scenarios, 'c'))
         scenario_c();
     atomic_store(&g_phase, "end");

@@ -4,7 +4,7 @@
 A thin adapter over ``src/fa_loadgen.c`` and ``src/fa_inline.c``: each call
 runs its C loop with the GIL released, takes the GIL back only when a signal
 interrupted the loop (to let ``KeyboardInterrupt`` through), and turns
-negative errno values into ``OSError``. ``fastaccept.loadgen`` is the API
+negative errno values into ``OSError``. ``fastaccept.bench.loadgen`` is the API
 over ``load()``; see ``_loadgen.pyi`` for the typed surface.
 """
 import os as _os
@@ -107,7 +107,7 @@ def load(int family, str ip not None, int port, uint32_t scope_id, uint64_t conn
 
     ``family`` is AF_INET or AF_INET6 and ``ip`` a numeric address of it.
     ``max_ns`` 0 bounds the starts by the run's shape (see fa_loadgen.h).
-    Arguments are range-checked by ``fastaccept.loadgen.run``; out-of-range
+    Arguments are range-checked by ``fastaccept.bench.loadgen.run``; out-of-range
     values here raise ValueError without naming which.
     """
     cdef fa_load_config cfg

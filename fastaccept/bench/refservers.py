@@ -5,7 +5,7 @@
                   concurrent.futures.ThreadPoolExecutor(workers)
     socketserver  socketserver.ThreadingTCPServer (a thread per connection)
     fastaccept    fastaccept.Server(handler, workers=W, backlog=B)
-    c-inline      fastaccept._loadgen.serve_inline: the C accept loop reads,
+    c-inline      fastaccept.bench._loadgen.serve_inline: the C accept loop reads,
                   answers and closes in C with no Python at all; the ceiling
                   for this protocol on this machine (it ignores the handler work)
 
@@ -16,7 +16,7 @@ before replying.
 
 Run one with::
 
-    python -m fastaccept.refservers NAME [--backlog B] [--workers W]
+    python -m fastaccept.bench.refservers NAME [--backlog B] [--workers W]
         [--sleep-ms S] [--cpu-ms C | --cpu-iters N] [--fd FD] [--parent PID]
 
 It binds 127.0.0.1:0 (or serves the listening socket inherited as ``--fd``),
@@ -43,9 +43,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, List, Optional
 
+from fastaccept.demo import DEMO_REPLY
+
 __all__ = ["NAMES", "RESPONSE", "make_handler", "calibrate_cpu_iters", "burn", "main"]
 
-RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+#: The demo server's reply: every reference server answers the same bytes.
+RESPONSE = DEMO_REPLY
 REQUEST_END = b"\r\n\r\n"
 MAX_REQUEST = 65536
 STOP_GRACE_S = 5.0
@@ -282,10 +285,10 @@ class FastacceptServer(_RefServer):
 
 
 class InlineServer(_RefServer):
-    """fastaccept._loadgen.serve_inline: accept, read, reply and close in C."""
+    """fastaccept.bench._loadgen.serve_inline: accept, read, reply and close in C."""
 
     def start(self) -> None:
-        from fastaccept._loadgen import serve_inline
+        from fastaccept.bench._loadgen import serve_inline
 
         self.stop_r, self.stop_w = os.pipe()
         self.count: List[int] = []
@@ -328,8 +331,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of ``python -m fastaccept.refservers``."""
-    p = argparse.ArgumentParser(prog="python -m fastaccept.refservers",
+    """Return the argument parser of ``python -m fastaccept.bench.refservers``."""
+    p = argparse.ArgumentParser(prog="python -m fastaccept.bench.refservers",
                                 description="run one reference server for the benchmarks")
     p.add_argument("name", choices=NAMES)
     p.add_argument("--backlog", type=int, default=128, help="listen backlog when binding (default 128)")

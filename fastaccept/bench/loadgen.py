@@ -4,7 +4,7 @@ A Python client cannot open connections fast enough to find the limits of a
 server's accept path, so ``run()`` hands the whole load to one C thread (one
 epoll set of nonblocking sockets, the GIL released for the whole run)::
 
-    from fastaccept import loadgen
+    from fastaccept.bench import loadgen
 
     result = loadgen.run("127.0.0.1", 8080, connections=20000, concurrency=64)
     print(result.conn_per_s, result.rtt_ms.p99, result.failures)
@@ -36,17 +36,19 @@ server can reach on this machine for this protocol.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import logging
-import math
 import os
 import resource
 import socket
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from fastaccept import _loadgen
-from fastaccept._loadgen import serve_inline
+from fastaccept._options import check_int, check_seconds
+from fastaccept.bench import _loadgen
+from fastaccept.bench._loadgen import serve_inline
 
 __all__ = ["Percentiles", "LoadResult", "run", "serve_inline", "FAILURE_KINDS",
            "HARVEST_EVERY"]
@@ -112,34 +114,6 @@ class LoadResult:
     def as_dict(self) -> dict:
         """Return the result as plain dicts and numbers (JSON-ready)."""
         return dataclasses.asdict(self)
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return value
-
-
-def _check_timeout(timeout: Any) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
-    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
-        raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {timeout!r}")
-    return float(timeout)
-
-
-def _check_max_seconds(max_seconds: Any) -> Optional[float]:
-    if max_seconds is None:
-        return None
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)):
-        raise TypeError(
-            f"max_seconds must be a number of seconds or None, got {type(max_seconds).__name__}")
-    if not (math.isfinite(max_seconds) and 0 < max_seconds <= MAX_SECONDS):
-        raise ValueError(
-            f"max_seconds must be in (0, {MAX_SECONDS:g}] seconds, got {max_seconds!r}")
-    return float(max_seconds)
 
 
 def _check_request(request: Any) -> bytes:
@@ -237,13 +211,14 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
     does not resolve, TypeError for one of the wrong type, OSError if epoll
     itself fails.
     """
-    n = _check_int("connections", connections, 1, MAX_CONNECTIONS)
-    c = _check_int("concurrency", concurrency, 1, MAX_CONCURRENCY)
-    port = _check_int("port", port, 1, 65535)
+    n = check_int("connections", connections, 1, MAX_CONNECTIONS)
+    c = check_int("concurrency", concurrency, 1, MAX_CONCURRENCY)
+    port = check_int("port", port, 1, 65535)
     if not isinstance(burst, bool):
         raise TypeError(f"burst must be a bool, got {type(burst).__name__}")
-    timeout_s = _check_timeout(timeout)
-    max_s = _check_max_seconds(max_seconds)
+    timeout_s = check_seconds("timeout", timeout, MAX_TIMEOUT)
+    assert timeout_s is not None
+    max_s = check_seconds("max_seconds", max_seconds, MAX_SECONDS, allow_none=True)
     data = _check_request(request)
     if burst and n > MAX_CONCURRENCY:
         raise ValueError(
@@ -268,3 +243,51 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
         connect_ms=_percentiles(raw["connect"]),
         rtt_ms=_percentiles(raw["rtt"]),
     )
+
+
+# -- the ``fastaccept load`` verb ---------------------------------------------------
+
+#: The verb's description, for the dispatcher.
+VERB_DESCRIPTION = ("Connect, send one HTTP/1.0 request, read to EOF, close: N times, from one "
+                    "C epoll thread.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the load verb's options to ``parser``."""
+    parser.add_argument("host", help="server address or name")
+    parser.add_argument("port", type=int, help="server port")
+    parser.add_argument("-n", "--connections", type=int, default=20000,
+                        help="connections to make (default 20000)")
+    parser.add_argument("-c", "--concurrency", type=int, default=64,
+                        help="connections open at once (default 64)")
+    parser.add_argument("--burst", action="store_true",
+                        help="open all connections at once (ignores -c)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="per-connection timeout in seconds (default 10)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="start no connection later than this many seconds into the run, "
+                        "which then ends within max-seconds + timeout (default: no bound but "
+                        "the run's shape: connections, concurrency and timeout)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    """The load verb: one run with parsed ``args``; print the result."""
+    result = run(args.host, args.port, connections=args.connections,
+                         concurrency=args.concurrency, burst=args.burst, timeout=args.timeout,
+                         max_seconds=args.max_seconds)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2), flush=True)
+        return 0
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    cut = (f" ({args.connections - result.connections} not started: the run's time bound "
+           "passed)"
+           if result.connections < args.connections else "")
+    print(f"load {shown}:{args.port}: completed {result.completed}/{result.connections} in "
+          f"{result.elapsed_s:.3f} s (all started in {result.issue_s:.3f} s), "
+          f"{result.conn_per_s:.0f} conn/s{cut}")
+    print("failures: " + ", ".join(f"{k} {v}" for k, v in result.failures.items()))
+    for name, p in (("connect", result.connect_ms), ("rtt", result.rtt_ms)):
+        print(f"{name + ' ms:':12} p50 {p.p50:.3f}  p90 {p.p90:.3f}  p99 {p.p99:.3f}  "
+              f"max {p.max:.3f}", flush=True)
+    return 0

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE     /* SOCK_NONBLOCK, MSG_NOSIGNAL; setup.py defines it too */
 #endif
 #include "fa_loadgen.h"
+#include "fa_config.h"
 #include "fa_fdtable.h"
 
 #include <arpa/inet.h>
@@ -43,13 +44,6 @@ typedef struct fa_load_conn {
 /* Shared by every run in the process, so back-to-back runs keep moving
  * through fresh source addresses instead of reusing the first ones. */
 static _Atomic uint32_t next_source_host;
-
-static inline uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 int fa_load_target(fa_load_config *cfg, int family, const char *ip, uint16_t port,
                    uint32_t scope_id)
@@ -308,7 +302,7 @@ static int advance(fa_load *l, uint32_t i, uint32_t events, uint64_t ready_ns)
             if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
                 err = errno;
             if (err != 0) {
-                finish(l, i, classify(err), now_ns());
+                finish(l, i, classify(err), fa_now_ns());
                 return 1;
             }
         } else if (!(events & EPOLLOUT)) {
@@ -331,7 +325,7 @@ static int advance(fa_load *l, uint32_t i, uint32_t events, uint64_t ready_ns)
                 continue;
             if (err == EAGAIN || err == EWOULDBLOCK)
                 return 0;   /* the next EPOLLOUT edge brings us back */
-            finish(l, i, classify(err), now_ns());
+            finish(l, i, classify(err), fa_now_ns());
             return 1;
         }
         c->phase = READING;
@@ -354,12 +348,12 @@ static int advance(fa_load *l, uint32_t i, uint32_t events, uint64_t ready_ns)
              * before it: EOF without another read. */
             if ((events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) == EPOLLRDHUP &&
                 (size_t)n < SCRATCH_BYTES) {
-                finish(l, i, COMPLETED, now_ns());
+                finish(l, i, COMPLETED, fa_now_ns());
                 return 1;
             }
             continue;
         }
-        t = now_ns();
+        t = fa_now_ns();
         if (n == 0) {
             finish(l, i, c->got_reply ? COMPLETED : OTHER, t);
             return 1;
@@ -392,7 +386,7 @@ static void bind_source(int fd)
  * lack of resources (the caller stops launching for now). */
 static int launch(fa_load *l)
 {
-    uint64_t t = now_ns();
+    uint64_t t = fa_now_ns();
     if (!l->started) {
         l->started = 1;
         l->first_start_ns = t;
@@ -419,18 +413,18 @@ static int launch(fa_load *l)
     c->got_reply = 0;
     c->sent = 0;
     c->deferred = 0;
-    c->start_ns = now_ns();
+    c->start_ns = fa_now_ns();
     list_append(l, i);
 
     if (connect(fd, (struct sockaddr *)&l->cfg.target, l->cfg.target_len) == 0) {
         /* Connected at once: that is the connect sample. The request goes
          * out on the EPOLLOUT the set reports when the fd is added. */
-        l->connect_ns[l->res.connect.samples++] = now_ns() - c->start_ns;
+        l->connect_ns[l->res.connect.samples++] = fa_now_ns() - c->start_ns;
         c->phase = SENDING;
     } else {
         int err = errno;
         if (err != EINPROGRESS) {
-            t = now_ns();
+            t = fa_now_ns();
             finish(l, i, classify(err), t);
             if (!out_of_resources(err))
                 return 0;
@@ -447,7 +441,7 @@ static int launch(fa_load *l)
     };
     if (epoll_ctl(l->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         /* ENOMEM, or ENOSPC: past fs.epoll.max_user_watches */
-        t = now_ns();
+        t = fa_now_ns();
         finish(l, i, OTHER, t);
         back_off(l, t);
         return -1;
@@ -542,7 +536,7 @@ static void catch_up(fa_load *l)
         uint32_t i = l->deferred[l->deferred_count - 1];
         uint32_t events = l->slots[i].deferred;
         undefer(l, i);
-        advance(l, i, events, now_ns());
+        advance(l, i, events, fa_now_ns());
     }
 }
 
@@ -550,11 +544,11 @@ int fa_load_run(fa_load *l)
 {
     struct epoll_event events[EVENTS_MAX];
     if (l->launch_until_ns == 0) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = fa_now_ns();
         l->launch_until_ns = t0 > UINT64_MAX - l->cfg.max_ns ? UINT64_MAX : t0 + l->cfg.max_ns;
     }
     for (;;) {
-        uint64_t t = now_ns();
+        uint64_t t = fa_now_ns();
         expire(l, t);
         int more = launch_some(l, t);
         if (!more)
@@ -563,10 +557,10 @@ int fa_load_run(fa_load *l)
             (l->res.attempted >= l->cfg.connections || t >= l->launch_until_ns))
             return 0;
         /* Between groups of starts: see what is ready without sleeping. */
-        int n = epoll_wait(l->epoll_fd, events, EVENTS_MAX, more ? 0 : wait_ms(l, now_ns()));
+        int n = epoll_wait(l->epoll_fd, events, EVENTS_MAX, more ? 0 : wait_ms(l, fa_now_ns()));
         if (n < 0)
             return -errno;  /* -EINTR included: the caller retries */
-        uint64_t ready = now_ns();
+        uint64_t ready = fa_now_ns();
         for (int k = 0; k < n; k++) {
             uint32_t i = events[k].data.u32;
             /* Only fds of open slots are in the set, and slots are reused

@@ -3,6 +3,7 @@
 #endif
 #include "fa_inline.h"
 #include "fa_accept_errno.h"
+#include "fa_config.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,13 +25,6 @@ typedef struct fa_inline_conn {
     uint32_t head_bytes;    /* request bytes read */
     size_t written;         /* response bytes written */
 } fa_inline_conn;
-
-static inline uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 int fa_inline_init(fa_inline *s, int listen_fd, const void *response, size_t response_len,
                    int stop_fd)
@@ -117,7 +111,7 @@ static int pause_accepting(fa_inline *s)
     s->backoff_ms = s->backoff_ms == 0 ? FA_INLINE_BACKOFF_MIN_MS : s->backoff_ms * 2;
     if (s->backoff_ms > FA_INLINE_BACKOFF_MAX_MS)
         s->backoff_ms = FA_INLINE_BACKOFF_MAX_MS;
-    s->resume_ns = now_ns() + (uint64_t)s->backoff_ms * 1000000u;
+    s->resume_ns = fa_now_ns() + (uint64_t)s->backoff_ms * 1000000u;
     struct epoll_event ev = {.events = 0, .data.fd = s->listen_fd};
     if (epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &ev) < 0)
         return -errno;
@@ -270,7 +264,7 @@ int fa_inline_run(fa_inline *s)
     for (;;) {
         int wait_ms = -1;
         if (s->resume_ns) {
-            uint64_t t = now_ns();
+            uint64_t t = fa_now_ns();
             if (t >= s->resume_ns) {
                 int rc = resume_accepting(s);
                 if (rc < 0)

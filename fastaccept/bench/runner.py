@@ -1,7 +1,7 @@
 """Benchmark fastaccept against reference servers: ``python -m fastaccept bench``.
 
-Every scenario runs the load generator (``fastaccept.loadgen``, in this
-process) against each reference server (``fastaccept.refservers``, one
+Every scenario (``scenarios``) runs the load generator (``loadgen``, in this
+process) against each reference server (``refservers``, one
 process each), interleaved: for each repetition, every server once in turn,
 so slow drift of a noisy machine hits all servers alike. Each run gets a
 fresh server process (no state carried between runs: pool threads, TIME_WAIT
@@ -60,7 +60,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from fastaccept import monitor
+from fastaccept import _kernel
+from fastaccept.bench.scenarios import BASELINE, SCENARIOS, SERVERS, Scenario, ServerSpec
 
 __all__ = [
     "Scenario", "ServerSpec", "SCENARIOS", "SERVERS", "RunResult", "BenchReport",
@@ -84,7 +85,7 @@ NETSTAT_PATH = "/proc/net/netstat"
 # ``python -m`` puts the working directory first on sys.path: children start
 # where this very fastaccept package lives, so they import it and not a source
 # tree that happens to be the working directory.
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # linux/sched.h, linux/sockios.h, net/if.h, linux/time.h (CPUCLOCK_SCHED)
 CLONE_NEWNET = 0x40000000
@@ -95,74 +96,6 @@ IFREQ = struct.Struct("16sH22x")        # struct ifreq: name, then ifr_flags in 
 CPUCLOCK_SCHED = 2
 
 
-@dataclass(frozen=True)
-class Scenario:
-    """One load shape, with the server settings it needs.
-
-    ``workers`` applies to the pooled servers (threadpool; fastaccept-N
-    keeps its own N); ``timeout_s`` bounds each connection and the time
-    connections are started, so a run lasts at most twice that.
-    """
-
-    name: str
-    connections: int
-    quick_connections: int
-    concurrency: int
-    burst: bool
-    backlog: int
-    workers: int
-    sleep_ms: float
-    cpu_ms: float
-    timeout_s: float
-    note: str = ""
-
-    def describe(self, quick: bool = False) -> str:
-        """Return a one-line summary of the load and the handler."""
-        n = self.quick_connections if quick else self.connections
-        load = f"{n} connections at once" if self.burst else \
-            f"{n} connections, {self.concurrency} concurrent"
-        if self.sleep_ms:
-            work = f"handler sleeps {self.sleep_ms:g} ms"
-        elif self.cpu_ms:
-            work = f"handler burns ~{self.cpu_ms:g} ms of pure-Python CPU"
-        else:
-            work = "handler does no extra work"
-        return f"{load}; {work}; backlog {self.backlog}; {self.workers} workers"
-
-
-SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
-    Scenario("throughput", 20000, 2000, 64, False, 128, 8, 0.0, 0.0, 60.0),
-    Scenario("burst", 2000, 500, 0, True, 128, 8, 1.0, 0.0, 15.0),
-    Scenario("burst-2048", 2000, 500, 0, True, 2048, 8, 1.0, 0.0, 15.0),
-    Scenario("burst-cpu", 2000, 500, 0, True, 128, 8, 0.0, 1.0, 15.0),
-    Scenario("seed", 2000, 500, 256, False, 128, 8, 5.0, 0.0, 30.0,
-             note="the design note claims ~200 conn/s for the serial server"),
-)}
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """A reference server as the table names it: a refservers NAME and its workers."""
-
-    label: str
-    kind: str
-    workers: Optional[int] = None       # None: the scenario's
-    uses_workers: bool = True
-
-    def workers_for(self, scenario: Scenario) -> int:
-        """Return the worker count this server runs with in ``scenario``."""
-        return self.workers if self.workers is not None else scenario.workers
-
-
-SERVERS: Dict[str, ServerSpec] = {s.label: s for s in (
-    ServerSpec("serial", "serial", 1, uses_workers=False),
-    ServerSpec("threadpool", "threadpool"),
-    ServerSpec("socketserver", "socketserver", uses_workers=False),
-    ServerSpec("fastaccept-1", "fastaccept", 1),
-    ServerSpec("fastaccept-8", "fastaccept", 8),
-    ServerSpec("c-inline", "c-inline", uses_workers=False),
-)}
-BASELINE = "c-inline"
 
 
 # -- machine counters ---------------------------------------------------------
@@ -170,10 +103,10 @@ BASELINE = "c-inline"
 def read_netstat(path: str = NETSTAT_PATH) -> Dict[str, int]:
     """Return the TcpExt counters of /proc/net/netstat (this network namespace).
 
-    As monitor.read_tcpext, but counters that cannot be read raise OSError:
+    As _kernel.read_tcpext, but counters that cannot be read raise OSError:
     a bench must not report overflows it could not count as zero.
     """
-    counters = monitor.read_tcpext(path)
+    counters = _kernel.read_tcpext(path)
     if not counters:
         raise OSError(errno.ENODATA, f"no TcpExt counters in {path}")
     return counters
@@ -211,10 +144,10 @@ def process_cpu_ns(pid: int, source: str) -> int:
 def listen_queue(sock: socket.socket) -> Tuple[int, int]:
     """Return (connections waiting in the accept queue, its limit) of a listening socket.
 
-    As monitor.listen_queue, but a socket that is closed, not TCP or not
+    As _kernel.listen_queue, but a socket that is closed, not TCP or not
     listening raises OSError (EINVAL), which ends a QueueSampler.
     """
-    got = monitor.listen_queue(sock)
+    got = _kernel.listen_queue(sock)
     if got is None:
         raise OSError(errno.EINVAL, "not a listening TCP socket")
     return got
@@ -292,7 +225,7 @@ class ServerProcess:
             sock.listen(self.backlog)
             self.port = sock.getsockname()[1]
             self._stderr = tempfile.TemporaryFile()
-            cmd = [sys.executable, "-m", "fastaccept.refservers", self.kind,
+            cmd = [sys.executable, "-m", "fastaccept.bench.refservers", self.kind,
                    "--fd", str(sock.fileno()), "--backlog", str(self.backlog),
                    "--workers", str(self.workers), "--sleep-ms", repr(self.sleep_ms),
                    "--cpu-iters", str(self.cpu_iters), "--parent", str(os.getpid())]
@@ -456,7 +389,7 @@ def run_one(scenario: Scenario, spec: ServerSpec, rep: int = 0, *, quick: bool =
             cpu_iters: int = 0, timeout_s: Optional[float] = None,
             source: Optional[str] = None) -> RunResult:
     """Start a fresh server, warm it, run one measured load against it, stop it."""
-    from fastaccept import loadgen
+    from fastaccept.bench import loadgen
 
     result = RunResult(scenario.name, spec.label, rep)
     n = scenario.quick_connections if quick else scenario.connections
@@ -534,8 +467,8 @@ def warm_client(connections: int, timeout_s: float = 10.0) -> int:
     process, the first measured burst behaves like the later ones. No
     server under test sees it.
     """
-    from fastaccept import loadgen
-    from fastaccept.refservers import RESPONSE
+    from fastaccept.bench import loadgen
+    from fastaccept.bench.refservers import RESPONSE
 
     stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -562,7 +495,7 @@ def run_bench(scenarios: Sequence[str], servers: Sequence[str], *, reps: int = D
               quick: bool = False, timeout_s: Optional[float] = None, netns: str = "host",
               netns_reason: str = "", progress: Optional[Progress] = None) -> BenchReport:
     """Run every scenario against every server, interleaved, ``reps`` times."""
-    from fastaccept.refservers import calibrate_cpu_iters
+    from fastaccept.bench.refservers import calibrate_cpu_iters
 
     source = cpu_source()
     # One calibration for every server, so they all do the same work.
@@ -829,7 +762,7 @@ def main(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401  (fail before the runs, not after)
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install 'fastaccept[plot]'") from None
-    from fastaccept import loadgen  # noqa: F401  (fail early if the extension is missing)
+    from fastaccept.bench import loadgen  # noqa: F401  (fail early if the extension is missing)
 
     if args.no_netns:
         netns, reason = "host", "--no-netns"

@@ -1,0 +1,143 @@
+"""Defaults, bounds and argument checks, in one place; binding and listening.
+
+Every public constructor (``Server``, ``TCPServer``, the WSGI server, the
+command line and the bench's load generator) checks its arguments with these
+functions, so a bad value raises the same ``TypeError``/``ValueError``
+naming the argument and its range wherever it is given, before any thread
+or socket exists.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from typing import Any, Optional, Tuple
+
+from fastaccept import _kernel
+from fastaccept._core import (DEFAULT_MAX_BATCH, DEFAULT_NAP_US, DEFAULT_SPIN_US, MAX_NAP_US,
+                              MAX_SHED_RESPONSE, MAX_SPIN_US, OVERLOAD_POLICIES,
+                              RING_MAX_CAPACITY, RING_MIN_CAPACITY)
+
+__all__ = [
+    "DEFAULT_WORKERS", "MAX_WORKERS", "DEFAULT_BACKLOG", "DEFAULT_RING_SIZE", "DEFAULT_TIMEOUT",
+    "DEFAULT_MAX_BATCH", "MAX_BATCH", "DEFAULT_SPIN_US", "MAX_SPIN_US", "DEFAULT_NAP_US",
+    "MAX_NAP_US", "DEFAULT_WORKER_NICE", "OVERLOAD_POLICIES", "MAX_SHED_RESPONSE",
+    "check_int", "check_ring_size", "check_timeout", "check_seconds", "check_overload",
+    "check_listening", "listen",
+]
+
+log = logging.getLogger("fastaccept")
+
+DEFAULT_WORKERS = 8
+MAX_WORKERS = 4096
+DEFAULT_BACKLOG = 2048
+DEFAULT_RING_SIZE = 4096
+MAX_BATCH = 65536
+#: Seconds a connection may keep a worker waiting in one socket operation
+#: (``conn.settimeout``). Finite by default: without it, a client that
+#: connects and sends nothing (slowloris) holds a worker for ever, and
+#: ``workers`` of them stop the server. 30 s is what users of other servers
+#: expect (gunicorn's worker timeout is 30 s, nginx's client_header_timeout
+#: 60 s) and is far above any honest client's pause on a live connection.
+DEFAULT_TIMEOUT = 30.0
+#: How far workers step back for the accept loop (see server._lower_priority).
+DEFAULT_WORKER_NICE = 10
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> int:
+    """value, or TypeError (not an int) / ValueError (outside [low, high]) naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def check_ring_size(ring_size: Any) -> int:
+    """A power of two in [RING_MIN_CAPACITY, RING_MAX_CAPACITY]."""
+    check_int("ring_size", ring_size, RING_MIN_CAPACITY, RING_MAX_CAPACITY)
+    if ring_size & (ring_size - 1):
+        raise ValueError(f"ring_size must be a power of two, got {ring_size}")
+    return int(ring_size)
+
+
+def check_timeout(timeout: Any, name: str = "timeout") -> Optional[float]:
+    """None (no timeout) or a number of seconds >= 0, as a float."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{name} must be None or a number, got {type(timeout).__name__}")
+    if not timeout >= 0:
+        raise ValueError(f"{name} must be None or >= 0, got {timeout}")
+    return float(timeout)
+
+
+def check_seconds(name: str, value: Any, high: float, *, allow_none: bool = False
+                  ) -> Optional[float]:
+    """A finite number of seconds in (0, high]; None too when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        what = "a number of seconds or None" if allow_none else "a number of seconds"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0 < value <= high):
+        raise ValueError(f"{name} must be in (0, {high:g}] seconds, got {value!r}")
+    return float(value)
+
+
+def check_overload(overload: Any, shed_response: Any) -> Tuple[str, bytes]:
+    """The overload policy and its shed response, as (policy, bytes)."""
+    if overload not in OVERLOAD_POLICIES:
+        raise ValueError(f"overload must be 'queue' or 'shed', got {overload!r}")
+    if not isinstance(shed_response, (bytes, bytearray, memoryview)):
+        raise TypeError(f"shed_response must be bytes, got {type(shed_response).__name__}")
+    response = bytes(shed_response)
+    if len(response) > MAX_SHED_RESPONSE:
+        raise ValueError(f"shed_response must be at most {MAX_SHED_RESPONSE} bytes, "
+                         f"got {len(response)}")
+    if response and overload != "shed":
+        # Most likely a forgotten overload="shed": say so rather than never shed.
+        raise ValueError("shed_response is sent only with overload='shed'")
+    return overload, response
+
+
+def check_listening(sock: Any) -> socket.socket:
+    """sock, if it is a bound and listening SOCK_STREAM socket."""
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"sock must be a socket.socket, got {type(sock).__name__}")
+    if sock.fileno() < 0:
+        raise ValueError("sock is closed")
+    if sock.type != socket.SOCK_STREAM:
+        raise ValueError(f"sock must be SOCK_STREAM, got {sock.type!r}")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise ValueError("sock must be bound and listening (call listen() first)")
+    return sock
+
+
+def warn_if_capped(backlog: int) -> None:
+    """Log once when net.core.somaxconn caps ``backlog``."""
+    somaxconn = _kernel.somaxconn()
+    if somaxconn is not None and backlog > somaxconn:
+        log.warning("backlog %d is capped by net.core.somaxconn: the effective backlog is %d",
+                    backlog, somaxconn)
+
+
+def listen(host: str, port: int, backlog: int, *, reuse_port: bool = False) -> socket.socket:
+    """Return a socket bound to (host, port) and listening; nothing left open on error.
+
+    SO_REUSEADDR always (a restarted server rebinds at once over TIME_WAIT);
+    SO_REUSEPORT when ``reuse_port``, for one listener per process."""
+    family, type_, proto, _, sockaddr = socket.getaddrinfo(
+        host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    warn_if_capped(backlog)
+    return sock
