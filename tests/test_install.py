@@ -67,7 +67,8 @@ class Clone:
                               capture_output=True, text=True, timeout=timeout)
 
     def popen(self, line: str) -> subprocess.Popen:
-        return subprocess.Popen(line, shell=True, cwd=str(self.dir), env=self.env,
+        """Start one command line; exec, so that signals reach the command itself."""
+        return subprocess.Popen(f"exec {line}", shell=True, cwd=str(self.dir), env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
 
