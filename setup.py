@@ -41,4 +41,8 @@ extensions = [
     ),
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}))
+# No pickling (the objects hold C state and descriptors) and no doctest dict:
+# neither is part of the typed surface the .pyi stubs describe.
+DIRECTIVES = {"language_level": "3", "auto_pickle": False, "autotestdict": False}
+
+setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))

@@ -18,7 +18,8 @@ import pytest
 
 from fastaccept import bench
 
-loadgen = pytest.importorskip("fastaccept.bench.loadgen", reason="fastaccept.bench._loadgen is not built")
+loadgen = pytest.importorskip("fastaccept.bench.loadgen",
+                              reason="fastaccept.bench._loadgen is not built")
 
 
 def _median(values: List[Any]) -> float:

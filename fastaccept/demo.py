@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import socket
 import threading
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from fastaccept._core import OVERLOAD_POLICIES
 from fastaccept._options import DEFAULT_BACKLOG, DEFAULT_RING_SIZE, DEFAULT_TIMEOUT
@@ -37,7 +37,7 @@ def demo_handler(conn: socket.socket, addr: Any) -> None:
     conn.sendall(DEMO_REPLY)
 
 
-def format_stats(st: dict) -> str:
+def format_stats(st: Dict[str, Any]) -> str:
     """Return one line summarising Server.stats() for a terminal."""
     errors = ", ".join(f"{k} {v}" for k, v in st["accept_errors"].items()) or "none"
     return (f"accepted {st['accepted']}  handled {st['handled']}  handler errors "

@@ -229,8 +229,8 @@ def rates(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, Optional[f
     out: Dict[str, Optional[float]] = {}
     for key in ("listen_overflows", "listen_drops"):
         a, b = before.get(key), after.get(key)
-        ok = a is not None and b is not None and dt > 0 and b >= a
-        out[key + "_per_s"] = (b - a) / dt if ok else None
+        out[key + "_per_s"] = ((b - a) / dt if a is not None and b is not None and dt > 0
+                               and b >= a else None)
     return out
 
 

@@ -121,7 +121,7 @@ class Collector:
         for key, doc in COUNTERS:
             family = CounterMetricFamily(PREFIX + key, doc, labels=labels)
             for values, _, st in snaps:
-                if st.get(key) is not None:     # a TCPServer not serving yet has no stats
+                if st.get(key) is not None:
                     family.add_metric(values, st[key])
             yield family
 
@@ -133,11 +133,11 @@ class Collector:
         yield errors
 
         for key, doc in GAUGES:
-            family = GaugeMetricFamily(PREFIX + key, doc, labels=labels)
+            gauge = GaugeMetricFamily(PREFIX + key, doc, labels=labels)
             for values, _, st in snaps:
                 if st.get(key) is not None:     # kernel keys are None once closed
-                    family.add_metric(values, st[key])
-            yield family
+                    gauge.add_metric(values, st[key])
+            yield gauge
 
         waits = HistogramMetricFamily(PREFIX + "queue_wait_seconds", QUEUE_WAIT_HELP,
                                       labels=labels)
@@ -162,4 +162,4 @@ class Collector:
 
 
 def _le(bound_us: float) -> str:
-    return floatToGoString(bound_us / 1e6)
+    return str(floatToGoString(bound_us / 1e6))

@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
+import socket as _socket
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fastaccept import _fork, _kernel, _options, _stats
 from fastaccept._core import Acceptor, close_fd
@@ -36,7 +36,7 @@ __all__ = ["Server", "Handler"]
 
 log = logging.getLogger("fastaccept")
 
-Handler = Callable[[socket.socket, Any], Any]
+Handler = Callable[[_socket.socket, Any], Any]
 
 #: The keys of Acceptor.stats(), for the stats of a server not started yet.
 _CORE_STATS_KEYS = ("accepted", "accept_errors", "emfile_pauses", "shed", "ring_depth",
@@ -66,7 +66,7 @@ def _lower_priority(nice: int) -> None:
         log.debug("could not lower the worker's priority: %s", e)
 
 
-def _close_quietly(conn: socket.socket) -> None:
+def _close_quietly(conn: _socket.socket) -> None:
     """Close conn without releasing the GIL (see close_fd); never raises."""
     fd = conn.detach()      # -1 if the handler closed or detached it
     if fd >= 0:
@@ -115,7 +115,7 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        sock: Optional[socket.socket] = None,
+        sock: Optional[_socket.socket] = None,
         workers: int = DEFAULT_WORKERS,
         backlog: int = DEFAULT_BACKLOG,
         ring_size: int = DEFAULT_RING_SIZE,
@@ -156,7 +156,7 @@ class Server:
         self._overload, self._shed_response = _options.check_overload(overload, shed_response)
         self._end_listen = end_listen
         self._handler = None
-        self._sock: socket.socket = None  # type: ignore[assignment]  # set by _adopt
+        self._sock: _socket.socket = None  # type: ignore[assignment]  # set by _adopt
         self._address: Any = None
         self._backlog: Optional[int] = None
         self._lock = threading.Lock()
@@ -164,7 +164,7 @@ class Server:
         self._state = "new"
         self._counts: List[WorkerCounts] = []
         self._reset_run()
-        self._final_stats: Optional[dict] = None
+        self._final_stats: Optional[Dict[str, Any]] = None
         self._final_waits: Optional[Tuple[List[int], int]] = None
 
     def _reset_run(self) -> None:
@@ -179,7 +179,7 @@ class Server:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
 
-    def _adopt(self, sock: socket.socket) -> None:
+    def _adopt(self, sock: _socket.socket) -> None:
         """Take the listening socket: the server owns (and closes) it from now on."""
         self._sock = sock
         kernel = _kernel.listen_queue(sock)
@@ -195,7 +195,7 @@ class Server:
         return self._address
 
     @property
-    def socket(self) -> socket.socket:
+    def socket(self) -> _socket.socket:
         """The listening socket."""
         return self._sock
 
@@ -342,7 +342,7 @@ class Server:
 
     # -- steps, called in a worker thread (override in a subclass) -------
 
-    def process_connection(self, conn: socket.socket, addr: Any) -> Any:
+    def process_connection(self, conn: _socket.socket, addr: Any) -> Any:
         """Serve one connection: run the handler, then close ``conn``.
 
         The connection is closed when the handler returns or raises, unless
@@ -356,7 +356,7 @@ class Server:
         finally:
             _close_quietly(conn)
 
-    def handle_error(self, conn: socket.socket, addr: Any) -> None:
+    def handle_error(self, conn: _socket.socket, addr: Any) -> None:
         """Called (in the worker) with the exception that escaped
         process_connection: log it with the traceback on "fastaccept"."""
         log.exception("handler raised for connection from %s", addr)
@@ -364,13 +364,13 @@ class Server:
     def service_actions(self) -> None:
         """Called by serve_forever() every poll_interval; does nothing."""
 
-    def _unhandled(self, conn: socket.socket, addr: Any) -> None:
+    def _unhandled(self, conn: _socket.socket, addr: Any) -> None:
         """What a worker does with an exception that escaped process_connection."""
         self.handle_error(conn, addr)
 
     # -- observability ----------------------------------------------------
 
-    def stats(self) -> dict:
+    def stats(self) -> Dict[str, Any]:
         """Return a snapshot of the counters and of the kernel's accept queue.
 
         Cheap enough to call every second under full load (about 0.1 ms,
@@ -410,7 +410,7 @@ class Server:
     def __repr__(self) -> str:
         return f"<fastaccept.{type(self).__name__} {self._state} on {self._address!r}>"
 
-    def _core_stats(self) -> dict:
+    def _core_stats(self) -> Dict[str, Any]:
         """The acceptor's counters: live while it is open, else the copy saved
         just before it was closed. Takes no lock: acceptor.stats() runs with
         the GIL held, so close() cannot interleave with it, and the copy is
@@ -519,7 +519,7 @@ class Server:
                 return
             fd, addr, _ = item
             try:
-                conn = socket.socket(family, type_, proto, fd)
+                conn = _socket.socket(family, type_, proto, fd)
             except OSError:
                 os.close(fd)
                 counts.errors += 1

@@ -91,7 +91,7 @@ class TCPServer(Server):
                 self.server_close()
                 raise
 
-    @property   # type: ignore[override]
+    @property
     def socket(self) -> _socket.socket:
         """The listening socket (an attribute, as in socketserver)."""
         return self._sock

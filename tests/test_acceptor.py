@@ -299,7 +299,8 @@ def test_acceptor_stop_before_run_closes_ring(listener):
         acceptor.stop()
         t0 = time.monotonic()
         assert acceptor.pop(timeout=5.0) is None
-        assert time.monotonic() - t0 < 4.0, "pop() waited for its timeout instead of seeing the close"
+        assert time.monotonic() - t0 < 4.0, \
+            "pop() waited for its timeout instead of seeing the close"
         # The thread meant to run the loop may start after its owner gave up
         # on it: run() then returns at once, and only once.
         assert acceptor.run() is None

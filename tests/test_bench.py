@@ -29,7 +29,8 @@ def _has_loadgen() -> bool:
     return True
 
 
-needs_loadgen = pytest.mark.skipif(not _has_loadgen(), reason="fastaccept.bench._loadgen is not built")
+needs_loadgen = pytest.mark.skipif(not _has_loadgen(),
+                                   reason="fastaccept.bench._loadgen is not built")
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> bytes:

@@ -1,5 +1,5 @@
 """Typed surface of the native benchmark instruments (see _loadgen.pyx)."""
-from typing import Dict, Union
+from typing import Any, Dict
 
 MAX_CONNECTIONS: int
 MAX_CONCURRENCY: int
@@ -9,7 +9,7 @@ HARVEST_EVERY: int
 
 def load(family: int, ip: str, port: int, scope_id: int, connections: int,
          concurrency: int, timeout_ns: int, request: bytes,
-         max_ns: int = 0) -> Dict[str, Union[int, bool, Dict[str, int]]]:
+         max_ns: int = 0) -> Dict[str, Any]:
     """Run one load; return the raw counters and percentiles (nanoseconds) as a dict."""
     ...
 

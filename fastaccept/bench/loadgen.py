@@ -44,7 +44,7 @@ import os
 import resource
 import socket
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 from fastaccept._options import check_int, check_seconds
 from fastaccept.bench import _loadgen
@@ -104,14 +104,14 @@ class LoadResult:
 
     connections: int
     completed: int
-    failures: dict
+    failures: Dict[str, int]
     elapsed_s: float
     issue_s: float
     conn_per_s: float
     connect_ms: Percentiles
     rtt_ms: Percentiles
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         """Return the result as plain dicts and numbers (JSON-ready)."""
         return dataclasses.asdict(self)
 
@@ -138,11 +138,12 @@ def _resolve(host: Any, port: int) -> Tuple[int, str, int]:
         raise ValueError(f"host {host!r} does not resolve: {e}") from e
     for family, _, _, _, sockaddr in infos:
         if family == socket.AF_INET:
-            return family, sockaddr[0], 0
+            return int(family), str(sockaddr[0]), 0
         if family == socket.AF_INET6:
             # a scoped address comes back as "fe80::1%eth0"; the scope
             # travels as a number
-            return family, sockaddr[0].split("%", 1)[0], sockaddr[3]
+            v6 = cast(Tuple[str, int, int, int], sockaddr)
+            return int(family), v6[0].split("%", 1)[0], v6[3]
     raise ValueError(f"host {host!r} has no IPv4 or IPv6 address")
 
 

@@ -122,7 +122,8 @@ def make_handler(sleep_ms: float = 0.0, cpu_iters: int = 0) -> Handler:
     return working_handler
 
 
-def _serve_one(handler: Handler, conn: socket.socket, addr: Any, served: "itertools.count[int]") -> None:
+def _serve_one(handler: Handler, conn: socket.socket, addr: Any,
+               served: "itertools.count[int]") -> None:
     try:
         handler(conn, addr)
     except OSError:
@@ -335,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fastaccept.bench.refservers",
                                 description="run one reference server for the benchmarks")
     p.add_argument("name", choices=NAMES)
-    p.add_argument("--backlog", type=int, default=128, help="listen backlog when binding (default 128)")
+    p.add_argument("--backlog", type=int, default=128,
+                   help="listen backlog when binding (default 128)")
     p.add_argument("--workers", type=int, default=8,
                    help="worker threads for threadpool and fastaccept (default 8)")
     p.add_argument("--sleep-ms", type=float, default=0.0, help="handler sleeps this long")

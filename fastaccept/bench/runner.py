@@ -211,7 +211,7 @@ class ServerProcess:
         self.cpu_iters = cpu_iters
         self.source = source or cpu_source()
         self.sock: Optional[socket.socket] = None
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
         self.served: Optional[int] = None
         self._stderr: Optional[Any] = None
@@ -246,7 +246,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([out], [], [], max(0.0, deadline - time.monotonic()))
             if ready:
-                return out.readline()       # the server writes the line in one flush
+                return bytes(out.readline())    # the server writes the line in one flush
         return b""
 
     def _why(self) -> str:
