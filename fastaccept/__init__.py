@@ -42,8 +42,8 @@ except ImportError as e:  # pragma: no cover - depends on the install
         "with `pip install .` from the source tree, and do not import it from the "
         f"source directory itself ({e})") from e
 
-from fastaccept.server import Server  # noqa: E402
+from fastaccept.server import KEEP, Server  # noqa: E402
 from fastaccept.tcpserver import TCPServer  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Server", "TCPServer", "Acceptor", "Ring", "__version__"]
+__all__ = ["Server", "TCPServer", "KEEP", "Acceptor", "Ring", "__version__"]

@@ -1,6 +1,6 @@
 # Declarations of the C core in src/. Every function here is safe to call
 # without the GIL; none of them touches a Python object.
-from libc.stdint cimport uint32_t, uint64_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -14,10 +14,17 @@ cdef extern from "fa_config.h" nogil:
 
 
 cdef extern from "fa_ring.h" nogil:
+    int FA_CONN_NEW
+    int FA_CONN_RESUMED
+
     ctypedef struct fa_conn:
         int fd
         socklen_t addrlen
         uint64_t accepted_ns
+        uint64_t ready_ns
+        uint32_t kind
+        uint32_t data_len
+        void *data
         sockaddr_storage addr
 
     ctypedef struct fa_ring:
@@ -50,6 +57,22 @@ cdef extern from "fa_park.h" nogil:
     int fa_pop_wait(fa_ring *r, fa_lot *lot, fa_conn *out, int64_t timeout_ns)
 
 
+cdef extern from "fa_conn.h" nogil:
+    ctypedef struct fa_list:
+        int32_t head
+        uint32_t len
+
+    ctypedef struct fa_conns:
+        fa_list idle
+        fa_list ready
+
+    ctypedef struct fa_backq:
+        pass
+
+    int fa_list_pop(fa_conns *t, fa_list *l)
+    int fa_backq_pop(fa_backq *q)
+
+
 cdef extern from "fa_accept.h" nogil:
     int FA_ERRNO_SLOTS
 
@@ -59,16 +82,26 @@ cdef extern from "fa_accept.h" nogil:
     ctypedef struct fa_acceptor:
         fa_ring ring
         fa_lot lot
+        fa_conns conns
+        fa_backq back
+        int dispatch
+        uint64_t idle_ns
+        uint32_t max_conns
         uint32_t max_batch
         uint32_t spin_ns
         uint32_t nap_ns
         int overload
         int epoll_fd
-        int stop_fd
+        int wake_fd
         int placeholder_fd
         int end_listen
 
     int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch)
+    int FA_DISPATCH_ACCEPT
+    int FA_DISPATCH_READABLE
+    unsigned int FA_MAX_CONNS_DEFAULT
+    unsigned int FA_MAX_CONNS_MAX
+    int fa_acceptor_set_conns(fa_acceptor *a, int dispatch, uint64_t idle_ns, uint32_t max_conns)
     unsigned int FA_SPIN_DEFAULT_NS
     unsigned int FA_SPIN_MAX_NS
     int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns)
@@ -86,12 +119,22 @@ cdef extern from "fa_accept.h" nogil:
     void fa_acceptor_stop(fa_acceptor *a)
     void fa_acceptor_abort(fa_acceptor *a)
     void fa_acceptor_destroy(fa_acceptor *a)
+    void fa_acceptor_finish(fa_acceptor *a, int fd)
+    int fa_acceptor_keep(fa_acceptor *a, int fd)
     uint64_t fa_stat_accepted(fa_acceptor *a)
     uint64_t fa_stat_batches(fa_acceptor *a)
     uint64_t fa_stat_naps(fa_acceptor *a)
     uint64_t fa_stat_ring_full_waits(fa_acceptor *a)
     uint64_t fa_stat_emfile_pauses(fa_acceptor *a)
     uint64_t fa_stat_shed(fa_acceptor *a)
+    uint64_t fa_stat_dispatched(fa_acceptor *a)
+    uint64_t fa_stat_kept(fa_acceptor *a)
+    uint64_t fa_stat_idle_closed(fa_acceptor *a)
+    uint64_t fa_stat_peer_closed(fa_acceptor *a)
+    uint64_t fa_stat_stop_closed(fa_acceptor *a)
+    uint64_t fa_stat_max_conns_pauses(fa_acceptor *a)
+    uint64_t fa_stat_waiting(fa_acceptor *a)
+    int64_t fa_stat_open(fa_acceptor *a)
     uint64_t fa_stat_errors(fa_acceptor *a, int err)
 
 

@@ -11,6 +11,7 @@ import os as _os
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free
 from libc.string cimport memset
 from posix.types cimport pid_t
 from posix.unistd cimport close, getpid
@@ -70,6 +71,18 @@ MAX_NAP_US = FA_NAP_MAX_NS // 1000
 OVERLOAD_POLICIES = ("queue", "shed")
 #: How listening ends once the loop has drained the kernel queue on stop.
 END_LISTEN_CHOICES = ("release", "keep")
+#: Where a new connection goes: "readable" waits in C for its first bytes,
+#: "accept" goes to a worker at once (protocols where the server speaks first).
+DISPATCH_CHOICES = ("readable", "accept")
+DEFAULT_MAX_CONNECTIONS = FA_MAX_CONNS_DEFAULT
+MAX_CONNECTIONS = FA_MAX_CONNS_MAX
+#: The keys of Acceptor.stats(), in order.
+STATS_KEYS = ("accepted", "accept_errors", "emfile_pauses", "shed", "ring_depth",
+              "ring_high_water", "ring_full_waits", "ring_capacity", "accept_batches",
+              "accept_naps", "workers_parked", "worker_wakeups", "worker_sleeps",
+              "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us",
+              "conns_open", "conns_waiting", "dispatched", "kept", "idle_closed",
+              "peer_closed", "stop_closed", "max_connections_pauses")
 MAX_SHED_RESPONSE = FA_SHED_RESPONSE_MAX
 
 
@@ -141,9 +154,13 @@ cdef int64_t _timeout_ns(object timeout) except -2:
 
 cdef inline object _entry(fa_conn *c, fa_hist *waits):
     """The (fd, addr, accepted_ns) tuple of a popped entry; records its queue
-    wait in waits unless that is NULL."""
+    wait (from the moment it was ready for a worker) in waits unless that is
+    NULL. Bytes the loop read for it are freed here (nothing reads them yet)."""
     if waits != NULL:
-        fa_hist_record_ns(waits, fa_now_ns() - c.accepted_ns)
+        fa_hist_record_ns(waits, fa_now_ns() - c.ready_ns)
+    if c.data != NULL:
+        free(c.data)
+        c.data = NULL
     return (c.fd, _peer_address(c), c.accepted_ns)
 
 
@@ -257,6 +274,7 @@ cdef class Ring:
         c.fd = fd
         c.addr.ss_family = AF_UNSPEC
         c.accepted_ns = fa_now_ns()
+        c.ready_ns = c.accepted_ns
         if fa_ring_push(&self.ring, &c) < 0:
             return False
         fa_lot_wake_one(&self.lot)
@@ -308,7 +326,8 @@ cdef class Acceptor:
 
     def __cinit__(self, int fd, ring_size=4096, max_batch=DEFAULT_MAX_BATCH,
                   spin_us=DEFAULT_SPIN_US, overload="queue", shed_response=b"",
-                  nap_us=DEFAULT_NAP_US, end_listen="release"):
+                  nap_us=DEFAULT_NAP_US, end_listen="release", dispatch="accept",
+                  idle_timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS):
         cap = _int_arg("ring_size", ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
@@ -327,6 +346,12 @@ cdef class Acceptor:
                              f"got {len(response)}")
         if end_listen not in END_LISTEN_CHOICES:
             raise ValueError(f"end_listen must be 'release' or 'keep', got {end_listen!r}")
+        if dispatch not in DISPATCH_CHOICES:
+            raise ValueError(f"dispatch must be 'readable' or 'accept', got {dispatch!r}")
+        cdef int64_t idle_ns = _timeout_ns(idle_timeout) if idle_timeout is not None else 0
+        if idle_timeout is not None and idle_ns <= 0:
+            raise ValueError(f"idle_timeout must be None or > 0, got {idle_timeout!r}")
+        conns = _int_arg("max_connections", max_connections, 1, FA_MAX_CONNS_MAX)
         if fd < 0:
             raise ValueError(f"fd must be a listening socket's descriptor, got {fd}")
         rc = fa_acceptor_init(&self.a, fd, cap, batch)
@@ -335,6 +360,12 @@ cdef class Acceptor:
         fa_acceptor_set_spin(&self.a, spin * 1000)
         fa_acceptor_set_nap(&self.a, nap * 1000)
         fa_acceptor_set_end_listen(&self.a, FA_END_KEEP if end_listen == "keep" else FA_END_RELEASE)
+        rc = fa_acceptor_set_conns(
+            &self.a, FA_DISPATCH_READABLE if dispatch == "readable" else FA_DISPATCH_ACCEPT,
+            <uint64_t>idle_ns, conns)
+        if rc < 0:
+            fa_acceptor_destroy(&self.a)
+            raise _os_error(rc)
         rc = fa_acceptor_set_overload(
             &self.a, FA_OVERLOAD_SHED if overload == "shed" else FA_OVERLOAD_QUEUE,
             <const char *>response, len(response))
@@ -387,6 +418,21 @@ cdef class Acceptor:
     def overload(self):
         """What a connection that finds the ring full gets: "queue" or "shed"."""
         return "shed" if self.a.overload == FA_OVERLOAD_SHED else "queue"
+
+    @property
+    def dispatch(self):
+        """Where a new connection goes: "readable" (waits in C) or "accept"."""
+        return "readable" if self.a.dispatch == FA_DISPATCH_READABLE else "accept"
+
+    @property
+    def idle_timeout(self):
+        """Seconds a connection may wait in C with nothing for a worker (None: for ever)."""
+        return self.a.idle_ns / 1e9 if self.a.idle_ns else None
+
+    @property
+    def max_connections(self):
+        """Open connections at most (waiting in C, in the ring, in workers)."""
+        return self.a.max_conns
 
     @property
     def end_listen(self):
@@ -450,8 +496,23 @@ cdef class Acceptor:
         finally:
             self.waiters -= 1
 
+    def finish(self, int fd):
+        """A worker is done with a popped connection: close fd (unless it is
+        negative: the handler closed it or took it away) and count it out of
+        the open connections. Does not release the GIL (close() of an
+        accepted socket does not block)."""
+        self._check()
+        fa_acceptor_finish(&self.a, fd)
+
+    def keep(self, int fd):
+        """Give a popped connection back to the loop, to wait in C for its
+        next request (the handler's KEEP). Return True if the loop took it;
+        False if it was closed instead (the loop stops, or is gone)."""
+        self._check()
+        return fa_acceptor_keep(&self.a, fd) == 1
+
     def stats(self):
-        """Return the loop's counters as a dict."""
+        """Return the loop's counters as a dict (keys: STATS_KEYS)."""
         self._check()
         errors = {}
         cdef int e
@@ -479,6 +540,14 @@ cdef class Acceptor:
             "queue_wait_count": waited,
             "queue_wait_p50_us": fa_hist_quantile_us(counts, waited, 0.50),
             "queue_wait_p99_us": fa_hist_quantile_us(counts, waited, 0.99),
+            "conns_open": fa_stat_open(&self.a),
+            "conns_waiting": fa_stat_waiting(&self.a),
+            "dispatched": fa_stat_dispatched(&self.a),
+            "kept": fa_stat_kept(&self.a),
+            "idle_closed": fa_stat_idle_closed(&self.a),
+            "peer_closed": fa_stat_peer_closed(&self.a),
+            "stop_closed": fa_stat_stop_closed(&self.a),
+            "max_connections_pauses": fa_stat_max_conns_pauses(&self.a),
         }
 
     def queue_wait_histogram(self, bounds_us):
@@ -522,7 +591,8 @@ cdef class Acceptor:
         cdef int n = 0
         self._check()
         while fa_try_pop(&self.a.ring, &self.a.lot, &c) == 0:
-            close(c.fd)
+            free(c.data)
+            fa_acceptor_finish(&self.a, c.fd)
             n += 1
         return n
 
@@ -549,12 +619,28 @@ cdef class Acceptor:
         while fa_ring_pop(&self.a.ring, &c) == 0:
             close(c.fd)
             n += 1
+        # ... and of the connections waiting in C, or on their way back
+        cdef int fd
+        for lst in (0, 1):
+            while True:
+                fd = fa_list_pop(&self.a.conns,
+                                 &self.a.conns.idle if lst == 0 else &self.a.conns.ready)
+                if fd < 0:
+                    break
+                close(fd)
+                n += 1
+        while True:
+            fd = fa_backq_pop(&self.a.back)
+            if fd < 0:
+                break
+            close(fd)
+            n += 1
         if self.a.epoll_fd >= 0:
             close(self.a.epoll_fd)
             self.a.epoll_fd = -1
-        if self.a.stop_fd >= 0:
-            close(self.a.stop_fd)
-            self.a.stop_fd = -1
+        if self.a.wake_fd >= 0:
+            close(self.a.wake_fd)
+            self.a.wake_fd = -1
         if self.a.placeholder_fd >= 0:
             close(self.a.placeholder_fd)
             self.a.placeholder_fd = -1

@@ -14,7 +14,8 @@ import socket
 from typing import Any, Optional, Tuple
 
 from fastaccept import _kernel
-from fastaccept._core import (DEFAULT_MAX_BATCH, DEFAULT_NAP_US, DEFAULT_SPIN_US, MAX_NAP_US,
+from fastaccept._core import (DEFAULT_MAX_BATCH, DEFAULT_MAX_CONNECTIONS, DEFAULT_NAP_US,
+                              DEFAULT_SPIN_US, DISPATCH_CHOICES, MAX_CONNECTIONS, MAX_NAP_US,
                               MAX_SHED_RESPONSE, MAX_SPIN_US, OVERLOAD_POLICIES,
                               RING_MAX_CAPACITY, RING_MIN_CAPACITY)
 
@@ -22,6 +23,8 @@ __all__ = [
     "DEFAULT_WORKERS", "MAX_WORKERS", "DEFAULT_BACKLOG", "DEFAULT_RING_SIZE", "DEFAULT_TIMEOUT",
     "DEFAULT_MAX_BATCH", "MAX_BATCH", "DEFAULT_SPIN_US", "MAX_SPIN_US", "DEFAULT_NAP_US",
     "MAX_NAP_US", "DEFAULT_WORKER_NICE", "OVERLOAD_POLICIES", "MAX_SHED_RESPONSE",
+    "DEFAULT_IDLE_TIMEOUT", "MAX_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "MAX_CONNECTIONS",
+    "DISPATCH_CHOICES", "check_dispatch", "check_idle_timeout",
     "check_int", "check_ring_size", "check_timeout", "check_seconds", "check_overload",
     "check_listening", "listen",
 ]
@@ -42,6 +45,13 @@ MAX_BATCH = 65536
 DEFAULT_TIMEOUT = 30.0
 #: How far workers step back for the accept loop (see server._lower_priority).
 DEFAULT_WORKER_NICE = 10
+#: Seconds a connection may wait in C with nothing for a worker (its first
+#: bytes, or its next request after a KEEP) before C closes it. As
+#: DEFAULT_TIMEOUT for the first request (a slowloris costs no thread now,
+#: only ~170 bytes, but must not wait for ever); about what keep-alive
+#: clients and proxies expect of an idle connection (nginx 75 s, gunicorn 2 s).
+DEFAULT_IDLE_TIMEOUT = 30.0
+MAX_IDLE_TIMEOUT = 7 * 86400.0
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -83,6 +93,18 @@ def check_seconds(name: str, value: Any, high: float, *, allow_none: bool = Fals
     if not (math.isfinite(value) and 0 < value <= high):
         raise ValueError(f"{name} must be in (0, {high:g}] seconds, got {value!r}")
     return float(value)
+
+
+def check_dispatch(dispatch: Any) -> str:
+    """Where a new connection goes: "readable" (waits in C) or "accept"."""
+    if dispatch not in DISPATCH_CHOICES:
+        raise ValueError(f"dispatch must be 'readable' or 'accept', got {dispatch!r}")
+    return str(dispatch)
+
+
+def check_idle_timeout(idle_timeout: Any) -> Optional[float]:
+    """None (wait for ever) or seconds in (0, MAX_IDLE_TIMEOUT]."""
+    return check_seconds("idle_timeout", idle_timeout, MAX_IDLE_TIMEOUT, allow_none=True)
 
 
 def check_overload(overload: Any, shed_response: Any) -> Tuple[str, bytes]:

@@ -1,12 +1,15 @@
 """``Server``: the accept loop in C, a pool of worker threads, and their steps.
 
 A ``Server`` owns one ``Acceptor`` (the GIL-free accept loop, see ``_core``)
-and a fixed pool of worker threads that pop accepted connections from its
-ring. What a worker does with a connection is a named step, as in
-socketserver, so that ``TCPServer`` and the HTTP server override one step
-and keep the lifecycle:
+and a fixed pool of worker threads that pop connections from its ring. A
+connection reaches a worker only when it has work for it: by default it
+waits in C until its first bytes arrive, and a handler that returns
+``KEEP`` gives it back to C to wait for its next request. What a worker does
+with a connection is a named step, as in socketserver, so that ``TCPServer``
+and the HTTP server override one step and keep the lifecycle:
 
-    process_connection(conn, addr)   serve one connection (the handler)
+    process_connection(conn, addr)   serve one connection (the handler); its
+                                     result KEEP keeps the connection
     handle_error(conn, addr)         an exception escaped process_connection
     service_actions()                called by serve_forever() every poll_interval
 
@@ -25,24 +28,43 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fastaccept import _fork, _kernel, _options, _stats
-from fastaccept._core import Acceptor, close_fd
-from fastaccept._options import (DEFAULT_BACKLOG, DEFAULT_MAX_BATCH, DEFAULT_NAP_US,
-                                 DEFAULT_RING_SIZE, DEFAULT_SPIN_US, DEFAULT_TIMEOUT,
-                                 DEFAULT_WORKER_NICE, DEFAULT_WORKERS, MAX_BATCH, MAX_NAP_US,
+from fastaccept._core import STATS_KEYS, Acceptor
+from fastaccept._options import (DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BATCH,
+                                 DEFAULT_MAX_CONNECTIONS, DEFAULT_NAP_US, DEFAULT_RING_SIZE,
+                                 DEFAULT_SPIN_US, DEFAULT_TIMEOUT, DEFAULT_WORKER_NICE,
+                                 DEFAULT_WORKERS, MAX_BATCH, MAX_CONNECTIONS, MAX_NAP_US,
                                  MAX_SPIN_US, MAX_WORKERS)
 from fastaccept._stats import QUEUE_WAIT_BOUNDS_US, WorkerCounts
 
-__all__ = ["Server", "Handler"]
+__all__ = ["Server", "Handler", "KEEP"]
 
 log = logging.getLogger("fastaccept")
 
 Handler = Callable[[_socket.socket, Any], Any]
 
-#: The keys of Acceptor.stats(), for the stats of a server not started yet.
-_CORE_STATS_KEYS = ("accepted", "accept_errors", "emfile_pauses", "shed", "ring_depth",
-                    "ring_high_water", "ring_full_waits", "ring_capacity", "accept_batches",
-                    "accept_naps", "workers_parked", "worker_wakeups", "worker_sleeps",
-                    "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us")
+
+
+class _Keep:
+    """The type of KEEP (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "fastaccept.KEEP"
+
+    def __reduce__(self) -> str:
+        return "KEEP"
+
+
+#: What a handler returns to keep its connection open: the server gives it
+#: back to the accept loop, which waits in C (no thread) for its next request
+#: and then calls the handler again, in whatever worker is free. Closed by C
+#: after ``idle_timeout`` if nothing comes.
+KEEP = _Keep()
+#: What process_connection returns when it has taken the connection over
+#: (TCPServer: socketserver's steps close it): the worker then neither
+#: closes nor keeps it, and only counts it out.
+_TAKEN = object()
 
 
 def _lower_priority(nice: int) -> None:
@@ -66,16 +88,6 @@ def _lower_priority(nice: int) -> None:
         log.debug("could not lower the worker's priority: %s", e)
 
 
-def _close_quietly(conn: _socket.socket) -> None:
-    """Close conn without releasing the GIL (see close_fd); never raises."""
-    fd = conn.detach()      # -1 if the handler closed or detached it
-    if fd >= 0:
-        try:
-            close_fd(fd)
-        except OSError as e:    # e.g. the handler os.close()d the number
-            log.error("closing a connection failed: %s", e)
-
-
 class Server:
     """Accept connections from C without the GIL; run handler(conn, addr) in workers.
 
@@ -91,9 +103,19 @@ class Server:
     ``warn_interval`` seconds. Both are class attributes: set them on a
     subclass or on an instance before ``start()``.
 
+    ``dispatch`` is where a new connection goes: ``"readable"`` (the
+    default) keeps it in C until its first bytes arrive, so a client that
+    connects and sends nothing never holds a worker, and closes it after
+    ``idle_timeout`` seconds (None: never); ``"accept"`` hands it to a worker
+    at once, for protocols where the server speaks first. A handler that
+    returns ``KEEP`` gives its connection back to wait in C the same way.
+    At most ``max_connections`` connections are open at once (waiting in C,
+    queued, or in a handler); beyond, the loop stops accepting and the
+    kernel backlog holds the rest.
+
     ``timeout`` (default ``DEFAULT_TIMEOUT``, 30 s; None: none) bounds every
-    socket operation of a handler on its connection, so an idle or stalled
-    client cannot hold a worker longer than that per operation.
+    socket operation of a handler on its connection, so a stalled client
+    cannot hold a worker longer than that per operation.
     ``overload`` decides what a connection that finds the ring full gets:
     ``"queue"`` (the default) leaves it in the kernel backlog until a worker
     is free; ``"shed"`` accepts it anyway, sends ``shed_response`` (at most
@@ -126,13 +148,18 @@ class Server:
         overload: str = "queue",
         shed_response: bytes = b"",
         nap_us: int = DEFAULT_NAP_US,
+        dispatch: str = "readable",
+        idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         _options.check_int("backlog", backlog, 1, 2**31 - 1)
         self._configure(workers=workers, ring_size=ring_size, timeout=timeout,
                         max_batch=max_batch, spin_us=spin_us, worker_nice=worker_nice,
-                        overload=overload, shed_response=shed_response, nap_us=nap_us)
+                        overload=overload, shed_response=shed_response, nap_us=nap_us,
+                        dispatch=dispatch, idle_timeout=idle_timeout,
+                        max_connections=max_connections)
         self._handler: Optional[Handler] = handler
         if sock is None:
             _options.check_int("port", port, 0, 65535)
@@ -144,7 +171,9 @@ class Server:
                    max_batch: int = DEFAULT_MAX_BATCH, spin_us: int = DEFAULT_SPIN_US,
                    worker_nice: int = DEFAULT_WORKER_NICE, overload: str = "queue",
                    shed_response: bytes = b"", nap_us: int = DEFAULT_NAP_US,
-                   end_listen: str = "release") -> None:
+                   end_listen: str = "release", dispatch: str = "readable",
+                   idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
+                   max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         """Check and keep the options; set up the state of a server not started."""
         self._workers_n = _options.check_int("workers", workers, 1, MAX_WORKERS)
         self._ring_size = _options.check_ring_size(ring_size)
@@ -154,6 +183,10 @@ class Server:
         self._worker_nice = _options.check_int("worker_nice", worker_nice, 0, 19)
         self._timeout = _options.check_timeout(timeout)
         self._overload, self._shed_response = _options.check_overload(overload, shed_response)
+        self._dispatch = _options.check_dispatch(dispatch)
+        self._idle_timeout = _options.check_idle_timeout(idle_timeout)
+        self._max_connections = _options.check_int("max_connections", max_connections, 1,
+                                                   MAX_CONNECTIONS)
         self._end_listen = end_listen
         self._handler = None
         self._sock: _socket.socket = None  # type: ignore[assignment]  # set by _adopt
@@ -213,7 +246,8 @@ class Server:
                 raise RuntimeError(f"start() on a server that is {self._state}")
             acceptor = Acceptor(self._sock.fileno(), self._ring_size, self._max_batch,
                                 self._spin_us, self._overload, self._shed_response,
-                                self._nap_us, self._end_listen)
+                                self._nap_us, self._end_listen, self._dispatch,
+                                self._idle_timeout, self._max_connections)
             self._acceptor = acceptor
             self._counts = []
             running = threading.Event()
@@ -343,18 +377,17 @@ class Server:
     # -- steps, called in a worker thread (override in a subclass) -------
 
     def process_connection(self, conn: _socket.socket, addr: Any) -> Any:
-        """Serve one connection: run the handler, then close ``conn``.
+        """Serve one connection: run the handler; return what it returned.
 
-        The connection is closed when the handler returns or raises, unless
-        the handler called ``conn.detach()`` (it is then the handler's). An
-        exception propagates to ``handle_error``."""
-        try:
-            if self._timeout is not None:
-                conn.settimeout(self._timeout)
-            assert self._handler is not None
-            return self._handler(conn, addr)
-        finally:
-            _close_quietly(conn)
+        The worker then closes ``conn``, unless this returned ``KEEP`` (the
+        connection goes back to C to wait for its next request) or the
+        handler called ``conn.detach()`` (it is then the handler's). An
+        exception propagates to ``handle_error``, and the connection is
+        closed."""
+        if self._timeout is not None:
+            conn.settimeout(self._timeout)
+        assert self._handler is not None
+        return self._handler(conn, addr)
 
     def handle_error(self, conn: _socket.socket, addr: Any) -> None:
         """Called (in the worker) with the exception that escaped
@@ -423,7 +456,7 @@ class Server:
                 pass
         if self._final_stats is not None:
             return dict(self._final_stats)
-        return _stats.idle_core_stats(self._ring_size, _CORE_STATS_KEYS)
+        return _stats.idle_core_stats(self._ring_size, STATS_KEYS)
 
     def _log_final_stats(self) -> None:
         st = self.stats()
@@ -507,7 +540,7 @@ class Server:
 
     def _worker_main(self, acceptor: Acceptor, counts: WorkerCounts) -> None:
         _lower_priority(self._worker_nice)
-        pop = acceptor.pop
+        pop, finish, keep = acceptor.pop, acceptor.finish, acceptor.keep
         process = self.process_connection
         family, type_, proto = self._family, self._type, self._proto
         while True:
@@ -521,12 +554,13 @@ class Server:
             try:
                 conn = _socket.socket(family, type_, proto, fd)
             except OSError:
-                os.close(fd)
+                finish(fd)
                 counts.errors += 1
                 continue
             counts.conn = conn
+            result = None
             try:
-                process(conn, addr)
+                result = process(conn, addr)
             except BaseException:
                 # Not only Exception: a KeyboardInterrupt or SystemExit raised
                 # by a handler would otherwise end this worker silently and
@@ -536,10 +570,22 @@ class Server:
                     self._unhandled(conn, addr)
                 except BaseException:
                     log.exception("handle_error raised for connection from %s", addr)
-                _close_quietly(conn)
             finally:
                 counts.conn = None
                 counts.handled += 1
+            # -1 if the handler closed or detached it (or the step took it):
+            # then it is only counted out
+            fd = -1 if result is _TAKEN else conn.detach()
+            try:
+                if result is KEEP:
+                    keep(fd)
+                else:
+                    finish(fd)
+            except (ValueError, RuntimeError):
+                # the acceptor is gone (used after fork): close it ourselves
+                if fd >= 0:
+                    os.close(fd)
+                return
 
     def _join_all(self, deadline: Optional[float]) -> bool:
         """Join the accept thread, then the workers, by deadline. True if all joined."""

@@ -22,11 +22,12 @@ import selectors
 import socket as _socket
 import threading
 import time
-from typing import Any, Optional, Tuple, Type
+from typing import Any, Optional, Set, Tuple, Type
 
 from fastaccept import _options
-from fastaccept._options import DEFAULT_RING_SIZE, DEFAULT_TIMEOUT, DEFAULT_WORKERS
-from fastaccept.server import Server
+from fastaccept._options import (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+                                 DEFAULT_RING_SIZE, DEFAULT_TIMEOUT, DEFAULT_WORKERS)
+from fastaccept.server import _TAKEN, KEEP, Server
 
 __all__ = ["TCPServer"]
 
@@ -38,9 +39,15 @@ class TCPServer(Server):
 
     ``TCPServer(server_address, RequestHandlerClass, bind_and_activate=True,
     *, workers=8, ring_size=4096, socket_timeout=30.0, overload="queue",
-    shed_response=b"")``: the first three as in socketserver; the others are
-    ``Server``'s (``socket_timeout`` is ``Server``'s ``timeout``, renamed
+    shed_response=b"", dispatch="accept", idle_timeout=30.0,
+    max_connections=10000)``: the first three as in socketserver; the others
+    are ``Server``'s (``socket_timeout`` is ``Server``'s ``timeout``, renamed
     because socketserver's ``timeout`` attribute is ``handle_request()``'s).
+    ``dispatch`` defaults to ``"accept"``: a socketserver handler may speak
+    first (a banner, a greeting), so a request reaches it as soon as it is
+    accepted. With ``dispatch="readable"`` connections wait in C for their
+    first bytes instead. A handler keeps its connection for the next request
+    with ``self.server.keep(self.request)`` (see ``keep``).
 
     Like socketserver, ``shutdown()`` stops ``serve_forever()`` (after
     serving what was queued) and leaves the socket listening, so
@@ -73,10 +80,16 @@ class TCPServer(Server):
         socket_timeout: Optional[float] = DEFAULT_TIMEOUT,
         overload: str = "queue",
         shed_response: bytes = b"",
+        dispatch: str = "accept",
+        idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         # socketserver's shutdown() leaves the socket listening: keep it.
         self._configure(workers=workers, ring_size=ring_size, timeout=socket_timeout,
-                        overload=overload, shed_response=shed_response, end_listen="keep")
+                        overload=overload, shed_response=shed_response, end_listen="keep",
+                        dispatch=dispatch, idle_timeout=idle_timeout,
+                        max_connections=max_connections)
+        self._kept: Set[_socket.socket] = set()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self._serving = False
@@ -245,10 +258,32 @@ class TCPServer(Server):
     # -- per request, in a worker (serve_forever) or the caller (handle_request) --
 
     def process_connection(self, conn: _socket.socket, addr: Any) -> Any:
-        """Server's step for one connection: socketserver's request path."""
+        """Server's step for one connection: socketserver's request path.
+
+        socketserver's steps close the request themselves (or, with
+        ThreadingMixIn, the request's own thread does): the worker only
+        gives it back if the handler asked to keep it."""
         if self._timeout is not None:
             conn.settimeout(self._timeout)
         self._handle(conn, addr)
+        if conn in self._kept:
+            self._kept.discard(conn)
+            return KEEP
+        return _TAKEN
+
+    def keep(self, request: _socket.socket) -> None:
+        """Keep this request's connection open for its next request.
+
+        Call it from the handler. Once the handler returns, the connection is
+        not shut down but goes back to the accept loop, which waits in C (no
+        thread) for the client's next bytes and then hands the connection to
+        a new RequestHandlerClass in whatever worker is free; after
+        ``idle_timeout`` seconds of silence C closes it. The handler must
+        not have read past its request: use ``rbufsize = 0`` (an unbuffered
+        ``rfile``) or ``recv`` exactly what it needs, since bytes left in a
+        buffer are lost. Only for requests served by serve_forever()'s pool
+        (not handle_request(), nor a ThreadingMixIn thread)."""
+        self._kept.add(request)
 
     def _handle(self, request: _socket.socket, client_address: Any) -> None:
         """verify_request, process_request; errors to handle_error; as socketserver."""
@@ -283,7 +318,9 @@ class TCPServer(Server):
         self.RequestHandlerClass(request, client_address, self)
 
     def shutdown_request(self, request: _socket.socket) -> None:
-        """Half-close the write side, then close the request."""
+        """Half-close the write side, then close the request (unless kept)."""
+        if request in self._kept:
+            return
         try:
             request.shutdown(_socket.SHUT_WR)
         except OSError:

@@ -1,3 +1,16 @@
+/*
+ * fa_accept.c - the accept loop (see fa_accept.h for what it does and why).
+ *
+ * One thread owns the loop, the epoll set and the table of waiting
+ * connections. Workers reach it only through atomics: the ring (they pop),
+ * the way back (they push kept connections), the open-connection count and
+ * the eventfd they kick it awake with. The kicks are Dekker handshakes with
+ * seq_cst fences, like the parking in fa_park.h: the loop announces that it
+ * may sleep (loop_sleeping, or the lot's producer_waiting for ring space),
+ * fences, and looks once more at what a worker could have changed; a worker
+ * changes it, fences, and kicks if the loop announced a sleep. Either the
+ * loop sees the change or the worker sees the announcement.
+ */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -10,22 +23,32 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sched.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-/* The accept loop is the only writer of its counters, so a relaxed
+/* The listener's and the eventfd's epoll cookies: no connection's cookie
+ * (a descriptor in the low half) can equal them. */
+#define COOKIE_LISTEN UINT64_MAX
+#define COOKIE_WAKE (UINT64_MAX - 1)
+
+/* The accept loop is the only writer of most counters, so a relaxed
  * load-and-store is enough and avoids a locked instruction per connection. */
 static inline void count(_Atomic uint64_t *c)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static inline void gauge_add(_Atomic uint64_t *g, int64_t d)
+{
+    atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + (uint64_t)d,
                           memory_order_relaxed);
 }
 
@@ -34,19 +57,26 @@ static inline void count_errno(fa_acceptor *a, int err)
     count(&a->stats.errors[err > 0 && err < FA_ERRNO_SLOTS ? err : FA_ERRNO_SLOTS - 1]);
 }
 
+static uint64_t backq_capacity(uint32_t max_conns)
+{
+    return (uint64_t)max_conns + 1;
+}
+
 int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch)
 {
     int rc;
     memset(a, 0, sizeof *a);
     a->listen_fd = listen_fd;
     a->epoll_fd = -1;
-    a->stop_fd = -1;
+    a->wake_fd = -1;
     a->placeholder_fd = -1;
     if (max_batch < 1 || listen_fd < 0)
         return -EINVAL;
     a->max_batch = max_batch;
     a->spin_ns = FA_SPIN_DEFAULT_NS;
     a->nap_ns = FA_NAP_DEFAULT_NS;
+    a->dispatch = FA_DISPATCH_ACCEPT;
+    a->max_conns = FA_MAX_CONNS_DEFAULT;
 
     int flags = fcntl(listen_fd, F_GETFL);
     if (flags < 0)
@@ -60,24 +90,26 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
     rc = fa_lot_init(&a->lot);
     if (rc < 0)
         goto fail_ring;
-
-    a->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (a->stop_fd < 0) {
-        rc = -errno;
+    rc = fa_conns_init(&a->conns, (uint32_t)capacity + FA_FD_SLACK);
+    if (rc < 0)
         goto fail_lot;
+    rc = fa_backq_init(&a->back, backq_capacity(a->max_conns));
+    if (rc < 0)
+        goto fail_conns;
+
+    a->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (a->wake_fd < 0) {
+        rc = -errno;
+        goto fail_backq;
     }
+    a->lot.wake_fd = a->wake_fd;
     a->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (a->epoll_fd < 0) {
         rc = -errno;
-        goto fail_stop;
+        goto fail_wake;
     }
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = a->stop_fd};
-    if (epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, a->stop_fd, &ev) < 0) {
-        rc = -errno;
-        goto fail_epoll;
-    }
-    ev.data.fd = listen_fd;
-    if (epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, listen_fd, &ev) < 0) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = COOKIE_WAKE};
+    if (epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, a->wake_fd, &ev) < 0) {
         rc = -errno;
         goto fail_epoll;
     }
@@ -93,14 +125,37 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
 fail_epoll:
     close(a->epoll_fd);
     a->epoll_fd = -1;
-fail_stop:
-    close(a->stop_fd);
-    a->stop_fd = -1;
+fail_wake:
+    close(a->wake_fd);
+    a->wake_fd = -1;
+fail_backq:
+    fa_backq_destroy(&a->back);
+fail_conns:
+    fa_conns_destroy(&a->conns);
 fail_lot:
     fa_lot_destroy(&a->lot);
 fail_ring:
     fa_ring_destroy(&a->ring, 1);
     return rc;
+}
+
+int fa_acceptor_set_conns(fa_acceptor *a, int dispatch, uint64_t idle_ns, uint32_t max_conns)
+{
+    if ((dispatch != FA_DISPATCH_ACCEPT && dispatch != FA_DISPATCH_READABLE) || max_conns < 1 ||
+        max_conns > FA_MAX_CONNS_MAX)
+        return -EINVAL;
+    if (max_conns > a->max_conns) {
+        fa_backq bigger;
+        int rc = fa_backq_init(&bigger, backq_capacity(max_conns));
+        if (rc < 0)
+            return rc;
+        fa_backq_destroy(&a->back);
+        a->back = bigger;
+    }
+    a->dispatch = dispatch;
+    a->idle_ns = idle_ns;
+    a->max_conns = max_conns;
+    return 0;
 }
 
 int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns)
@@ -146,34 +201,51 @@ int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, s
     return 0;
 }
 
+/* Closes every connection still waiting in the table (an acceptor torn
+ * down without running, or after an abort). */
+static void close_waiting_all(fa_acceptor *a)
+{
+    int fd;
+    while ((fd = fa_list_pop(&a->conns, &a->conns.idle)) >= 0) {
+        a->conns.slots[fd].state = FA_SLOT_FREE;
+        close(fd);
+    }
+    while ((fd = fa_list_pop(&a->conns, &a->conns.ready)) >= 0) {
+        a->conns.slots[fd].state = FA_SLOT_FREE;
+        close(fd);
+    }
+    atomic_store_explicit(&a->stats.waiting, 0, memory_order_relaxed);
+}
+
 void fa_acceptor_destroy(fa_acceptor *a)
 {
     free(a->shed_response);
     a->shed_response = NULL;
     a->shed_len = 0;
+    if (a->conns.slots != NULL)
+        close_waiting_all(a);
+    if (a->back.slots != NULL) {
+        int fd;
+        while ((fd = fa_backq_pop(&a->back)) >= 0)
+            close(fd);
+        fa_backq_destroy(&a->back);
+    }
+    fa_conns_destroy(&a->conns);
     if (a->epoll_fd >= 0)
         close(a->epoll_fd);
-    if (a->stop_fd >= 0)
-        close(a->stop_fd);
+    if (a->wake_fd >= 0)
+        close(a->wake_fd);
     if (a->placeholder_fd >= 0)
         close(a->placeholder_fd);
-    a->epoll_fd = a->stop_fd = a->placeholder_fd = -1;
+    a->epoll_fd = a->wake_fd = a->placeholder_fd = -1;
     fa_lot_destroy(&a->lot);
     fa_ring_destroy(&a->ring, 1);
-}
-
-static void signal_stop_fd(fa_acceptor *a)
-{
-    uint64_t one = 1;
-    /* EAGAIN means the counter is already nonzero: the loop will wake. */
-    while (write(a->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
-        ;
 }
 
 void fa_acceptor_stop(fa_acceptor *a)
 {
     atomic_store(&a->stopping, 1);
-    signal_stop_fd(a);
+    fa_eventfd_kick(a->wake_fd);
     fa_lot_wake_napper(&a->lot);    /* a nap would delay the stop by nap_ns */
 }
 
@@ -181,23 +253,72 @@ void fa_acceptor_abort(fa_acceptor *a)
 {
     atomic_store(&a->aborting, 1);
     atomic_store(&a->stopping, 1);
-    signal_stop_fd(a);
-    /* the loop may sleep in fa_wait_space rather than epoll_wait */
-    atomic_fetch_add_explicit(&a->lot.space_word, 1, memory_order_release);
-    fa_futex_wake(&a->lot.space_word, INT_MAX);
+    fa_eventfd_kick(a->wake_fd);
+    fa_lot_wake_napper(&a->lot);
 }
 
-enum batch_end { QUEUE_EMPTY, BATCH_DONE, RING_FULL, PAUSE };
+/* Wakes the loop if it announced a sleep in epoll_wait. */
+static void kick(fa_acceptor *a)
+{
+    /* pairs with the fence before the loop's last look (wait_events) */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&a->loop_sleeping, memory_order_relaxed) &&
+        atomic_exchange_explicit(&a->loop_sleeping, 0, memory_order_relaxed))
+        fa_eventfd_kick(a->wake_fd);
+}
+
+void fa_acceptor_finish(fa_acceptor *a, int fd)
+{
+    if (fd >= 0)
+        close(fd);
+    atomic_fetch_sub_explicit(&a->open, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&a->accept_paused, memory_order_relaxed))
+        kick(a);                /* the loop may accept again */
+}
+
+/* Closes what sits on the way back: the loop is gone, nobody re-arms it. */
+static void close_backq(fa_acceptor *a)
+{
+    int fd;
+    while ((fd = fa_backq_pop(&a->back)) >= 0)
+        fa_acceptor_finish(a, fd);
+}
+
+int fa_acceptor_keep(fa_acceptor *a, int fd)
+{
+    if (fd < 0) {
+        fa_acceptor_finish(a, fd);
+        return 0;
+    }
+    if (atomic_load(&a->stopping) || atomic_load(&a->loop_done) ||
+        fa_backq_push(&a->back, fd) < 0) {
+        fa_acceptor_finish(a, fd);
+        return 0;
+    }
+    /* pairs with the loop's store of loop_done and its last drain: either it
+     * sees this fd, or this sees loop_done and closes what is left */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&a->loop_done, memory_order_relaxed)) {
+        close_backq(a);
+        return 0;
+    }
+    kick(a);
+    return 1;
+}
+
+enum batch_end { QUEUE_EMPTY, BATCH_DONE, RING_FULL, PAUSE, MAXED };
 
 /*
  * Answers a connection the ring has no room for and closes it, without ever
- * blocking (fd is nonblocking): the response goes out in one send() as far
- * as the send buffer takes it, followed at once by a FIN (shutdown), so the
- * peer reads the response and then EOF. The input that has already arrived
- * (the request, typically) is read and discarded: closing a socket with
- * unread input sends a reset. Input arriving later still draws a reset, but
- * after the FIN, so the peer's reads are unaffected (only its writes fail).
- * Errors only mean the peer is gone; nothing more can be done for it.
+ * blocking (the send and the reads are nonblocking): the response goes out
+ * in one send() as far as the send buffer takes it, followed at once by a
+ * FIN (shutdown), so the peer reads the response and then EOF. The input
+ * that has already arrived (the request, typically) is read and discarded:
+ * closing a socket with unread input sends a reset. Input arriving later
+ * still draws a reset, but after the FIN, so the peer's reads are
+ * unaffected (only its writes fail). Errors only mean the peer is gone;
+ * nothing more can be done for it. Counts it out of the open connections.
  */
 static void shed(fa_acceptor *a, int fd)
 {
@@ -221,30 +342,217 @@ static void shed(fa_acceptor *a, int fd)
      * itself counted */
     count(&a->stats.shed);
     close(fd);
+    atomic_fetch_sub_explicit(&a->open, 1, memory_order_relaxed);
+}
+
+/* Closes a connection of ours from the loop; counts it out. Called before
+ * the counter saying why is raised, so a reader who sees that counter sees
+ * the connection gone from the open ones too. */
+static void close_conn(fa_acceptor *a, int fd)
+{
+    close(fd);
+    atomic_fetch_sub_explicit(&a->open, 1, memory_order_relaxed);
+}
+
+/* What a peek says about a connection's input. */
+enum peeked { HAS_DATA, NO_DATA, GONE };
+
+static enum peeked peek(int fd)
+{
+    char c;
+    ssize_t n;
+    while ((n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT)) < 0 && errno == EINTR)
+        ;
+    if (n > 0)
+        return HAS_DATA;
+    if (n == 0)
+        return GONE;                    /* EOF: the peer closed without sending */
+    return errno == EAGAIN || errno == EWOULDBLOCK ? NO_DATA : GONE;
+}
+
+/* Pushes the connection of slot s (descriptor fd) into the ring, or, with
+ * the ring full, sheds it (shed policy) or keeps it ready in the FIFO.
+ * Returns 1 if it reached the ring. */
+static int dispatch(fa_acceptor *a, int fd, fa_slot *s)
+{
+    if (fa_ring_full(&a->ring)) {
+        if (a->overload == FA_OVERLOAD_SHED) {
+            s->state = FA_SLOT_FREE;
+            shed(a, fd);
+            return 0;
+        }
+        s->state = FA_SLOT_READY;
+        s->waited = 1;
+        fa_list_push(&a->conns, &a->conns.ready, fd);
+        gauge_add(&a->stats.waiting, 1);
+        return 0;
+    }
+    fa_conn c;
+    c.fd = fd;
+    c.addrlen = s->addrlen;
+    memcpy(&c.addr, &s->addr, s->addrlen);
+    c.accepted_ns = s->accepted_ns;
+    c.ready_ns = fa_now_ns();
+    c.kind = s->kept ? FA_CONN_RESUMED : FA_CONN_NEW;
+    c.data = NULL;
+    c.data_len = 0;
+    s->state = FA_SLOT_FREE;        /* out: in the ring, then a worker's */
+    if (fa_ring_push(&a->ring, &c) < 0) {
+        /* Unreachable with one producer (fullness was checked above); if
+         * it ever happens, close rather than leak. */
+        close_conn(a, fd);
+        count_errno(a, ENOBUFS);
+        return 0;
+    }
+    if (s->waited)
+        count(&a->stats.dispatched);
+    return 1;
+}
+
+/* Puts a connection in the epoll set (one-shot) to wait for input, with
+ * an idle deadline. Returns 0, or -1 (it was closed: epoll refused it). */
+static int start_waiting(fa_acceptor *a, int fd, fa_slot *s, int registered)
+{
+    s->gen++;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
+                             .data.u64 = fa_conn_cookie(fd, s->gen)};
+    int rc = epoll_ctl(a->epoll_fd, registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
+    if (rc < 0 && registered && errno == ENOENT)
+        rc = epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    if (rc < 0 && !registered && errno == EEXIST)
+        rc = epoll_ctl(a->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+    if (rc < 0) {
+        /* ENOMEM/ENOSPC (max_user_watches): nothing can wait for it */
+        count_errno(a, errno);
+        s->state = FA_SLOT_FREE;
+        close_conn(a, fd);
+        return -1;
+    }
+    s->state = FA_SLOT_WAITING;
+    s->waited = 1;
+    s->deadline_ns = a->idle_ns ? fa_now_ns() + a->idle_ns : 0;
+    fa_list_push(&a->conns, &a->conns.idle, fd);
+    gauge_add(&a->stats.waiting, 1);
+    return 0;
+}
+
+/* A connection that is to wait for input: if its input is there already,
+ * dispatch it at once (1 if it reached the ring); if the peer is gone,
+ * close it; else let it wait. */
+static int wait_or_dispatch(fa_acceptor *a, int fd, fa_slot *s, int registered)
+{
+    switch (peek(fd)) {
+    case HAS_DATA:
+        return dispatch(a, fd, s);
+    case GONE:
+        s->state = FA_SLOT_FREE;
+        close_conn(a, fd);
+        count(&a->stats.peer_closed);
+        return 0;
+    case NO_DATA:
+        break;
+    }
+    start_waiting(a, fd, s, registered);
+    return 0;
+}
+
+/* Takes in the connections workers gave back; returns how many reached the
+ * ring at once (their next request was already there). */
+static uint32_t take_back(fa_acceptor *a)
+{
+    uint32_t pushed = 0;
+    int fd;
+    while ((fd = fa_backq_pop(&a->back)) >= 0) {
+        fa_slot *s = fa_conns_slot(&a->conns, fd);
+        if (s == NULL) {            /* out of memory: nothing can wait for it */
+            count_errno(a, ENOMEM);
+            close_conn(a, fd);
+            continue;
+        }
+        s->kept = 1;
+        s->waited = 0;
+        count(&a->stats.kept);
+        pushed += (uint32_t)wait_or_dispatch(a, fd, s, 1);
+    }
+    return pushed;
+}
+
+/* Moves ready connections into the ring while it has room; returns how
+ * many. */
+static uint32_t dispatch_ready(fa_acceptor *a)
+{
+    uint32_t pushed = 0;
+    while (a->conns.ready.head >= 0 && !fa_ring_full(&a->ring)) {
+        int fd = fa_list_pop(&a->conns, &a->conns.ready);
+        gauge_add(&a->stats.waiting, -1);
+        pushed += (uint32_t)dispatch(a, fd, &a->conns.slots[fd]);
+    }
+    return pushed;
+}
+
+/* An epoll event for a waiting connection. Returns 1 if it reached the ring. */
+static int on_conn_event(fa_acceptor *a, uint64_t cookie, uint32_t events)
+{
+    int fd = fa_cookie_fd(cookie);
+    fa_slot *s = fa_conns_peek(&a->conns, fd);
+    if (s == NULL || s->state != FA_SLOT_WAITING || s->gen != fa_cookie_gen(cookie))
+        return 0;                   /* stale: that connection is gone */
+    fa_list_remove(&a->conns, &a->conns.idle, fd);
+    gauge_add(&a->stats.waiting, -1);
+    if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && peek(fd) != HAS_DATA) {
+        /* the peer left (or reset) with nothing for a worker */
+        s->state = FA_SLOT_FREE;
+        close_conn(a, fd);
+        count(&a->stats.peer_closed);
+        return 0;
+    }
+    return dispatch(a, fd, s);
+}
+
+/* Closes the waiting connections whose idle deadline has passed. */
+static void expire(fa_acceptor *a, uint64_t now)
+{
+    fa_conns *t = &a->conns;
+    while (t->idle.head >= 0) {
+        int fd = t->idle.head;
+        fa_slot *s = &t->slots[fd];
+        if (s->deadline_ns == 0 || s->deadline_ns > now)
+            break;
+        fa_list_remove(t, &t->idle, fd);
+        gauge_add(&a->stats.waiting, -1);
+        s->state = FA_SLOT_FREE;
+        close_conn(a, fd);          /* nothing unread: a FIN */
+        count(&a->stats.idle_closed);
+    }
 }
 
 /*
  * Accepts up to limit connections. Returns a batch_end, or -errno for an
  * error that must end the loop. *pushed counts what reached the ring; shed
- * connections count towards limit but not in *pushed.
+ * and waiting connections count towards limit but not in *pushed.
  */
 static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
 {
-    fa_conn c;
     uint32_t n = 0;
+    int readable = a->dispatch == FA_DISPATCH_READABLE;
     *pushed = 0;
     while (n < limit) {
+        if (a->max_conns && atomic_load_explicit(&a->open, memory_order_relaxed) >=
+                                (int64_t)a->max_conns)
+            return MAXED;
         /* Under the queue policy, never accept a connection the ring cannot
-         * hold: leave it in the kernel queue instead of dropping it. (Not
-         * depth >= capacity: a pop still copying its entry out holds its
-         * slot after head moved.) Under the shed policy, accept it to answer
-         * it at once, nonblocking so that answer cannot stall the loop. */
+         * hold, unless it will wait here: leave it in the kernel queue
+         * instead of dropping it. (Not depth >= capacity: a pop still
+         * copying its entry out holds its slot after head moved.) Under the
+         * shed policy, accept it to answer it at once, nonblocking so that
+         * answer cannot stall the loop. */
         int full = fa_ring_full(&a->ring);
-        if (full && a->overload != FA_OVERLOAD_SHED)
+        if (full && !readable && a->overload != FA_OVERLOAD_SHED)
             return RING_FULL;
-        c.addrlen = sizeof c.addr;
-        int fd = accept4(a->listen_fd, (struct sockaddr *)&c.addr, &c.addrlen,
-                         full ? SOCK_CLOEXEC | SOCK_NONBLOCK : SOCK_CLOEXEC);
+        struct sockaddr_storage addr;
+        socklen_t addrlen = sizeof addr;
+        int fd = accept4(a->listen_fd, (struct sockaddr *)&addr, &addrlen,
+                         full && !readable ? SOCK_CLOEXEC | SOCK_NONBLOCK : SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
             switch (fa_accept_failure_of(err)) {
@@ -265,34 +573,60 @@ static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
             count_errno(a, err);
             return -err;
         }
-        if (full) {
+        atomic_fetch_add_explicit(&a->open, 1, memory_order_relaxed);
+        count(&a->stats.accepted);  /* every one taken from the kernel queue */
+        n++;
+        if (full && !readable) {
             shed(a, fd);
-            n++;
             continue;
         }
-        c.fd = fd;
-        c.accepted_ns = fa_now_ns();
-        if (fa_ring_push(&a->ring, &c) < 0) {
-            /* Unreachable with one producer (depth was checked above); if
-             * it ever happens, close rather than leak. */
-            close(fd);
-            count_errno(a, ENOBUFS);
-            return RING_FULL;
+        fa_slot *s = fa_conns_slot(&a->conns, fd);
+        if (s == NULL) {            /* out of memory for the table */
+            count_errno(a, ENOMEM);
+            close_conn(a, fd);
+            return PAUSE;
         }
-        count(&a->stats.accepted);
-        (*pushed)++;
-        n++;
+        s->state = FA_SLOT_FREE;
+        s->kept = 0;
+        s->waited = 0;
+        s->addrlen = addrlen;
+        memcpy(&s->addr, &addr, addrlen);
+        s->accepted_ns = fa_now_ns();
+        if (readable)
+            *pushed += (uint32_t)wait_or_dispatch(a, fd, s, 0);
+        else
+            *pushed += (uint32_t)dispatch(a, fd, s);
     }
     return BATCH_DONE;
 }
 
-/* Sleeps up to ms milliseconds, or until stop/abort is signalled. */
-static int pause_ms(fa_acceptor *a, int ms)
+/* Puts the listener in the epoll set, or takes it out: out while the loop
+ * must not accept (at max_conns, a full ring under FA_DISPATCH_ACCEPT, a
+ * back-off), so a level-triggered listener cannot make it spin. */
+static void set_listening(fa_acceptor *a, int on)
 {
-    struct pollfd p = {.fd = a->stop_fd, .events = POLLIN};
-    if (poll(&p, 1, ms) < 0 && errno != EINTR)
-        return -errno;
-    return 0;
+    if (on == a->listening)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = COOKIE_LISTEN};
+    if (epoll_ctl(a->epoll_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, a->listen_fd, &ev) == 0 ||
+        errno == EEXIST || errno == ENOENT)
+        a->listening = on;
+    /* else (ENOMEM): stay as we are; the next iteration tries again */
+}
+
+/* Ends listening after the final drain (see end_listen in fa_accept.h). */
+static void end_listening(fa_acceptor *a)
+{
+    set_listening(a, 0);
+    /* ENOENT/EBADF: already gone; nothing else can fail here */
+    epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, a->listen_fd, NULL);
+    if (atomic_load(&a->end_listen) != FA_END_RELEASE || a->placeholder_fd < 0)
+        return;
+    /* Atomic: listen_fd is never a free number another thread could take. */
+    while (dup2(a->placeholder_fd, a->listen_fd) < 0 && errno == EINTR)
+        ;
+    close(a->placeholder_fd);
+    a->placeholder_fd = -1;
 }
 
 /* How many connections wait in the kernel accept queue now, or -1 if the
@@ -308,32 +642,156 @@ static int64_t queued_now(fa_acceptor *a)
     return ti.tcpi_unacked;
 }
 
-/* Accepts what was queued when the stop was asked for, so those clients are
- * served rather than reset when the listening socket closes. */
+/* Milliseconds until deadline_ns (rounded up, so a wait never ends early),
+ * capped at cap_ms; cap_ms when there is no deadline. */
+static int ms_until(uint64_t deadline_ns, uint64_t now, int cap_ms)
+{
+    if (deadline_ns == 0)
+        return cap_ms;
+    if (deadline_ns <= now)
+        return 0;
+    uint64_t ms = (deadline_ns - now + 999999u) / 1000000u;
+    if (cap_ms >= 0 && ms > (uint64_t)cap_ms)
+        return cap_ms;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/*
+ * Sleeps in epoll_wait up to timeout_ms, after announcing it so that a
+ * worker that gives a connection back, frees ring space the loop needs or
+ * closes one below max_conns kicks it awake. want_space: the loop waits for
+ * ring space (a full ring holds it back). Returns epoll_wait's result.
+ */
+static int wait_events(fa_acceptor *a, struct epoll_event *events, int timeout_ms,
+                       int want_space)
+{
+    if (timeout_ms != 0) {
+        atomic_store_explicit(&a->loop_sleeping, 1, memory_order_relaxed);
+        if (want_space)
+            atomic_store_explicit(&a->lot.producer_waiting, 1, memory_order_relaxed);
+        /* pairs with the fences in kick() and fa_lot_space_freed() */
+        atomic_thread_fence(memory_order_seq_cst);
+        int64_t open = atomic_load_explicit(&a->open, memory_order_relaxed);
+        if (atomic_load_explicit(&a->back.head, memory_order_relaxed) !=
+                atomic_load_explicit(&a->back.tail, memory_order_relaxed) ||
+            (want_space && !fa_ring_full(&a->ring)) ||
+            (atomic_load_explicit(&a->accept_paused, memory_order_relaxed) &&
+             open < (int64_t)a->max_conns))
+            timeout_ms = 0;         /* (a stop or an abort kicks wake_fd itself) */
+    }
+    int n = epoll_wait(a->epoll_fd, events, FA_EVENTS, timeout_ms);
+    int err = errno;
+    atomic_store_explicit(&a->loop_sleeping, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->lot.producer_waiting, 0, memory_order_relaxed);
+    errno = err;
+    return n;
+}
+
+/* Reads the eventfd down to zero (its kicks are level-triggered). */
+static void drain_wake(fa_acceptor *a)
+{
+    uint64_t v;
+    while (read(a->wake_fd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+}
+
+/* Handles what epoll_wait returned; *listen_ready is set when the listener
+ * has connections. Returns how many connections reached the ring. */
+static uint32_t handle_events(fa_acceptor *a, const struct epoll_event *events, int n,
+                              int *listen_ready)
+{
+    uint32_t pushed = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t cookie = events[i].data.u64;
+        if (cookie == COOKIE_LISTEN)
+            *listen_ready = 1;
+        else if (cookie == COOKIE_WAKE)
+            drain_wake(a);
+        else
+            pushed += (uint32_t)on_conn_event(a, cookie, events[i].events);
+    }
+    return pushed;
+}
+
+/* At a stop, once nothing more comes in: every connection still waiting
+ * is served if its input has come, else closed with a FIN (nothing is
+ * unread on it, so the close is no reset). Returns how many reached the
+ * ring. */
+static uint32_t settle_idle(fa_acceptor *a)
+{
+    uint32_t pushed = 0;
+    int fd;
+    while ((fd = fa_list_pop(&a->conns, &a->conns.idle)) >= 0) {
+        fa_slot *s = &a->conns.slots[fd];
+        gauge_add(&a->stats.waiting, -1);
+        if (peek(fd) == HAS_DATA) {
+            pushed += (uint32_t)dispatch(a, fd, s);     /* or the ready FIFO */
+            continue;
+        }
+        s->state = FA_SLOT_FREE;
+        close_conn(a, fd);
+        count(&a->stats.stop_closed);
+    }
+    return pushed;
+}
+
+/*
+ * The stop: accept what was queued when it was asked for (so those clients
+ * are served rather than reset when the listener goes), serve every
+ * connection that is readable by then, and close the idle ones with a FIN.
+ * Waits for ring space as long as something readable needs it, unless an
+ * abort comes.
+ */
 static int final_drain(fa_acceptor *a)
 {
+    struct epoll_event events[FA_EVENTS];
     int64_t left = queued_now(a);
     if (left < 0)
         left = (int64_t)a->ring.capacity + 4096;   /* bounded even if unknown */
-    while (left > 0 && !atomic_load(&a->aborting)) {
-        uint32_t pushed = 0;
-        uint32_t limit = left < (int64_t)a->max_batch ? (uint32_t)left : a->max_batch;
-        uint64_t shed_before = fa_stat_shed(a);
-        int rc = accept_batch(a, limit, &pushed);
-        /* Shed connections use up the budget too, or a steady stream of new
-         * ones arriving during the drain under the shed policy would keep
-         * it going for ever. */
-        left -= (int64_t)(pushed + (fa_stat_shed(a) - shed_before));
+    /* Accepting is by direct calls from here on: a level-triggered
+     * listener in the set would keep every epoll_wait below busy. */
+    set_listening(a, 0);
+    for (;;) {
+        if (atomic_load(&a->aborting))
+            return 0;
+        uint32_t pushed = take_back(a) + dispatch_ready(a);
+        int accept_blocked = 0;
+        if (left > 0) {
+            uint32_t got = 0;
+            uint32_t limit = left < (int64_t)a->max_batch ? (uint32_t)left : a->max_batch;
+            uint64_t before = fa_stat_accepted(a);
+            int rc = accept_batch(a, limit, &got);
+            pushed += got;
+            /* Shed and waiting ones use up the budget too, or a steady
+             * stream of new connections during the drain would keep it going
+             * for ever. */
+            left -= (int64_t)(fa_stat_accepted(a) - before);
+            if (rc < 0)
+                return rc;
+            if (rc == QUEUE_EMPTY || rc == PAUSE || rc == MAXED)
+                left = 0;       /* what is left is the kernel's to reset */
+            else if (rc == RING_FULL) {
+                count(&a->stats.ring_full_waits);
+                accept_blocked = 1;
+            }
+        }
+        /* the waiting connections whose input is already there */
+        int n, ignored = 0;
+        while ((n = epoll_wait(a->epoll_fd, events, FA_EVENTS, 0)) > 0)
+            pushed += handle_events(a, events, n, &ignored);
+        if (left <= 0 && !accept_blocked)
+            pushed += settle_idle(a);
         if (pushed)
             fa_lot_wake_one(&a->lot);
-        if (rc < 0)
-            return rc;
-        if (rc == QUEUE_EMPTY || rc == PAUSE)
+        int want_space = accept_blocked || a->conns.ready.head >= 0;
+        if (!want_space && left <= 0)
             break;
-        if (rc == RING_FULL) {
-            count(&a->stats.ring_full_waits);
-            if (fa_wait_space(&a->ring, &a->lot, &a->aborting, -1) < 0)
-                break;
+        if (want_space && !pushed) {
+            /* the ring is full: sleep until a worker frees a slot (or an
+             * abort kicks) */
+            n = wait_events(a, events, -1, 1);
+            if (n > 0 && handle_events(a, events, n, &ignored))
+                fa_lot_wake_one(&a->lot);
         }
     }
     return 0;
@@ -381,20 +839,6 @@ static int request_short_slice(struct fa_sched_attr *saved)
     return 1;
 }
 
-/* Ends listening after the final drain (see end_listen in fa_accept.h). */
-static void end_listening(fa_acceptor *a)
-{
-    /* ENOENT/EBADF: already gone; nothing else can fail here */
-    epoll_ctl(a->epoll_fd, EPOLL_CTL_DEL, a->listen_fd, NULL);
-    if (atomic_load(&a->end_listen) != FA_END_RELEASE || a->placeholder_fd < 0)
-        return;
-    /* Atomic: listen_fd is never a free number another thread could take. */
-    while (dup2(a->placeholder_fd, a->listen_fd) < 0 && errno == EINTR)
-        ;
-    close(a->placeholder_fd);
-    a->placeholder_fd = -1;
-}
-
 /* Signals the kernel delivers to the thread that caused them. Blocking one
  * of those does not stop it: the kernel kills the process with the default
  * action instead, before faulthandler could print where it happened. */
@@ -410,69 +854,101 @@ int fa_acceptor_run(fa_acceptor *a)
     struct fa_sched_attr sched_saved;
     int restore_sched = request_short_slice(&sched_saved);
 
-    struct epoll_event events[2];
-    int backoff_ms = 0;
+    struct epoll_event events[FA_EVENTS];
     int rc = 0;
+    int backoff_ms = 0;
+    uint64_t backoff_until_ns = 0;  /* no accepting before this (EMFILE & co) */
     uint64_t spin_until_ns = 0;     /* 0: not polling */
+    int ring_full = 0;              /* the last batch found the ring full */
+    int maxed = 0;                  /* the last batch found max_conns open */
     /* How long the last epoll_wait slept: a stream denser than one
      * connection per nap_ns is worth napping for, a sparser one is not (a
      * nap that finds nothing costs a wake-up of its own). */
     uint64_t slept_ns = UINT64_MAX;
     int nap_next = 0;
+    set_listening(a, 1);
     for (;;) {
         int napped = 0;
         if (atomic_load(&a->stopping))
             break;
-        if (spin_until_ns && fa_now_ns() < spin_until_ns) {
-            /* A burst is arriving: try accept4 again without sleeping. */
-        } else if (backoff_ms > 0) {
-            /* Out of fds or memory: the listening socket stays readable, so
-             * waiting on it would spin. Wait on the stop fd alone. */
-            rc = pause_ms(a, backoff_ms);
-            if (rc < 0)
-                break;
-        } else if (nap_next) {
+        uint64_t now = fa_now_ns();
+        if (backoff_until_ns && now >= backoff_until_ns)
+            backoff_until_ns = 0;
+        if (ring_full && !fa_ring_full(&a->ring))
+            ring_full = 0;
+        if (maxed && atomic_load_explicit(&a->open, memory_order_relaxed) < (int64_t)a->max_conns) {
+            maxed = 0;
+            atomic_store(&a->accept_paused, 0);
+        }
+        uint32_t pushed = take_back(a) + dispatch_ready(a);
+        int may_accept = !backoff_until_ns && !maxed &&
+                         !(ring_full && a->dispatch == FA_DISPATCH_ACCEPT &&
+                           a->overload != FA_OVERLOAD_SHED);
+        set_listening(a, may_accept);
+
+        int n = 0;
+        int accept_now = 0;
+        if (spin_until_ns && now < spin_until_ns && may_accept) {
+            /* A burst is arriving: look without sleeping. */
+            if (a->conns.idle.len)
+                n = epoll_wait(a->epoll_fd, events, FA_EVENTS, 0);
+            accept_now = 1;
+        } else if (nap_next && !pushed) {
             /* The workers are busy with what we gave them: let connections
              * gather in the kernel queue rather than wake for each one. */
             nap_next = 0;
             napped = 1;
             count(&a->stats.naps);
             fa_nap(&a->ring, &a->lot, (int64_t)a->nap_ns);
+            accept_now = may_accept;
+            if (a->conns.idle.len)
+                n = epoll_wait(a->epoll_fd, events, FA_EVENTS, 0);
         } else {
             spin_until_ns = 0;
+            nap_next = 0;
+            int timeout = pushed ? 0 : ms_until(fa_conns_next_deadline(&a->conns), now, -1);
+            if (backoff_until_ns)
+                timeout = ms_until(backoff_until_ns, now, timeout);
             uint64_t t0 = fa_now_ns();
-            int n = epoll_wait(a->epoll_fd, events, 2, -1);
+            n = wait_events(a, events, timeout, ring_full || a->conns.ready.head >= 0);
             slept_ns = fa_now_ns() - t0;
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                rc = -errno;
-                break;
-            }
         }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
+        }
+        pushed += handle_events(a, events, n, &accept_now);
         if (atomic_load(&a->stopping))
             break;
 
-        uint32_t pushed = 0;
-        int end = accept_batch(a, a->max_batch, &pushed);
-        if (pushed) {
-            /* Poll on only when the kernel queue had built up while we slept
-             * (or we are polling already): then the wake-up latency is what
-             * lets it overflow. Connections arriving one by one are cheaper
-             * to sleep for, and polling would burn a CPU under steady load.
-             * A batch gathered by a nap is expected to be large and is no
-             * sign of a burst. */
-            if (a->spin_ns && !napped &&
-                (spin_until_ns || pushed >= FA_SPIN_TRIGGER || end == BATCH_DONE))
-                spin_until_ns = fa_now_ns() + a->spin_ns;
-            count(&a->stats.batches);
+        int end = QUEUE_EMPTY;
+        if (accept_now && may_accept) {
+            uint32_t got = 0;
+            uint64_t before = fa_stat_accepted(a);
+            end = accept_batch(a, a->max_batch, &got);
+            pushed += got;
+            uint64_t accepted = fa_stat_accepted(a) - before;
+            if (accepted) {
+                /* Poll on only when the kernel queue had built up while we
+                 * slept (or we are polling already): then the wake-up
+                 * latency is what lets it overflow. Connections arriving one
+                 * by one are cheaper to sleep for, and polling would burn a
+                 * CPU under steady load. A batch gathered by a nap is
+                 * expected to be large and is no sign of a burst. */
+                if (a->spin_ns && !napped &&
+                    (spin_until_ns || accepted >= FA_SPIN_TRIGGER || end == BATCH_DONE))
+                    spin_until_ns = fa_now_ns() + a->spin_ns;
+                count(&a->stats.batches);
+            }
+        }
+        if (pushed && fa_ring_depth(&a->ring) > 0) {
             /* Workers already running may have taken the whole batch; then
              * waking a parked one would only put it back to sleep. */
-            if (fa_ring_depth(&a->ring) > 0) {
-                fa_lot_wake_one(&a->lot);
-                nap_next = a->nap_ns && !spin_until_ns && end == QUEUE_EMPTY &&
-                           (napped || slept_ns < a->nap_ns);
-            }
+            fa_lot_wake_one(&a->lot);
+            nap_next = a->nap_ns && !spin_until_ns && end == QUEUE_EMPTY &&
+                       (napped || slept_ns < a->nap_ns);
         }
         if (end < 0) {
             rc = end;
@@ -484,20 +960,50 @@ int fa_acceptor_run(fa_acceptor *a)
             backoff_ms = backoff_ms == 0 ? FA_BACKOFF_MIN_MS : backoff_ms * 2;
             if (backoff_ms > FA_BACKOFF_MAX_MS)
                 backoff_ms = FA_BACKOFF_MAX_MS;
-            continue;
+            backoff_until_ns = fa_now_ns() + (uint64_t)backoff_ms * 1000000u;
+        } else if (accept_now && may_accept) {
+            backoff_ms = 0;
         }
-        backoff_ms = 0;
-        if (end == RING_FULL) {
+        if (end == RING_FULL && !ring_full) {
+            ring_full = 1;
+            spin_until_ns = 0;
             count(&a->stats.ring_full_waits);
-            /* Only an abort or close ends this wait; a stop waits too, since
-             * the final drain needs the same space. */
-            if (fa_wait_space(&a->ring, &a->lot, &a->aborting, -1) < 0)
-                break;
         }
+        if (end == MAXED && !maxed) {
+            maxed = 1;
+            spin_until_ns = 0;
+            atomic_store(&a->accept_paused, 1);
+            count(&a->stats.max_conns_pauses);
+        }
+        if (a->conns.ready.head >= 0 && !ring_full) {
+            ring_full = 1;          /* ready connections wait for space too */
+            count(&a->stats.ring_full_waits);
+        }
+        expire(a, fa_now_ns());
     }
     if (rc == 0 && !atomic_load(&a->aborting))
         rc = final_drain(a);
     end_listening(a);
+    /* No more re-arming: a worker keeping a connection from now on closes
+     * it; what is on the way back already is closed here. */
+    atomic_store(&a->loop_done, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    close_backq(a);
+    {
+        /* after an abort or an error: nobody will serve these */
+        int fd;
+        while ((fd = fa_list_pop(&a->conns, &a->conns.idle)) >= 0) {
+            a->conns.slots[fd].state = FA_SLOT_FREE;
+            close_conn(a, fd);
+            count(&a->stats.stop_closed);
+        }
+        while ((fd = fa_list_pop(&a->conns, &a->conns.ready)) >= 0) {
+            a->conns.slots[fd].state = FA_SLOT_FREE;
+            close_conn(a, fd);
+            count(&a->stats.stop_closed);
+        }
+        atomic_store_explicit(&a->stats.waiting, 0, memory_order_relaxed);
+    }
     fa_lot_close(&a->lot);
     if (restore_sched) {
         sched_saved.size = sizeof sched_saved;

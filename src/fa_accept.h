@@ -1,11 +1,32 @@
 /*
- * fa_accept.h - the accept loop: drains a listening socket into a ring.
+ * fa_accept.h - the accept loop: drains a listening socket into a ring, and
+ * holds every connection that has nothing for a worker yet.
  *
  * One thread runs fa_acceptor_run(). It sleeps in epoll_wait on the listening
- * socket and an eventfd (the stop signal), accepts in batches with accept4()
- * until EAGAIN, pushes every connection into the ring and wakes one parked
- * worker per batch. It never touches a Python object, so its caller releases
- * the GIL for the loop's whole life.
+ * socket, an eventfd (stop, and the workers' kicks) and the connections that
+ * wait in C (fa_conn.h); it accepts in batches with accept4() until EAGAIN.
+ * It never touches a Python object, so its caller releases the GIL for the
+ * loop's whole life. It is the only producer of the ring.
+ *
+ * Where a connection goes (fa_acceptor_set_conns):
+ *  FA_DISPATCH_ACCEPT   into the ring at once, as accepted (for protocols
+ *                       where the server speaks first).
+ *  FA_DISPATCH_READABLE a connection whose first bytes have already arrived
+ *                       (one peek tells) goes into the ring at once; any
+ *                       other waits in the epoll set (one-shot) until they
+ *                       do. A peer that closes before sending anything is
+ *                       closed here, and one that sends nothing for idle_ns
+ *                       is closed here too (a FIN): no worker ever sees it.
+ * A connection a worker gives back (fa_acceptor_keep, the handler's KEEP)
+ * waits in the epoll set the same way for its next request, whatever the
+ * dispatch; the loop re-arms it, so workers never touch the epoll set.
+ *
+ * Limits. At most max_conns connections are open at once (waiting here, in
+ * the ring, or in workers until fa_acceptor_finish): at the limit the loop
+ * stops accepting and the kernel backlog is the buffer, as it is for a full
+ * ring under FA_DISPATCH_ACCEPT. Under FA_DISPATCH_READABLE a full ring does
+ * not stop accepting: connections keep leaving the kernel queue and wait
+ * here, and the ones that become readable wait in a FIFO for ring space.
  *
  * Errors of accept4():
  *  EINTR                               retried
@@ -15,9 +36,11 @@
  *  (ENETDOWN ENOPROTOOPT EHOSTDOWN     refused by a firewall rule)
  *  ENONET EHOSTUNREACH EOPNOTSUPP
  *  ENETUNREACH)
- *  EMFILE ENFILE ENOBUFS ENOMEM        counted; the loop waits 5 ms, doubling
- *                                      to 1 s, then tries again: no spinning,
- *                                      and it resumes by itself
+ *  EMFILE ENFILE ENOBUFS ENOMEM        counted; the loop stops accepting for
+ *                                      5 ms, doubling to 1 s, then tries
+ *                                      again (the listener leaves the epoll
+ *                                      set meanwhile, so nothing spins, and
+ *                                      waiting connections are still served)
  *  anything else                       the loop stops and returns -errno
  *
  * Under a steady stream that keeps every worker busy (a wake-up found the
@@ -35,18 +58,22 @@
  * grace period in a threaded process) stalls it mid-burst.
  *
  * What a full ring does depends on the overload policy:
- *  FA_OVERLOAD_QUEUE (the default) stops accepting: the kernel backlog
- *      becomes the second buffer and nothing is dropped.
- *  FA_OVERLOAD_SHED keeps accepting: a connection that finds the ring full
- *      is answered at once with the shed response (best effort: one
- *      nonblocking send) and a FIN, its pending input is discarded (so the
- *      close does not turn into a reset), and it is closed and counted in
- *      stats.shed. Clients fail fast instead of waiting in the backlog.
- * Stopping drains what sat in the kernel queue when the stop was asked for
- * (so those clients are served, or shed under the shed policy, not reset),
- * then ends listening at once (see end_listen), so that a client arriving
- * later is refused instead of completing a handshake nobody will accept,
- * and closes the lot; aborting returns at once (and ends listening too).
+ *  FA_OVERLOAD_QUEUE (the default) waits for space: under FA_DISPATCH_ACCEPT
+ *      the loop stops accepting (the kernel backlog becomes the second
+ *      buffer), under FA_DISPATCH_READABLE ready connections wait here.
+ *      Nothing is dropped.
+ *  FA_OVERLOAD_SHED: a connection that finds the ring full is answered at
+ *      once with the shed response (best effort: one nonblocking send) and a
+ *      FIN, its pending input is discarded (so the close does not turn into
+ *      a reset), and it is closed and counted in stats.shed. Clients fail
+ *      fast instead of waiting.
+ *
+ * Stopping drains what sat in the kernel queue when the stop was asked for,
+ * serves every connection that is readable by then (new, waiting or given
+ * back), closes the idle ones with a FIN (never a reset), then ends
+ * listening at once (see end_listen), so that a client arriving later is
+ * refused instead of completing a handshake nobody will accept, and closes
+ * the lot; aborting skips the drain and the serving.
  *
  * How listening ends (fa_acceptor_set_end_listen):
  *  FA_END_RELEASE (the default): this process lets go of the listening
@@ -72,6 +99,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fa_conn.h"
 #include "fa_park.h"
 #include "fa_ring.h"
 
@@ -106,6 +134,16 @@
 #define FA_BACKOFF_MIN_MS 5
 #define FA_BACKOFF_MAX_MS 1000
 
+/* epoll events handled per wake-up */
+#define FA_EVENTS 64
+
+/* Where a new connection goes (fa_acceptor_set_conns). */
+#define FA_DISPATCH_ACCEPT 0
+#define FA_DISPATCH_READABLE 1
+/* The default limit on open connections, and the largest one. */
+#define FA_MAX_CONNS_DEFAULT 10000u
+#define FA_MAX_CONNS_MAX (1u << 24)
+
 /* How listening ends after the final drain (fa_acceptor_set_end_listen). */
 #define FA_END_RELEASE 0
 #define FA_END_KEEP 1
@@ -121,13 +159,23 @@
  * the close (unread input would turn the FIN into a reset). */
 #define FA_SHED_DISCARD_MAX 65536u
 
+/* Every accepted connection ends in exactly one of: a worker (then
+ * fa_acceptor_finish or fa_acceptor_keep), shed, idle_closed, peer_closed,
+ * stop_closed, or an errors[] count (epoll refused it). */
 typedef struct fa_accept_stats {
-    _Atomic uint64_t accepted;
+    _Atomic uint64_t accepted;          /* taken from the kernel queue, shed ones too */
     _Atomic uint64_t batches;           /* wake-ups (or polls) that accepted */
     _Atomic uint64_t naps;              /* naps taken while the workers were busy */
     _Atomic uint64_t ring_full_waits;   /* times the loop waited for space */
     _Atomic uint64_t emfile_pauses;     /* back-offs on EMFILE/ENFILE/ENOBUFS/ENOMEM */
     _Atomic uint64_t shed;              /* answered and closed: the ring was full */
+    _Atomic uint64_t dispatched;        /* pushed into the ring after waiting here */
+    _Atomic uint64_t kept;              /* given back by a worker and re-armed */
+    _Atomic uint64_t idle_closed;       /* closed here: idle past idle_ns */
+    _Atomic uint64_t peer_closed;       /* closed here: the peer left while it waited */
+    _Atomic uint64_t stop_closed;       /* closed here, idle, at a stop */
+    _Atomic uint64_t max_conns_pauses;  /* times accepting stopped at max_conns */
+    _Atomic uint64_t waiting;           /* gauge: connections waiting here now */
     _Atomic uint64_t errors[FA_ERRNO_SLOTS];   /* accept4 failures by errno */
 } fa_accept_stats;
 
@@ -135,26 +183,43 @@ typedef struct fa_acceptor {
     fa_ring ring;
     fa_lot lot;
     fa_accept_stats stats;
+    fa_conns conns;         /* the waiting connections: the loop's thread only */
+    fa_backq back;          /* kept connections on their way back to the loop */
     int listen_fd;          /* borrowed: the caller owns and closes it */
-    _Atomic int end_listen; /* FA_END_RELEASE or FA_END_KEEP */
-    int placeholder_fd;     /* dup2()ed over listen_fd by FA_END_RELEASE */
     int epoll_fd;
-    int stop_fd;            /* eventfd: readable once stop or abort is asked */
+    int wake_fd;            /* eventfd: stop, abort, and the workers' kicks */
+    int placeholder_fd;     /* dup2()ed over listen_fd by FA_END_RELEASE */
+    _Atomic int end_listen; /* FA_END_RELEASE or FA_END_KEEP */
+    int dispatch;           /* FA_DISPATCH_ACCEPT or FA_DISPATCH_READABLE */
+    uint64_t idle_ns;       /* how long a connection may wait here idle; 0: for ever */
+    uint32_t max_conns;     /* open connections at most */
     uint32_t max_batch;     /* accept4 calls per epoll wake-up */
     uint32_t spin_ns;       /* poll this long after the last accept */
     uint32_t nap_ns;        /* nap this long while the workers are busy */
     int overload;           /* FA_OVERLOAD_QUEUE or FA_OVERLOAD_SHED */
     uint32_t shed_len;
     char *shed_response;    /* owned: copied by set_overload, freed by destroy */
+    int listening;          /* the listener is in the epoll set (loop only) */
+    alignas(FA_CACHE_LINE) _Atomic int64_t open;   /* open connections of ours */
+    _Atomic uint32_t loop_sleeping;     /* the loop may sleep in epoll_wait: kick it */
+    _Atomic uint32_t accept_paused;     /* at max_conns: a close must kick */
+    _Atomic uint32_t loop_done;         /* no more re-arming: keep() closes */
     _Atomic uint32_t stopping;
     _Atomic uint32_t aborting;
 } fa_acceptor;
 
-/* Sets listen_fd nonblocking and allocates the ring, lot, epoll, eventfd
- * and the placeholder socket.
- * Returns 0 or -errno (-EINVAL for a bad capacity or max_batch). On error
- * nothing is left allocated. */
+/* Sets listen_fd nonblocking and allocates the ring, lot, epoll, eventfd,
+ * the table of waiting connections, the way back and the placeholder
+ * socket. Dispatch FA_DISPATCH_ACCEPT, no idle deadline, max_conns
+ * FA_MAX_CONNS_DEFAULT. Returns 0 or -errno (-EINVAL for a bad capacity or
+ * max_batch). On error nothing is left allocated. */
 int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch);
+
+/* Sets the dispatch (FA_DISPATCH_*), the idle timeout of a waiting
+ * connection (0: none) and the limit on open connections (1 ..
+ * FA_MAX_CONNS_MAX). Returns 0, -EINVAL, or -ENOMEM (the previous setting is
+ * kept). Call before fa_acceptor_run. */
+int fa_acceptor_set_conns(fa_acceptor *a, int dispatch, uint64_t idle_ns, uint32_t max_conns);
 
 /* Sets how long the loop keeps polling after its last accepted connection
  * (0: sleep in epoll_wait at once). Returns 0 or -EINVAL above FA_SPIN_MAX_NS.
@@ -182,19 +247,32 @@ int fa_acceptor_set_end_listen(fa_acceptor *a, int how);
  * threads (the synchronous ones, SIGSEGV and its kin, stay deliverable so
  * that a fault here reaches faulthandler instead of killing the process
  * silently). Ends listening and closes the lot on return, so workers drain
- * the ring and then see -ESHUTDOWN. Returns 0 after a stop, or -errno of
- * the error that ended it. */
+ * the ring and then see -ESHUTDOWN. Returns 0 after a stop, or -errno of the
+ * error that ended it. */
 int fa_acceptor_run(fa_acceptor *a);
 
-/* Asks the loop to drain the kernel queue once more and return. Safe from
- * any thread, any number of times, before or during run. */
+/* Asks the loop to drain the kernel queue once more, serve what is
+ * readable, close what is idle and return. Safe from any thread, any number
+ * of times, before or during run. */
 void fa_acceptor_stop(fa_acceptor *a);
 
 /* Asks the loop to return at once, even while it waits for ring space. */
 void fa_acceptor_abort(fa_acceptor *a);
 
-/* Frees everything; closes the fds still queued in the ring (not listen_fd).
- * Call only when no thread runs or waits on the acceptor. */
+/* A worker is done with a connection it popped: closes fd (unless it is
+ * negative: the handler closed it or took it away) and counts it out of the
+ * open connections. Any thread. */
+void fa_acceptor_finish(fa_acceptor *a, int fd);
+
+/* A worker gives a connection back to wait for its next request. Returns 1
+ * when the loop takes it, 0 when it was closed instead (the server stops, or
+ * the way back was full) and counted out like fa_acceptor_finish. Any
+ * thread. */
+int fa_acceptor_keep(fa_acceptor *a, int fd);
+
+/* Frees everything; closes the fds still queued in the ring, waiting here
+ * or on the way back (not listen_fd). Call only when no thread runs or
+ * waits on the acceptor. */
 void fa_acceptor_destroy(fa_acceptor *a);
 
 /* Relaxed snapshots of the counters, for stats. */
@@ -208,6 +286,17 @@ static inline uint64_t fa_stat_naps(fa_acceptor *a) { return fa_stat_load(&a->st
 static inline uint64_t fa_stat_ring_full_waits(fa_acceptor *a) { return fa_stat_load(&a->stats.ring_full_waits); }
 static inline uint64_t fa_stat_emfile_pauses(fa_acceptor *a) { return fa_stat_load(&a->stats.emfile_pauses); }
 static inline uint64_t fa_stat_shed(fa_acceptor *a) { return fa_stat_load(&a->stats.shed); }
+static inline uint64_t fa_stat_dispatched(fa_acceptor *a) { return fa_stat_load(&a->stats.dispatched); }
+static inline uint64_t fa_stat_kept(fa_acceptor *a) { return fa_stat_load(&a->stats.kept); }
+static inline uint64_t fa_stat_idle_closed(fa_acceptor *a) { return fa_stat_load(&a->stats.idle_closed); }
+static inline uint64_t fa_stat_peer_closed(fa_acceptor *a) { return fa_stat_load(&a->stats.peer_closed); }
+static inline uint64_t fa_stat_stop_closed(fa_acceptor *a) { return fa_stat_load(&a->stats.stop_closed); }
+static inline uint64_t fa_stat_max_conns_pauses(fa_acceptor *a) { return fa_stat_load(&a->stats.max_conns_pauses); }
+static inline uint64_t fa_stat_waiting(fa_acceptor *a) { return fa_stat_load(&a->stats.waiting); }
+static inline int64_t fa_stat_open(fa_acceptor *a)
+{
+    return atomic_load_explicit(&a->open, memory_order_relaxed);
+}
 static inline uint64_t fa_stat_errors(fa_acceptor *a, int err)
 {
     return err >= 0 && err < FA_ERRNO_SLOTS ? fa_stat_load(&a->stats.errors[err]) : 0;

@@ -42,7 +42,15 @@ int fa_lot_init(fa_lot *lot)
     atomic_init(&lot->producer_napping, 0);
     atomic_init(&lot->wake_calls, 0);
     atomic_init(&lot->sleeps, 0);
+    lot->wake_fd = -1;
     return 0;
+}
+
+void fa_eventfd_kick(int fd)
+{
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
 }
 
 void fa_lot_destroy(fa_lot *lot)

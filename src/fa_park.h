@@ -57,6 +57,9 @@ typedef struct fa_lot {
     _Atomic uint32_t producer_napping;  /* producer naps until the ring empties */
     _Atomic uint64_t wake_calls;    /* futex wakes issued to workers */
     _Atomic uint64_t sleeps;        /* futex waits entered by workers */
+    int wake_fd;                    /* >= 0: an eventfd the producer sleeps on (in
+                                       epoll) while it waits for space, instead of
+                                       space_word; set before any pop */
 } fa_lot;
 
 /* Sleeps while *word == expected, until deadline_ns (CLOCK_MONOTONIC; 0:
@@ -115,15 +118,23 @@ static inline int fa_lot_wake_one(fa_lot *lot)
  * Workers then drain what is left in the ring and get -ESHUTDOWN. */
 void fa_lot_close(fa_lot *lot);
 
-/* Tells a producer sleeping in fa_wait_space that a slot is free. */
+/* Writes 1 to an eventfd; EAGAIN (the counter is already huge) means a
+ * wake-up is pending anyway. */
+void fa_eventfd_kick(int fd);
+
+/* Tells a producer waiting for space (fa_wait_space, or an accept loop in
+ * epoll_wait on wake_fd) that a slot is free. */
 static inline void fa_lot_space_freed(fa_lot *lot)
 {
-    /* pairs with the fence in fa_wait_space */
+    /* pairs with the fence in fa_wait_space (or the accept loop's) */
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&lot->producer_waiting, memory_order_relaxed) &&
         atomic_exchange_explicit(&lot->producer_waiting, 0, memory_order_relaxed)) {
         atomic_fetch_add_explicit(&lot->space_word, 1, memory_order_release);
-        fa_futex_wake(&lot->space_word, 1);
+        if (lot->wake_fd >= 0)
+            fa_eventfd_kick(lot->wake_fd);
+        else
+            fa_futex_wake(&lot->space_word, 1);
     }
 }
 

@@ -43,11 +43,20 @@
 #define FA_RING_MIN_CAPACITY 2u
 #define FA_RING_MAX_CAPACITY (1u << 24)
 
-/* What the accept loop learned about one connection. */
+/* What a connection brings a worker (fa_conn.kind). */
+#define FA_CONN_NEW 0       /* accepted (and, dispatched when readable, readable) */
+#define FA_CONN_RESUMED 1   /* given back by a worker, readable again */
+
+/* What the accept loop learned about one connection: one ring entry. */
 typedef struct fa_conn {
     int fd;
     socklen_t addrlen;              /* bytes of addr filled by accept4 */
     uint64_t accepted_ns;           /* CLOCK_MONOTONIC at accept4 return */
+    uint64_t ready_ns;              /* when it was ready for a worker: its queue wait starts */
+    uint32_t kind;                  /* FA_CONN_NEW or FA_CONN_RESUMED */
+    uint32_t data_len;              /* bytes at data */
+    void *data;                     /* bytes the loop already read from fd, or NULL;
+                                       owned by the entry (the popper frees it) */
     struct sockaddr_storage addr;   /* peer address as accept4 returned it */
 } fa_conn;
 
@@ -201,9 +210,11 @@ static inline void fa_ring_destroy(fa_ring *r, int close_fds)
     fa_conn c;
     if (r->slots == NULL)
         return;
-    while (fa_ring_pop(r, &c) == 0)
+    while (fa_ring_pop(r, &c) == 0) {
         if (close_fds)
             close(c.fd);
+        free(c.data);
+    }
     free(r->slots);
     r->slots = NULL;
 }

@@ -254,7 +254,7 @@ def test_listen_queue_of_a_socket(listen, wait_for):
 def test_monitor_agrees_with_server_stats_when_workers_block(server_factory, wait_for):
     release = threading.Event()
     server = server_factory(lambda c, a: release.wait(30.0), workers=1, ring_size=2,
-                            backlog=32)
+                            backlog=32, dispatch="accept")
     clients = []
     try:
         for _ in range(6):

@@ -118,7 +118,7 @@ def test_collector_on_a_live_server_follows_its_stats(server_factory, http_get, 
             return
         conn.sendall(b"ok")
 
-    server = server_factory(handler, workers=1, ring_size=2, backlog=64)
+    server = server_factory(handler, workers=1, ring_size=2, backlog=64, dispatch="accept")
     registry = _registry(server)
     get = registry.get_sample_value
     assert get("fastaccept_accepted_total") == 0

@@ -130,7 +130,7 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
 
     workers, ring, burst = 2, 2, 200
     server = server_factory(handler, workers=workers, ring_size=ring, backlog=1024,
-                            overload="shed", shed_response=SHED)
+                            dispatch="accept", overload="shed", shed_response=SHED)
     held = _fill_workers_and_ring(server, wait_for, workers, ring)
     shed_clients: List[socket.socket] = []
     try:
@@ -140,7 +140,7 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
         assert replies == [SHED] * burst
         wait_for(lambda: server.stats()["shed"] == burst, 10.0, f"{burst} shed")
         st = server.stats()
-        assert st["accepted"] == workers + ring
+        assert st["accepted"] == workers + ring + burst     # shed ones are accepted too
         assert st["workers_busy"] == workers        # no worker was freed for them
         assert st["kernel_queue_depth"] == 0
         assert st["ring_full_waits"] == 0           # the loop never waited for space
@@ -161,7 +161,7 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
         _close_all(held)
     assert server.shutdown(timeout=10.0)
     st = server.stats()
-    assert st["accepted"] == st["handled"] == workers + ring
+    assert st["accepted"] - st["shed"] == st["handled"] == workers + ring
     assert st["handler_errors"] == 0
     assert st["accept_errors"] == {}
 
@@ -230,7 +230,8 @@ def test_queue_policy_holds_a_burst_in_the_backlog(server_factory, read_request,
             conn.sendall(REPLY_OK)
 
     workers, ring, burst = 2, 2, 200
-    server = server_factory(handler, workers=workers, ring_size=ring, backlog=1024)
+    server = server_factory(handler, workers=workers, ring_size=ring, backlog=1024,
+                            dispatch="accept")
     held = _fill_workers_and_ring(server, wait_for, workers, ring)
     try:
         for _ in range(burst):
@@ -313,9 +314,49 @@ def test_default_timeout_is_finite(server_factory, http_get, read_request):
     assert seen == [DEFAULT_TIMEOUT]
 
 
+def test_idle_clients_never_reach_a_worker(server_factory, read_request, wait_for):
+    """Slowloris, with the default dispatch ("readable"): idle clients wait
+    in C, not in workers. More of them than workers, and a client that sends
+    is served at once; each idle one is closed by C (a FIN: EOF, no reset)
+    once idle_timeout has passed, without a handler ever running for it."""
+    handled = []
+
+    def handler(conn, addr):
+        handled.append(addr)
+        if read_request(conn):
+            conn.sendall(REPLY_OK)
+
+    workers, idle_n, idle_timeout = 2, 6, 0.5
+    server = server_factory(handler, workers=workers, idle_timeout=idle_timeout)
+    idle = []
+    try:
+        for _ in range(idle_n):
+            idle.append(_connect(server.address))       # connect, send nothing
+        wait_for(lambda: server.stats()["conns_waiting"] == idle_n, 10.0, "idle clients in C")
+        assert server.stats()["workers_busy"] == 0
+        with _connect(server.address, REQUEST) as good:
+            assert read_to_eof(good) == REPLY_OK
+        t0 = time.monotonic()
+        # Every idle client was closed by the server (EOF), none by itself.
+        assert [read_to_eof(c) for c in idle] == [b""] * idle_n
+        waited = time.monotonic() - t0
+    finally:
+        _close_all(idle)
+    assert server.shutdown(timeout=10.0)
+    assert len(handled) == 1
+    # Generous against a noisy machine, and far below what an unbounded wait
+    # would show (the idle clients stayed connected until their EOF above).
+    assert waited < idle_timeout + 2.0, waited
+    st = server.stats()
+    assert st["idle_closed"] == idle_n
+    assert st["handler_errors"] == 0
+    assert st["accepted"] == idle_n + 1 and st["handled"] == 1
+
+
 def test_idle_clients_cannot_hold_workers_past_the_timeout(server_factory, read_request,
                                                            wait_for, caplog):
-    """Slowloris: more idle clients than workers. Each holds a worker for one
+    """Slowloris under dispatch="accept" (a connection goes to a worker at
+    once): more idle clients than workers. Each holds a worker for one
     timeout at most, then is closed; a client that does send is served while
     the idle ones are still connected."""
     caplog.set_level(logging.CRITICAL, logger="fastaccept")   # the expected timeouts
@@ -336,7 +377,7 @@ def test_idle_clients_cannot_hold_workers_past_the_timeout(server_factory, read_
             conn.sendall(REPLY_OK)
 
     workers, idle_n = 2, 6
-    server = server_factory(handler, workers=workers, timeout=timeout)
+    server = server_factory(handler, workers=workers, timeout=timeout, dispatch="accept")
     idle = []
     try:
         for _ in range(idle_n):
@@ -377,7 +418,8 @@ def test_clients_that_reset_before_their_handler_runs(server_factory, read_reque
             outcomes.append("reset")
 
     workers, ring, queued = 1, 2, 10
-    server = server_factory(handler, workers=workers, ring_size=ring, backlog=64)
+    server = server_factory(handler, workers=workers, ring_size=ring, backlog=64,
+                            dispatch="accept")
     held = _fill_workers_and_ring(server, wait_for, workers, ring)
     resetters: List[socket.socket] = []
     try:

@@ -202,15 +202,21 @@ def test_shutdown_under_load(server_factory, ok_handler, join_all, wait_for, wor
     assert outcomes.count("refused") + outcomes.count("eof") >= 3 * n_clients
     assert shutdown_s < 20.0
     st = server.stats()
-    # Every connection the server accepted was handled: none dropped on the floor.
-    assert st["accepted"] == st["handled"]
+    # Every connection the server accepted was handled, or closed idle by C
+    # (connected, nothing sent yet when the stop came: a FIN, the "eof"
+    # outcome): none dropped on the floor.
+    assert st["accepted"] == st["handled"] + st["stop_closed"] + st["peer_closed"]
+    assert st["stop_closed"] + st["peer_closed"] <= outcomes.count("eof")
     assert st["handled"] >= outcomes.count("ok")
     assert st["handler_errors"] <= outcomes.count("eof")
 
 
-def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for):
+@pytest.mark.parametrize("dispatch", ["accept", "readable"])
+def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for, dispatch):
     """ring_size=8, slow workers, 500 concurrent connections: all served, the
-    ring never overflows; the kernel backlog holds the rest."""
+    ring never overflows. The kernel backlog holds the rest under
+    dispatch="accept"; under "readable" the loop drains the kernel queue
+    anyway and the rest wait in C, ready, for ring space."""
     n = 500
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2 * n + 100:
@@ -225,7 +231,7 @@ def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for):
             time.sleep(0.002)
             conn.sendall(REPLY_OK)
 
-    server = server_factory(handler, workers=4, ring_size=8, backlog=1024)
+    server = server_factory(handler, workers=4, ring_size=8, backlog=1024, dispatch=dispatch)
     clients = []
     try:
         for _ in range(n):
@@ -234,7 +240,13 @@ def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for):
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         wait_for(lambda: server.stats()["ring_depth"] == 8
                  and server.stats()["workers_busy"] == 4, 10.0, "busy workers and a full ring")
-        assert server.stats()["accepted"] == 4 + 8        # the rest waits in the kernel
+        if dispatch == "accept":
+            assert server.stats()["accepted"] == 4 + 8    # the rest waits in the kernel
+        else:
+            st = wait_for(lambda: (s := server.stats())["accepted"] == n and s, 10.0,
+                          "every connection out of the kernel queue")
+            assert st["kernel_queue_depth"] == 0
+            assert st["conns_waiting"] == n - 4 - 8       # ready, in C, for ring space
         gate.set()
         replies = []
         for sock in clients:
@@ -259,10 +271,14 @@ def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for):
     assert st["shed"] == 0                  # overload="queue", the default
 
 
-def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, join_all):
+@pytest.mark.parametrize("dispatch", ["accept", "readable"])
+def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, join_all,
+                                       dispatch):
     """Connections still in the kernel accept queue when shutdown() is called
     are accepted and served, not reset (gunicorn's graceful shutdown resets
-    them). The queue is full: the backlog of 15 admits 16."""
+    them). The queue is full: the backlog of 15 admits 16. Under "readable"
+    the same 16 wait in C instead (readable, for ring space) and are served
+    the same way."""
     gate = threading.Event()
 
     def handler(conn, addr):
@@ -270,7 +286,7 @@ def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, j
         if read_request(conn):
             conn.sendall(REPLY_OK)
 
-    server = server_factory(handler, workers=2, ring_size=2, backlog=15)
+    server = server_factory(handler, workers=2, ring_size=2, backlog=15, dispatch=dispatch)
     n = 20
     clients = []
     shutdown_result = []
@@ -283,11 +299,14 @@ def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, j
         # 2 in handlers, 2 in the ring, the other 16 in the kernel queue.
         wait_for(lambda: server.stats()["ring_depth"] == 2
                  and server.stats()["workers_busy"] == 2, 10.0, "busy workers and a full ring")
-        wait_for(lambda: server.stats()["kernel_queue_depth"] == 16, 10.0,
-                 "16 connections in the kernel queue")
-        st = server.stats()
-        assert st["accepted"] == 4
-        assert st["kernel_backlog"] + 1 == 16       # the queue is full
+        if dispatch == "accept":
+            wait_for(lambda: server.stats()["kernel_queue_depth"] == 16, 10.0,
+                     "16 connections in the kernel queue")
+            st = server.stats()
+            assert st["accepted"] == 4
+            assert st["kernel_backlog"] + 1 == 16       # the queue is full
+        else:
+            wait_for(lambda: server.stats()["conns_waiting"] == 16, 10.0, "16 waiting in C")
         shutter.start()
         # Release the handlers only once shutdown() has begun (its repr says
         # "stopping" right before it stops the accept loop), so the 16
@@ -322,11 +341,13 @@ def test_shutdown_timeout_with_stuck_handler(server_factory, wait_for, caplog, j
     stuck_names = []
 
     def handler(conn, addr):
+        conn.recv(1)                # the byte that made it readable
         stuck_names.append(threading.current_thread().name)
         release.wait(60.0)          # "forever" for this test, yet bounded
 
     server = server_factory(handler, workers=2)
     with socket.create_connection(server.address, timeout=10.0) as sock:
+        sock.sendall(b"x")
         wait_for(lambda: server.stats()["workers_busy"] == 1, 10.0, "the handler to block")
         t0 = time.monotonic()
         try:
@@ -387,6 +408,7 @@ def test_timeout_is_applied_to_connections(server_factory, http_get, timeout):
 
     server = server_factory(handler, timeout=timeout)
     with socket.create_connection(server.address, timeout=10.0) as sock:
+        sock.sendall(b"x")
         assert sock.recv(4096)
     assert server.shutdown(timeout=10.0)
     assert seen == [timeout]
@@ -421,12 +443,14 @@ def test_timeout_expires_in_handler(server_factory, wait_for):
 
     def handler(conn, addr):
         try:
-            conn.recv(1)            # the client never sends
+            conn.recv(1)            # the client sends one byte and stalls:
+            conn.recv(1)            # this one waits
         except socket.timeout as e:
             errors.append(e)
 
     server = server_factory(handler, timeout=0.05)
     with socket.create_connection(server.address, timeout=10.0) as sock:
+        sock.sendall(b"x")          # dispatched: a worker's recv then waits
         assert sock.recv(1) == b""  # closed after the timeout, not after 10 s
     assert server.shutdown(timeout=10.0)
     assert len(errors) == 1

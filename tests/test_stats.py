@@ -117,7 +117,7 @@ def test_handler_errors_move(server_factory, wait_for, caplog):
         if len(calls) % 2:
             raise RuntimeError("handler failure under test")
 
-    server = server_factory(handler, workers=1)
+    server = server_factory(handler, dispatch="accept", workers=1)
     for c in _connect(server.address, 4):
         c.close()
     st = wait_for(lambda: (s := server.stats())["handled"] == 4 and s, 10.0, "4 handled")
@@ -127,7 +127,7 @@ def test_handler_errors_move(server_factory, wait_for, caplog):
 def test_ring_kernel_queue_workers_busy_and_queue_wait_move_when_workers_block(
         server_factory, wait_for):
     gate = Gate()
-    server = server_factory(gate, workers=1, ring_size=2, backlog=16)
+    server = server_factory(gate, dispatch="accept", workers=1, ring_size=2, backlog=16)
     before = server.stats()
     assert before["workers_busy"] == 0 and before["ring_full_waits"] == 0
     assert before["queue_wait_p99_us"] == 0
@@ -159,7 +159,7 @@ def test_ring_kernel_queue_workers_busy_and_queue_wait_move_when_workers_block(
 
 def test_queue_wait_histogram_is_cumulative_and_counts_every_pop(server_factory, wait_for):
     gate = Gate()
-    server = server_factory(gate, workers=1, ring_size=2)
+    server = server_factory(gate, dispatch="accept", workers=1, ring_size=2)
     buckets, sum_us = server.queue_wait_histogram()
     assert [b for b, _ in buckets] == [float(b) for b in QUEUE_WAIT_BOUNDS_US] + [float("inf")]
     assert all(n == 0 for _, n in buckets) and sum_us == 0
@@ -189,7 +189,7 @@ def test_listen_overflows_and_drops_move_when_the_kernel_queue_overflows(
     gate = Gate()
     # 1 in the handler + 2 in the ring + backlog + 1 in the kernel queue;
     # every SYN beyond that is dropped and counted.
-    server = server_factory(gate, workers=1, ring_size=2, backlog=1)
+    server = server_factory(gate, dispatch="accept", workers=1, ring_size=2, backlog=1)
     before = server.stats()
     assert before["listen_counters_scope"] == "namespace"
     if before["listen_overflows"] is None:
@@ -225,6 +225,7 @@ def test_accept_errors_and_emfile_pauses_move_and_recover(server_factory, wait_f
     try:
         with no_new_fds():
             client.connect(server.address)          # needs no new fd here
+            client.sendall(b"x")     # something for a worker, once accepted
             # stats() reads the errors before the pauses, so one snapshot can
             # hold a pause whose error it missed: wait for both.
             st = wait_for(lambda: (s := server.stats())["emfile_pauses"] >= 1
@@ -297,7 +298,7 @@ def test_monitor_thread_warns_once_per_interval_when_the_ring_is_full(
         server_factory, wait_for, caplog):
     caplog.set_level(logging.WARNING, logger="fastaccept")
     gate = Gate()
-    server = server_factory(gate, start=False, workers=1, ring_size=2)
+    server = server_factory(gate, dispatch="accept", start=False, workers=1, ring_size=2)
     server.monitor_interval = 0.01
     server.warn_interval = 3600.0
     # ring_full_waits as each tick of the monitor thread read it
@@ -371,7 +372,7 @@ def test_overload_watch_rate_limits_per_kind():
 
 def test_stats_does_not_wait_for_a_shutdown_in_progress(server_factory, wait_for, join_all):
     gate = Gate()
-    server = server_factory(gate, workers=1)
+    server = server_factory(gate, dispatch="accept", workers=1)
     clients = _connect(server.address, 1)
     try:
         assert gate.entered.acquire(timeout=10.0)
