@@ -6,7 +6,7 @@ victim sees and that everyone else is still served. The README's
 "Guarantees" section states the behaviour these tests pin down. Related
 tests elsewhere: tests/test_server.py (a burst through a ring of 8 under the
 queue policy, the kernel backlog served at shutdown, shutdown(timeout) with a
-stuck handler, EMFILE back-off and recovery, detach) and tests/test_acceptor.py
+stuck handler, EMFILE back-off and recovery, detach) and tests/test_core.py
 (the Acceptor refuses use in a forked child).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Cython layer: fastaccept.Ring and fastaccept.Acceptor through the extension."""
+"""fastaccept._core, the extension: Ring, Acceptor and close_fd (the Cython layer over src/)."""
 from __future__ import annotations
 
 import errno
