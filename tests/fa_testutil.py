@@ -61,6 +61,21 @@ def read_line(fd: int, timeout: float, writer: Optional[subprocess.Popen] = None
     return data
 
 
+def has_loadgen() -> bool:
+    """True if the bench's C extension (the load generator, c-inline) is built."""
+    try:
+        from fastaccept.bench import loadgen  # noqa: F401
+        from fastaccept.bench._loadgen import serve_inline  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: Skips a test that needs fastaccept.bench._loadgen where it is not built.
+needs_loadgen = pytest.mark.skipif(not has_loadgen(),
+                                   reason="fastaccept.bench._loadgen is not built")
+
+
 def has_ipv6_loopback() -> bool:
     """True if a TCP socket can bind ::1 here."""
     if not socket.has_ipv6:
