@@ -10,7 +10,7 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import FD_TABLE_SIZE_SRC, no_new_fds, open_fds, run_child_json
+from fa_testutil import no_new_fds, open_fds, run_child_json
 
 
 # -- Ring ------------------------------------------------------------------
@@ -399,25 +399,6 @@ def test_acceptor_counts_emfile_by_name_and_recovers(listener, running, wait_for
     r.stop()
 
 
-_FD_TABLE_CHILD = """
-import json, resource, socket
-import fastaccept
-""" + FD_TABLE_SIZE_SRC + """
-hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-lsock = socket.socket()
-lsock.bind(("127.0.0.1", 0))
-lsock.listen(16)
-out = {"before": fd_table_size()}
-resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard))
-fastaccept.Acceptor(lsock.fileno(), ring_size=65536).close()   # wants 66560: capped
-out["capped"] = fd_table_size()
-resource.setrlimit(resource.RLIMIT_NOFILE, (8192, hard))
-fastaccept.Acceptor(lsock.fileno(), ring_size=4096).close()
-out["grown"] = fd_table_size()
-print(json.dumps(out))
-"""
-
-
 def test_acceptor_grows_the_fd_table_for_a_full_ring(tmp_path):
     """At construction the fd table is sized for a full ring plus
     FA_FD_SLACK (1024), or up to RLIMIT_NOFILE when that is lower, so that
@@ -426,7 +407,7 @@ def test_acceptor_grows_the_fd_table_for_a_full_ring(tmp_path):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 8192:
         pytest.skip(f"the hard fd limit ({hard}) is below what the test grows to")
-    out = run_child_json(_FD_TABLE_CHILD, tmp_path)
+    out = run_child_json("acceptor_fd_table.py", cwd=tmp_path)
     # the kernel sizes tables in powers of two
     assert out["before"] < 1000 <= out["capped"] < 2000
     assert 4096 + 1024 <= out["grown"]

@@ -21,8 +21,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 import traceback
@@ -32,7 +30,7 @@ from typing import Any, List
 import pytest
 
 import fastaccept
-from fa_testutil import read_line, read_to_eof
+from fa_testutil import CommandChild, child_path, read_line, read_to_eof, start_child
 from fastaccept.bench import loadgen
 from fastaccept._options import DEFAULT_TIMEOUT
 
@@ -499,106 +497,13 @@ def test_client_half_close_gets_its_reply(server_factory, read_request, reader):
     assert server.stats()["handler_errors"] == 0
 
 
-ACCEPT_SHIM_C = r"""
-/* Fails accept4() with errno $FA_ACCEPT_ERRNO, in one of two ways:
- *  - while the file named by $FA_FAIL_WHILE exists, every call fails and
- *    the queue is left alone (a resource running out: ENFILE, ENOBUFS...);
- *  - with $FA_DROP_EVERY=N, every Nth connection really accepted is closed
- *    at once and reported as that error instead (how Linux reports a
- *    connection that died in the queue: ECONNABORTED, EPROTO, EPERM). */
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <stdlib.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
-{
-    static int (*real)(int, struct sockaddr *, socklen_t *, int);
-    static unsigned accepted;       /* one accept loop calls this */
-    if (real == NULL)
-        real = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
-    const char *e = getenv("FA_ACCEPT_ERRNO");
-    int err = e != NULL ? atoi(e) : 0;
-    const char *flag = getenv("FA_FAIL_WHILE");
-    if (err && flag != NULL && access(flag, F_OK) == 0) {
-        errno = err;
-        return -1;
-    }
-    int got = real(fd, addr, len, flags);
-    const char *every = getenv("FA_DROP_EVERY");
-    if (got >= 0 && err && every != NULL && ++accepted % (unsigned)atoi(every) == 0) {
-        close(got);
-        errno = err;
-        return -1;
-    }
-    return got;
-}
-"""
-
-ACCEPT_CHILD = textwrap.dedent("""
-    import json, sys
-    import fastaccept
-
-    def handler(conn, addr):
-        data = b""
-        while b"\\r\\n\\r\\n" not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            data += chunk
-        conn.sendall(b"ok")
-
-    server = fastaccept.Server(handler, "127.0.0.1", 0, workers=2)
-    server.start()
-    print(json.dumps({"address": server.address}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "stats":
-            print(json.dumps(server.stats()), flush=True)
-        elif line.strip() == "quit":
-            break
-    ok = server.shutdown(timeout=10.0)
-    print(json.dumps(dict(server.stats(), shutdown_ok=ok)), flush=True)
-""")
-
-
-class ShimmedServer:
-    """A Server in a child process whose accept4() goes through ACCEPT_SHIM_C."""
-
-    def __init__(self, tmp_path: Any, **env: str) -> None:
-        shim_c, shim = tmp_path / "accept_shim.c", tmp_path / "accept_shim.so"
-        shim_c.write_text(ACCEPT_SHIM_C)
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-o", str(shim), str(shim_c),
-                        "-ldl"], check=True, timeout=60)
-        preload = " ".join(p for p in (os.environ.get("LD_PRELOAD"), str(shim)) if p)
-        self.stderr_path = tmp_path / "child.stderr"
-        with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", ACCEPT_CHILD], cwd=str(tmp_path),
-                env=dict(os.environ, LD_PRELOAD=preload, **env),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-        self.out = self.proc.stdout.fileno()
-
-    def address(self) -> tuple:
-        return tuple(json.loads(read_line(self.out, 30.0))["address"])
-
-    def ask(self, cmd: bytes) -> dict:
-        self.proc.stdin.write(cmd + b"\n")
-        self.proc.stdin.flush()
-        return json.loads(read_line(self.out, 20.0))
-
-    def quit(self) -> dict:
-        final = self.ask(b"quit")
-        assert self.proc.wait(timeout=20.0) == 0, self.stderr_path.read_text()
-        return final
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10.0)
-        self.proc.stdin.close()
-        self.proc.stdout.close()
+def shimmed_server(tmp_path: Any, **env: str) -> CommandChild:
+    """children/command_server.py with accept4() going through children/accept_shim.c."""
+    shim = tmp_path / "accept_shim.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-o", str(shim),
+                    child_path("accept_shim.c"), "-ldl"], check=True, timeout=60)
+    preload = " ".join(p for p in (os.environ.get("LD_PRELOAD"), str(shim)) if p)
+    return CommandChild(tmp_path, env=dict(os.environ, LD_PRELOAD=preload, **env))
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found on PATH")
@@ -609,7 +514,7 @@ def test_resource_errors_back_off_and_recover(tmp_path, name):
     counted, backed off, nothing accepted or lost; once it clears, every
     waiting client is served."""
     flag = tmp_path / "failing"
-    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(getattr(errno, name)),
+    child = shimmed_server(tmp_path, FA_ACCEPT_ERRNO=str(getattr(errno, name)),
                           FA_FAIL_WHILE=str(flag))
     clients = []
     try:
@@ -650,7 +555,7 @@ def test_dead_connection_errors_skip_one_and_go_on(tmp_path, name):
     one here): that connection is counted and gone, the loop neither stops
     nor backs off, and every other client is served."""
     code = getattr(errno, name)
-    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(code), FA_DROP_EVERY="2")
+    child = shimmed_server(tmp_path, FA_ACCEPT_ERRNO=str(code), FA_DROP_EVERY="2")
     replies = []
     try:
         address = child.address()
@@ -680,7 +585,7 @@ def test_unexpected_accept_error_stops_the_loop_and_says_so(tmp_path):
     accepts from (the queued client that met the error is reset with it)."""
     flag = tmp_path / "failing"
     flag.touch()
-    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(errno.EINVAL), FA_FAIL_WHILE=str(flag))
+    child = shimmed_server(tmp_path, FA_ACCEPT_ERRNO=str(errno.EINVAL), FA_FAIL_WHILE=str(flag))
     clients = []
     try:
         address = child.address()
@@ -766,31 +671,6 @@ def test_handler_that_closes_its_socket(server_factory, read_request, join_all):
     assert st["handler_errors"] == 0
 
 
-STUCK_CHILD = textwrap.dedent("""
-    import json, logging, sys, threading, time
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    import fastaccept
-
-    forever = threading.Event()
-
-    def handler(conn, addr):
-        forever.wait()          # never set, no timeout: stuck for good
-
-    server = fastaccept.Server(handler, "127.0.0.1", 0, workers=2, ring_size=4)
-    server.start()
-    print(json.dumps({"address": server.address}), flush=True)
-    deadline = time.monotonic() + 30.0
-    while server.stats()["workers_busy"] < 2 or server.stats()["ring_depth"] < 1:
-        if time.monotonic() > deadline:
-            sys.exit(3)
-        time.sleep(0.01)
-    t0 = time.monotonic()
-    ok = server.shutdown(timeout=0.5)
-    print(json.dumps({"shutdown": ok, "took": time.monotonic() - t0}), flush=True)
-    # The script ends here: the process must exit although two workers are stuck.
-""")
-
-
 def test_stuck_handlers_shutdown_returns_and_the_process_exits(tmp_path):
     """Handlers blocked for good: shutdown(timeout) returns on time with
     False, names the stuck workers, closes the connection still queued, and
@@ -798,8 +678,8 @@ def test_stuck_handlers_shutdown_returns_and_the_process_exits(tmp_path):
     stderr_path = tmp_path / "child.stderr"
     clients = []
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", STUCK_CHILD], cwd=str(tmp_path),
-                                stdout=subprocess.PIPE, stderr=stderr)
+        proc = start_child("stuck_handlers.py", cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=stderr)
     try:
         line = read_line(proc.stdout.fileno(), 30.0)
         address = tuple(json.loads(line)["address"])

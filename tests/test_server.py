@@ -2,24 +2,19 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import queue
 import resource
-import select
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import pytest
 
 import fastaccept
-from fa_testutil import has_ipv6_loopback, open_fds
+from fa_testutil import CommandChild, has_ipv6_loopback, open_fds
 
 REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -449,72 +444,6 @@ def test_sock_argument_uses_a_prebound_socket(server_factory, ok_handler, http_g
 
 # -- the descriptor limit --------------------------------------------------------
 
-EMFILE_CHILD = textwrap.dedent("""
-    import json, os, resource, socket, sys
-    NOFILE = int(sys.argv[1])
-    resource.setrlimit(resource.RLIMIT_NOFILE,
-                       (NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    import fastaccept
-
-    def handler(conn, addr):
-        # Holds the connection (and its fd) until the client sends its request.
-        data = b""
-        while b"\\r\\n\\r\\n" not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            data += chunk
-        conn.sendall(b"ok")
-
-    server = fastaccept.Server(handler, "127.0.0.1", 0, workers=4, backlog=1024,
-                               timeout=60.0)
-    server.start()
-    print(json.dumps({"address": server.address}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "stats":
-            # Open fds, less the transient ones under /proc (listdir's own,
-            # the monitor thread reading /proc/net/netstat).
-            try:
-                fds = 0
-                for name in os.listdir("/proc/self/fd"):
-                    try:
-                        fds += not os.readlink("/proc/self/fd/" + name).startswith("/proc/")
-                    except OSError:
-                        pass        # closed since
-            except OSError:         # EMFILE: the accept loop holds every free fd
-                fds = None
-            print(json.dumps(dict(server.stats(), fds=fds)), flush=True)
-        elif line.strip() == "quit":
-            break
-    ok = server.shutdown(timeout=10.0)
-    print(json.dumps(dict(server.stats(), shutdown_ok=ok)), flush=True)
-""")
-
-
-class _LineReader:
-    """Read lines from a child's stdout with a deadline on each line."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.buf = b""
-
-    def readline(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no line from the child within {timeout} s")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise EOFError(f"the child exited (status {self.proc.poll()})")
-                self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode()
-
-
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
@@ -544,24 +473,15 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
     n_held = 120
     n_late = 10         # arrive while the child is stuck at EMFILE
     rounds = 3
-    stderr_path = tmp_path / "child.stderr"
     held = []
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", EMFILE_CHILD, str(nofile)], cwd=str(tmp_path),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-    reader = _LineReader(proc)
+    child = CommandChild(tmp_path, "--nofile", nofile, "--workers", 4, "--backlog", 1024,
+                         "--timeout", 60.0)
 
     def child_stats() -> dict:
-        proc.stdin.write(b"stats\n")
-        proc.stdin.flush()
-        return json.loads(reader.readline(10.0))
+        return child.ask(b"stats", 10.0)
 
     try:
-        try:
-            address = tuple(json.loads(reader.readline(30.0))["address"])
-        except (TimeoutError, EOFError) as e:
-            pytest.fail(f"child did not start: {e}\n{stderr_path.read_text()}")
+        address = child.address()
         start = child_stats()
         assert start["fds"] is not None
         for round_ in range(rounds):
@@ -581,9 +501,9 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
             assert st["emfile_pauses"] > before["emfile_pauses"]
             if round_ == 0:
                 # While stuck at EMFILE the accept loop must back off, not spin.
-                cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+                cpu0, t0 = _cpu_seconds(child.proc.pid), time.monotonic()
                 time.sleep(1.0)         # the measurement window, not a synchronisation
-                cpu1, t1 = _cpu_seconds(proc.pid), time.monotonic()
+                cpu1, t1 = _cpu_seconds(child.proc.pid), time.monotonic()
                 cpu_share = (cpu1 - cpu0) / (t1 - t0)
                 assert cpu_share < 0.3, \
                     f"the child used {cpu_share:.0%} of a CPU while stuck at EMFILE"
@@ -612,10 +532,7 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
                     f"round {round_}: child fds {child_stats()['fds']}, at start {start['fds']}"
                 time.sleep(0.01)        # a poll interval
 
-        proc.stdin.write(b"quit\n")
-        proc.stdin.flush()
-        final = json.loads(reader.readline(20.0))
-        assert proc.wait(timeout=20.0) == 0
+        final = child.quit()
         assert final["shutdown_ok"] is True
         assert final["accepted"] == final["handled"] == rounds * (n_held + n_late + 5)
         assert final["accept_errors"].get("EMFILE", 0) >= 2 * rounds
@@ -623,11 +540,7 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
     finally:
         for sock in held:
             sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10.0)
-        proc.stdin.close()
-        proc.stdout.close()
+        child.close()
 
 
 # -- validation ---------------------------------------------------------------------

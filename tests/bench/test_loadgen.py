@@ -23,7 +23,7 @@ import pytest
 
 from fastaccept.bench import loadgen
 from fastaccept.bench._loadgen import serve_inline
-from fa_testutil import FD_TABLE_SIZE_SRC, has_ipv6_loopback, read_to_eof, run_child_json
+from fa_testutil import has_ipv6_loopback, read_line, read_to_eof, run_child_json, start_child
 
 HOST = "127.0.0.1"
 REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -453,70 +453,15 @@ def test_too_many_at_once_for_the_fd_limit(no_leaks):
         loadgen.run(HOST, 9, connections=hard + 1, concurrency=hard + 1)
 
 
-_FD_LIMIT_CHILD = """
-import json, os, resource, socket, threading
-from fastaccept.bench import loadgen
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
-lsock = socket.socket()
-lsock.bind(("127.0.0.1", 0))
-lsock.listen(1024)
-stop_r, stop_w = os.pipe()
-served = []
-t = threading.Thread(target=lambda: served.append(
-    loadgen.serve_inline(lsock.fileno(), b"ok", stop_r)))
-t.start()
-try:
-    result = loadgen.run("127.0.0.1", lsock.getsockname()[1], connections=400,
-                         concurrency=200, timeout=10)
-finally:
-    os.write(stop_w, b"x")
-    t.join(10)
-print(json.dumps({"completed": result.completed, "served": served,
-                  "soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "hard": hard}))
-"""
-
-
 def test_raises_the_soft_fd_limit_when_needed(no_leaks, tmp_path):
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1024:
         pytest.skip(f"the hard fd limit ({hard}) leaves no room above the test's soft limit")
-    out = run_child_json(_FD_LIMIT_CHILD, tmp_path)
+    out = run_child_json("loadgen_fd_limit.py", cwd=tmp_path)
     assert out["completed"] == 400
     assert out["served"] == [400]
     assert out["soft"] > 128
-
-
-_FD_TABLE_CHILD = """
-import json, os, resource, socket
-from fastaccept.bench import loadgen
-resource.setrlimit(resource.RLIMIT_NOFILE, (8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-""" + FD_TABLE_SIZE_SRC + """
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-port = s.getsockname()[1]
-s.close()                               # nothing listens there: every connect is refused
-out = {"before": fd_table_size(), "open_before": len(os.listdir("/proc/self/fd"))}
-# Hold the numbers up to 8 below the table's end: one connection's epoll fd
-# and socket still fit, so only the growth for the slack can enlarge it.
-held = []
-while True:
-    fd = os.dup(0)
-    if fd >= out["before"] - 8:
-        os.close(fd)
-        break
-    held.append(fd)
-loadgen.run("127.0.0.1", port, connections=1, concurrency=1, timeout=5.0)
-out["one"] = fd_table_size()
-for fd in held:
-    os.close(fd)
-result = loadgen.run("127.0.0.1", port, connections=3000, burst=True, timeout=5.0)
-out["burst"] = fd_table_size()
-out["refused"] = result.failures["refused"]
-out["open_after"] = len(os.listdir("/proc/self/fd"))
-print(json.dumps(out))
-"""
 
 
 def test_grows_the_fd_table_before_the_load(tmp_path):
@@ -528,7 +473,7 @@ def test_grows_the_fd_table_before_the_load(tmp_path):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 8192:
         pytest.skip(f"the hard fd limit ({hard}) is below what the test grows to")
-    out = run_child_json(_FD_TABLE_CHILD, tmp_path)
+    out = run_child_json("loadgen_fd_table.py", cwd=tmp_path)
     assert out["one"] > out["before"]
     assert out["refused"] == 3000
     assert 3000 + 64 <= out["burst"]
@@ -688,32 +633,16 @@ def test_serve_inline_request_after_accept(inline_server, wait_for):
     assert inline_server.stop() == 1
 
 
-_EMFILE_CHILD = """
-import os, resource, socket, sys
-from fastaccept.bench._loadgen import serve_inline
-lsock = socket.socket()
-lsock.bind(("127.0.0.1", 0))
-lsock.listen(64)
-print(lsock.getsockname()[1], flush=True)
-# room for the epoll fd and about three clients, no more
-used = len(os.listdir("/proc/self/fd"))
-resource.setrlimit(resource.RLIMIT_NOFILE,
-                   (used + 3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-print(serve_inline(lsock.fileno(), sys.argv[1].encode(), 0), flush=True)
-"""
-
-
 def test_serve_inline_recovers_from_emfile(no_leaks, tmp_path):
     # The server runs in a child with a tiny fd limit, stopped through its
     # stdin. Twenty clients wait in its accept queue; it can hold only a few
     # at a time, so it must pause on EMFILE and resume as it closes clients.
     n = 20
-    child = subprocess.Popen([sys.executable, "-c", _EMFILE_CHILD, REPLY.decode()],
-                             cwd=str(tmp_path), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = start_child("inline_emfile.py", REPLY.decode(), cwd=tmp_path,
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     clients: List[socket.socket] = []
     try:
-        port = int(child.stdout.readline())
+        port = int(read_line(child.stdout.fileno(), JOIN_S, child))
         for _ in range(n):
             clients.append(socket.create_connection((HOST, port), timeout=JOIN_S))
         for c in clients:

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from fa_testutil import needs_loadgen, read_line
+from fa_testutil import needs_loadgen, read_line, run_child, start_child
 from fastaccept import bench
 from fastaccept.bench import runner
 
@@ -72,11 +72,9 @@ def test_read_netstat_raises_when_it_cannot_count(tmp_path):
         bench.read_netstat(str(path))
 
 
-def test_process_cpu_time_is_read_from_outside():
+def test_process_cpu_time_is_read_from_outside(tmp_path):
     # The sources agree within a tick or so for an idle child.
-    proc = subprocess.Popen([sys.executable, "-c",
-                             "import sys; print('ready', flush=True); sys.stdin.read()"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = start_child("idle.py", cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert read_line(proc.stdout.fileno(), 30.0, proc) == b"ready\n"
         clock = bench.process_cpu_ns(proc.pid, "cpu-clock")
@@ -88,19 +86,12 @@ def test_process_cpu_time_is_read_from_outside():
         proc.communicate(b"", timeout=30)
 
 
-def test_private_netns_when_allowed():
+def test_private_netns_when_allowed(tmp_path):
     # In a child: entering a namespace must not move the test process.
-    code = ("import socket\n"
-            "from fastaccept import bench\n"
-            "why = bench.enter_private_netns()\n"
-            "print(why or 'private')\n"
-            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
-            "c = socket.create_connection(s.getsockname(), timeout=5); c.close()\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
-                          cwd=runner.PACKAGE_PARENT)
-    assert proc.returncode == 0, proc.stderr.decode()
+    proc = run_child("private_netns.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
     if os.geteuid() == 0:
-        assert proc.stdout.strip() == b"private"
+        assert proc.stdout.strip() == "private"
 
 
 def _fake_run(scenario: str, server: str, rep: int, cpu: float, fails: int = 0) -> bench.RunResult:
