@@ -1,5 +1,8 @@
 """fastaccept.monitor and ``python -m fastaccept monitor``: the accept-queue depth
-of any listening socket, from sock_diag netlink and from /proc/net."""
+of any listening socket, from sock_diag netlink and from /proc/net.
+
+The kernel readers it shares with the server and the bench (listen_queue,
+read_tcpext) are tested in test_kernel.py."""
 from __future__ import annotations
 
 import io
@@ -15,7 +18,7 @@ from typing import Any, Iterator, List
 import pytest
 
 from fa_testutil import has_ipv6_loopback
-from fastaccept import monitor
+from fastaccept import _kernel, monitor
 
 #: Both ways of reading sockets; sock_diag is skipped where the kernel refuses it.
 SOURCES = ["sock_diag", "proc"]
@@ -145,10 +148,17 @@ def test_nothing_listening(source):
         assert "nothing listening" in monitor.format_line(snap)
 
 
+def test_monitor_shows_the_kernel_readers():
+    """listen_queue and read_tcpext are the monitor's API too: _kernel's own."""
+    assert {"listen_queue", "read_tcpext"} <= set(monitor.__all__)
+    assert monitor.listen_queue is _kernel.listen_queue
+    assert monitor.read_tcpext is _kernel.read_tcpext
+
+
 def test_tcpext_counters_are_read_and_labelled(listen):
     snap = monitor.snapshot(listen().port)
     assert snap["counters_scope"] == "namespace"
-    ext = monitor.read_tcpext()
+    ext = _kernel.read_tcpext()
     assert isinstance(ext.get("ListenOverflows"), int)
     assert isinstance(ext.get("ListenDrops"), int)
     # read later, counters that only grow
@@ -222,7 +232,6 @@ def test_missing_tcp6_and_netstat(tmp_path):
     snap = monitor.snapshot(80, proc_net=str(tmp_path), source="proc")
     assert snap["queue"] == 1
     assert snap["listen_overflows"] is None and snap["listen_drops"] is None
-    assert monitor.read_tcpext(str(tmp_path / "netstat")) == {}
 
 
 def test_rates():
@@ -233,20 +242,6 @@ def test_rates():
     assert monitor.rates(a, dict(b, listen_drops=None))["listen_drops_per_s"] is None
     assert monitor.rates(b, dict(a, time=13.0))["listen_overflows_per_s"] is None
     assert monitor.rates(a, a)["listen_overflows_per_s"] is None
-
-
-def test_listen_queue_of_a_socket(listen, wait_for):
-    lst = listen(backlog=9)
-    assert monitor.listen_queue(lst.sock) == (0, 9)
-    lst.connect(3)
-    wait_for(lambda: monitor.listen_queue(lst.sock) == (3, 9), 10.0, "TCP_INFO depth 3")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as idle:
-        assert monitor.listen_queue(idle) is None           # not listening
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        assert monitor.listen_queue(udp) is None            # not TCP
-    closed = socket.socket()
-    closed.close()
-    assert monitor.listen_queue(closed) is None
 
 
 # -- on a fastaccept server ---------------------------------------------------
