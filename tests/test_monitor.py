@@ -314,6 +314,13 @@ def test_main_live_lines_and_in_place_redraw(listen, wait_for):
     assert text.count("\n") == 1        # one line, redrawn
 
 
+@pytest.mark.parametrize("interval", [-1.0, float("nan"), float("inf")])
+def test_main_refuses_an_interval_it_cannot_sleep(listen, interval):
+    """--interval inf used to end in OverflowError from time.sleep()."""
+    with pytest.raises(ValueError, match="interval must be >= 0"):
+        monitor.main(listen().port, interval=interval, count=2, out=io.StringIO())
+
+
 def test_main_nothing_listening_exits_1(capsys):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

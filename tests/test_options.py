@@ -13,6 +13,7 @@ import errno
 import logging
 import math
 import socket
+import threading
 
 import pytest
 
@@ -68,16 +69,21 @@ def test_check_ring_size_refuses_what_is_not_an_int(value):
 
 # -- check_timeout --------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, expected", [(None, None), (0, 0.0), (2, 2.0), (2.5, 2.5)])
+@pytest.mark.parametrize("value, expected", [(None, None), (0, 0.0), (2, 2.0), (2.5, 2.5),
+                                             (_options.MAX_TIMEOUT, _options.MAX_TIMEOUT)])
 def test_check_timeout_returns_none_or_seconds_as_a_float(value, expected):
     got = _options.check_timeout(value)
     assert got == expected
     assert got is None or type(got) is float
 
 
-@pytest.mark.parametrize("value", [-1, -0.001, math.nan])
-def test_check_timeout_refuses_a_negative_timeout(value):
-    with pytest.raises(ValueError, match=r"^timeout must be None or >= 0, got "):
+@pytest.mark.parametrize("value", [-1, -0.001, math.nan, math.inf, _options.MAX_TIMEOUT * 2])
+def test_check_timeout_refuses_what_no_socket_or_wait_can_take(value):
+    """Negative, NaN and infinite timeouts, and any past MAX_TIMEOUT:
+    socket.settimeout() and every wait raise OverflowError there. (inf was
+    taken: every connection then failed in settimeout, shutdown() raised.)"""
+    with pytest.raises(ValueError, match=r"^timeout must be None or in \[0, 9.22337e\+09\] "
+                                         r"seconds, got "):
         _options.check_timeout(value)
 
 
@@ -86,6 +92,17 @@ def test_check_timeout_refuses_what_is_not_a_number(value):
     with pytest.raises(TypeError, match=rf"^timeout must be None or a number, got "
                                         rf"{type(value).__name__}$"):
         _options.check_timeout(value)
+
+
+def test_max_timeout_is_what_sockets_and_waits_take(no_leaks):
+    assert _options.MAX_TIMEOUT == threading.TIMEOUT_MAX
+    with socket.socket() as sock:
+        sock.settimeout(_options.MAX_TIMEOUT)
+        assert sock.gettimeout() == _options.MAX_TIMEOUT
+    lock = threading.Lock()
+    assert lock.acquire(timeout=_options.MAX_TIMEOUT)
+    with pytest.raises(OverflowError):
+        lock.acquire(timeout=_options.MAX_TIMEOUT * 2)
 
 
 def test_check_timeout_names_the_argument_it_checks():

@@ -560,6 +560,7 @@ def _noop(conn, addr):
     (dict(backlog=0), ValueError, "backlog"),
     (dict(backlog=-1), ValueError, "backlog"),
     (dict(timeout=-1.0), ValueError, "timeout"),
+    (dict(timeout=float("inf")), ValueError, "timeout"),
     (dict(max_batch=0), ValueError, "max_batch"),
     (dict(spin_us=-1), ValueError, "spin_us"),
     (dict(spin_us=100_001), ValueError, "spin_us"),
@@ -579,6 +580,17 @@ def test_bad_arguments_are_refused_before_anything_starts(no_leaks, kwargs, exc,
         fastaccept.Server(handler, "127.0.0.1", 0, **kwargs)
     assert threading.active_count() == threads
     assert open_fds() == fds
+
+
+@pytest.mark.parametrize("timeout", [-1, float("inf"), float("nan")])
+def test_shutdown_refuses_a_timeout_it_cannot_wait(server_factory, ok_handler, timeout):
+    """shutdown(timeout=inf) used to raise OverflowError from its waits,
+    after it had begun the stop; it is refused before anything happens."""
+    server = server_factory(ok_handler, workers=1)
+    with pytest.raises(ValueError, match="timeout"):
+        server.shutdown(timeout=timeout)
+    assert repr(server).startswith("<fastaccept.Server running")
+    assert server.shutdown(timeout=10.0) is True
 
 
 def test_sock_must_be_a_stream_socket(no_leaks):

@@ -456,9 +456,10 @@ def test_serve_prints_stats_every_interval(tmp_path, no_leaks):
         proc.stderr.close()
 
 
-def test_serve_rejects_a_bad_stats_interval(tmp_path):
+@pytest.mark.parametrize("interval", ["0", "inf"])    # inf: an OverflowError in the printer
+def test_serve_rejects_a_bad_stats_interval(tmp_path, interval):
     run = subprocess.run([sys.executable, "-m", "fastaccept", "serve", "--port", "0",
-                          "--stats-interval", "0"], cwd=str(tmp_path), capture_output=True,
+                          "--stats-interval", interval], cwd=str(tmp_path), capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 2
     assert "--stats-interval must be > 0" in run.stderr
