@@ -9,13 +9,22 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Union
 
 import pytest
 
+from children.childlib import read_request  # noqa: F401  (the one copy, children's too)
+
 MAX_REPLY = 1 << 20
+#: What the helpers and most handlers send and answer.
+REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+#: How long a blocked handler waits for the test to release it (a bound, not a delay).
+GATE_S = 30.0
 #: The checkout the tests come from; children never run from inside it.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 #: The programs the tests run in a child process, one a file.
@@ -45,6 +54,73 @@ def read_to_eof(sock: socket.socket, limit: int = MAX_REPLY) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+def connect(address: Any, request: bytes = b"", timeout: float = 10.0) -> socket.socket:
+    """A client connected to address (host, port, ...), request sent if any."""
+    sock = socket.create_connection(tuple(address[:2]), timeout=timeout)
+    if request:
+        sock.sendall(request)
+    return sock
+
+
+def connect_many(address: Any, n: int, request: bytes = b"",
+                 timeout: float = 10.0) -> List[socket.socket]:
+    """n clients as connect() makes them; none left open if one fails."""
+    clients: List[socket.socket] = []
+    try:
+        for _ in range(n):
+            clients.append(connect(address, request, timeout))
+    except BaseException:
+        close_all(clients)
+        raise
+    return clients
+
+
+def close_all(socks: List[socket.socket]) -> None:
+    for s in socks:
+        s.close()
+
+
+class Gate:
+    """What blocked handlers wait on: shut until the test opens it (bounded by GATE_S).
+
+    Call wait() in a handler, or give the gate itself as the handler;
+    ``entered`` counts the handlers that reached it."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def wait(self) -> None:
+        self.entered.release()
+        self.open.wait(GATE_S)
+
+    def __call__(self, conn: socket.socket, addr: Any) -> None:
+        self.wait()
+
+
+def fork() -> int:
+    """os.fork(), without the DeprecationWarning of Python 3.12+ for a threaded
+    process (the warning filter would turn it into an error after the child
+    exists). The server's fork handlers are what the tests check."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def wait_child(pid: int, timeout: float) -> int:
+    """Exit status of a forked child; kill it and fail if it outlives timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the forked child did not exit within {timeout} s", pytrace=False)
+        time.sleep(0.01)    # a poll interval; the loop re-checks the child
 
 
 def read_line(fd: int, timeout: float, writer: Optional[subprocess.Popen] = None,
@@ -115,6 +191,14 @@ def no_new_fds() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def run_cli(*args: Any, cwd: Union[str, Path], timeout: float = 60.0,
+            text: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m fastaccept ARGS`` to its end from cwd (outside the source
+    tree, so the installed package is imported); its output captured."""
+    return subprocess.run([sys.executable, "-m", "fastaccept", *map(str, args)],
+                          cwd=_scratch(cwd), capture_output=True, text=text, timeout=timeout)
 
 
 # -- child programs (tests/children/) ------------------------------------------

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import no_new_fds, open_fds, run_child_json
+from fa_testutil import fork, no_new_fds, open_fds, run_child_json, wait_child
 
 
 # -- Ring ------------------------------------------------------------------
@@ -195,8 +195,6 @@ def running(listener):
     yield make
     for r in made:
         r.close()
-
-
 
 
 def _close_fd(item) -> None:
@@ -500,7 +498,7 @@ def test_acceptor_refuses_use_in_a_forked_child(listener):
     """The child of os.fork() has no accept thread: using the parent's
     Acceptor there raises instead of touching shared C state."""
     acceptor = fastaccept.Acceptor(listener.fileno())
-    pid = os.fork()
+    pid = fork()
     if pid == 0:                        # child: report through the exit status
         code = 1
         try:
@@ -510,7 +508,7 @@ def test_acceptor_refuses_use_in_a_forked_child(listener):
         except BaseException:
             code = 2
         os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    status = wait_child(pid, 30.0)
     acceptor.close()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 

@@ -10,14 +10,12 @@ import json
 import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 from typing import Any, Iterator, List
 
 import pytest
 
-from fa_testutil import has_ipv6_loopback
+from fa_testutil import has_ipv6_loopback, run_cli
 from fastaccept import _kernel, monitor
 
 #: Both ways of reading sockets; sock_diag is skipped where the kernel refuses it.
@@ -335,14 +333,11 @@ def test_cli_monitor_once(listen, wait_for, tmp_path):
     lst = listen(backlog=16)
     lst.connect(3)
     wait_for(lambda: monitor.snapshot(lst.port)["queue"] == 3, 10.0, "depth 3")
-    run = subprocess.run([sys.executable, "-m", "fastaccept", "monitor", str(lst.port),
-                          "--once", "--interval", "0.05"], cwd=str(tmp_path),
-                         capture_output=True, text=True, timeout=60)
+    run = run_cli("monitor", lst.port, "--once", "--interval", "0.05", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert f"port {lst.port}: accept queue 3/" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "fastaccept", "monitor", str(lst.port),
-                          "--json", "--count", "2", "--interval", "0.01", "--source", "proc"],
-                         cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    run = run_cli("monitor", lst.port, "--json", "--count", "2", "--interval", "0.01",
+                  "--source", "proc", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     recs = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["queue"] for r in recs] == [3, 3]
@@ -353,11 +348,8 @@ def test_cli_monitor_errors(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        run = subprocess.run([sys.executable, "-m", "fastaccept", "monitor", str(port),
-                              "--once", "--interval", "0"], cwd=str(tmp_path),
-                             capture_output=True, text=True, timeout=60)
+        run = run_cli("monitor", port, "--once", "--interval", "0", cwd=tmp_path)
     assert run.returncode == 1
     assert "nothing listens on TCP port" in run.stderr
-    run = subprocess.run([sys.executable, "-m", "fastaccept", "monitor", "0"],
-                         cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    run = run_cli("monitor", "0", cwd=tmp_path)
     assert run.returncode == 2 and "port must be in [1, 65535]" in run.stderr

@@ -24,30 +24,17 @@ import subprocess
 import threading
 import time
 import traceback
-import warnings
 from typing import Any, List
 
 import pytest
 
 import fastaccept
-from fa_testutil import CommandChild, child_path, read_line, read_to_eof, start_child
+from fa_testutil import (REPLY_OK, REQUEST, CommandChild, Gate, child_path, close_all, connect,
+                         fork, read_line, read_to_eof, start_child, wait_child)
 from fastaccept.bench import loadgen
 from fastaccept._options import DEFAULT_TIMEOUT
 
-REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 SHED = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-REQUEST = b"GET / HTTP/1.0\r\n\r\n"
-#: How long a blocked handler waits for the test to release it (a bound, not a delay).
-GATE_S = 30.0
-
-
-
-
-def _connect(address: Any, request: bytes = b"", timeout: float = 10.0) -> socket.socket:
-    sock = socket.create_connection(address[:2], timeout=timeout)
-    if request:
-        sock.sendall(request)
-    return sock
 
 
 def _reset(sock: socket.socket) -> None:
@@ -56,57 +43,19 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def _close_all(socks: List[socket.socket]) -> None:
-    for s in socks:
-        s.close()
-
-
-def _wait_child(pid: int, timeout: float) -> int:
-    """Exit status of a forked child; kill it and fail if it outlives timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() >= deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail(f"the forked child did not exit within {timeout} s", pytrace=False)
-        time.sleep(0.01)    # a poll interval; the loop re-checks the child
-
-
-def _fork() -> int:
-    # Python 3.12+ warns about fork() in a threaded process (the warning
-    # filter turns that into an error after the child exists). The server's
-    # fork handlers are what these tests check.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return os.fork()
-
-
-class Gate:
-    """Handler body that blocks until released (bounded by GATE_S)."""
-
-    def __init__(self) -> None:
-        self.open = threading.Event()
-
-    def wait(self) -> None:
-        self.open.wait(GATE_S)
-
-
 def _fill_workers_and_ring(server: fastaccept.Server, wait_for: Any, workers: int,
                            ring: int) -> List[socket.socket]:
     """Occupy every worker (blocked in the handler), then every ring slot."""
     held = []
     try:
         for _ in range(workers):
-            held.append(_connect(server.address, REQUEST))
+            held.append(connect(server.address, REQUEST))
         wait_for(lambda: server.stats()["workers_busy"] == workers, 10.0, "busy workers")
         for _ in range(ring):
-            held.append(_connect(server.address, REQUEST))
+            held.append(connect(server.address, REQUEST))
         wait_for(lambda: server.stats()["ring_depth"] == ring, 10.0, "a full ring")
     except BaseException:
-        _close_all(held)
+        close_all(held)
         raise
     return held
 
@@ -133,7 +82,7 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
     shed_clients: List[socket.socket] = []
     try:
         for _ in range(burst):
-            shed_clients.append(_connect(server.address, REQUEST))
+            shed_clients.append(connect(server.address, REQUEST))
         replies = [read_to_eof(c) for c in shed_clients]
         assert replies == [SHED] * burst
         wait_for(lambda: server.stats()["shed"] == burst, 10.0, f"{burst} shed")
@@ -152,11 +101,11 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
         assert not gate.open.is_set()
     finally:
         gate.open.set()
-        _close_all(shed_clients)
+        close_all(shed_clients)
     try:
         assert [read_to_eof(c) for c in held] == [REPLY_OK] * (workers + ring)
     finally:
-        _close_all(held)
+        close_all(held)
     assert server.shutdown(timeout=10.0)
     st = server.stats()
     assert st["accepted"] == st["handled"] == workers + ring
@@ -175,14 +124,14 @@ def test_shed_without_a_response_closes_at_once(server_factory, read_request, wa
     server = server_factory(handler, workers=1, ring_size=2, overload="shed")
     held = _fill_workers_and_ring(server, wait_for, 1, 2)
     try:
-        with _connect(server.address, REQUEST) as c:
+        with connect(server.address, REQUEST) as c:
             assert read_to_eof(c) == b""
         wait_for(lambda: server.stats()["shed"] == 1, 10.0, "1 shed")
         gate.open.set()
         assert [read_to_eof(c) for c in held] == [REPLY_OK] * 3
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
 
 
 def test_shedding_is_warned_about(server_factory, read_request, wait_for, caplog):
@@ -201,7 +150,7 @@ def test_shedding_is_warned_about(server_factory, read_request, wait_for, caplog
     held = _fill_workers_and_ring(server, wait_for, 1, 2)
     try:
         for _ in range(3):
-            with _connect(server.address, REQUEST) as c:
+            with connect(server.address, REQUEST) as c:
                 assert read_to_eof(c) == SHED
 
         def shed_warnings() -> list:
@@ -213,7 +162,7 @@ def test_shedding_is_warned_about(server_factory, read_request, wait_for, caplog
         assert rise and 1 <= int(rise.group(1)) <= 3, shed_warnings()
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
 
 
 def test_queue_policy_holds_a_burst_in_the_backlog(server_factory, read_request, wait_for):
@@ -232,7 +181,7 @@ def test_queue_policy_holds_a_burst_in_the_backlog(server_factory, read_request,
     held = _fill_workers_and_ring(server, wait_for, workers, ring)
     try:
         for _ in range(burst):
-            held.append(_connect(server.address, REQUEST))
+            held.append(connect(server.address, REQUEST))
         wait_for(lambda: server.stats()["kernel_queue_depth"] == burst, 10.0,
                  "the burst in the kernel queue")
         st = server.stats()
@@ -244,7 +193,7 @@ def test_queue_policy_holds_a_burst_in_the_backlog(server_factory, read_request,
         replies = [read_to_eof(c) for c in held]
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
     assert replies == [REPLY_OK] * (workers + ring + burst)
     assert server.shutdown(timeout=10.0)
     st = server.stats()
@@ -287,11 +236,11 @@ def test_largest_shed_response_is_sent_whole(server_factory, read_request, wait_
                             shed_response=big)
     held = _fill_workers_and_ring(server, wait_for, 1, 2)
     try:
-        with _connect(server.address, REQUEST) as c:
+        with connect(server.address, REQUEST) as c:
             assert read_to_eof(c) == big
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
 
 
 # -- hostile and broken peers ---------------------------------------------------------
@@ -338,14 +287,14 @@ def test_idle_clients_cannot_hold_workers_past_the_timeout(server_factory, read_
     idle = []
     try:
         for _ in range(idle_n):
-            idle.append(_connect(server.address))       # connect, send nothing
+            idle.append(connect(server.address))       # connect, send nothing
         wait_for(lambda: server.stats()["workers_busy"] == workers, 10.0, "idle clients in workers")
-        with _connect(server.address, REQUEST) as good:
+        with connect(server.address, REQUEST) as good:
             assert read_to_eof(good) == REPLY_OK
         # Every idle client was closed by the server (EOF), none by itself.
         assert [read_to_eof(c) for c in idle] == [b""] * idle_n
     finally:
-        _close_all(idle)
+        close_all(idle)
     assert server.shutdown(timeout=10.0)
     assert len(timed_out) == idle_n
     # Generous against a noisy machine, and far below what an unbounded wait
@@ -380,7 +329,7 @@ def test_clients_that_reset_before_their_handler_runs(server_factory, read_reque
     resetters: List[socket.socket] = []
     try:
         for _ in range(queued):
-            resetters.append(_connect(server.address))
+            resetters.append(connect(server.address))
         wait_for(lambda: server.stats()["kernel_queue_depth"] == queued, 10.0, "queued clients")
         for c in resetters:             # in the kernel queue
             _reset(c)
@@ -394,7 +343,7 @@ def test_clients_that_reset_before_their_handler_runs(server_factory, read_reque
         assert http_get(server.address, timeout=10.0) == REPLY_OK
     finally:
         gate.open.set()
-        _close_all(held + resetters)
+        close_all(held + resetters)
     assert server.shutdown(timeout=10.0)
     st = server.stats()
     aborted = st["accept_errors"].get("ECONNABORTED", 0)
@@ -425,7 +374,7 @@ def test_client_that_resets_during_its_handler(server_factory, wait_for, http_ge
                 errors.append(type(e))
 
     server = server_factory(handler, workers=1)
-    c = _connect(server.address, b"GET ")
+    c = connect(server.address, b"GET ")
     try:
         assert in_handler.wait(10.0)
         _reset(c)
@@ -468,7 +417,7 @@ def test_client_that_never_reads_cannot_hold_a_worker(server_factory, read_reque
         sluggard.settimeout(10.0)
         sluggard.connect(server.address)
         sluggard.sendall(b"GET /big HTTP/1.0\r\n\r\n")
-        with _connect(server.address, REQUEST) as next_client:
+        with connect(server.address, REQUEST) as next_client:
             assert read_to_eof(next_client) == REPLY_OK
         assert results == ["timeout"]
     finally:
@@ -490,7 +439,7 @@ def test_client_half_close_gets_its_reply(server_factory, read_request, reader):
 
     server = server_factory(handler, workers=2)
     for _ in range(5):
-        with _connect(server.address, REQUEST) as c:
+        with connect(server.address, REQUEST) as c:
             c.shutdown(socket.SHUT_WR)
             assert read_to_eof(c) == REPLY_OK
     assert server.shutdown(timeout=10.0)
@@ -521,7 +470,7 @@ def test_resource_errors_back_off_and_recover(tmp_path, name):
         address = child.address()
         flag.touch()
         for _ in range(5):
-            clients.append(_connect(address, REQUEST))
+            clients.append(connect(address, REQUEST))
         deadline = time.monotonic() + 15.0
         while True:
             st = child.ask(b"stats")
@@ -537,7 +486,7 @@ def test_resource_errors_back_off_and_recover(tmp_path, name):
         assert [read_to_eof(c) for c in clients] == [b"ok"] * 5, child.stderr_path.read_text()
         final = child.quit()
     finally:
-        _close_all(clients)
+        close_all(clients)
         child.close()
     assert final["shutdown_ok"] is True, final
     assert final["accepted"] == final["handled"] == 5, final
@@ -560,7 +509,7 @@ def test_dead_connection_errors_skip_one_and_go_on(tmp_path, name):
     try:
         address = child.address()
         for _ in range(10):     # one at a time: the shim drops the 2nd, 4th, ...
-            with _connect(address, REQUEST) as c:
+            with connect(address, REQUEST) as c:
                 try:
                     replies.append(read_to_eof(c))
                 except ConnectionResetError:    # closed with the request unread
@@ -590,7 +539,7 @@ def test_unexpected_accept_error_stops_the_loop_and_says_so(tmp_path):
     try:
         address = child.address()
         try:
-            clients.append(_connect(address, REQUEST))
+            clients.append(connect(address, REQUEST))
         except ConnectionResetError:
             pass            # the release reached it before connect() returned
         deadline = time.monotonic() + 15.0
@@ -598,10 +547,10 @@ def test_unexpected_accept_error_stops_the_loop_and_says_so(tmp_path):
             assert time.monotonic() < deadline, "the injected EINVAL never reached the loop"
             time.sleep(0.01)    # a poll interval
         with pytest.raises(ConnectionRefusedError):
-            _connect(address, timeout=5.0).close()
+            connect(address, timeout=5.0).close()
         final = child.quit()
     finally:
-        _close_all(clients)
+        close_all(clients)
         child.close()
     assert final["shutdown_ok"] is True
     assert final["accept_errors"] == {"EINVAL": 1}
@@ -653,7 +602,7 @@ def test_handler_that_closes_its_socket(server_factory, read_request, join_all):
     def client() -> None:
         for _ in range(50):
             try:
-                with _connect(server.address, REQUEST) as c:
+                with connect(server.address, REQUEST) as c:
                     reply = read_to_eof(c)
                 if reply != REPLY_OK:
                     failures.append(reply)
@@ -684,7 +633,7 @@ def test_stuck_handlers_shutdown_returns_and_the_process_exits(tmp_path):
         line = read_line(proc.stdout.fileno(), 30.0)
         address = tuple(json.loads(line)["address"])
         for _ in range(3):                  # two stuck in handlers, one in the ring
-            clients.append(_connect(address, REQUEST))
+            clients.append(connect(address, REQUEST))
         result = json.loads(read_line(proc.stdout.fileno(), 30.0))
         assert proc.wait(timeout=30.0) == 0, stderr_path.read_text()
     finally:
@@ -749,11 +698,11 @@ def test_fork_after_start_child_copy_is_inert_and_parent_serves(server_factory, 
     to_child = from_child = (-1, -1)
     try:
         for _ in range(3):
-            held.append(_connect(server.address, b"GET /hold HTTP/1.0\r\n\r\n"))
+            held.append(connect(server.address, b"GET /hold HTTP/1.0\r\n\r\n"))
         wait_for(lambda: server.stats()["workers_busy"] == 2
                  and server.stats()["ring_depth"] == 1, 10.0, "2 busy workers and 1 queued")
         to_child, from_child = os.pipe(), os.pipe()
-        pid = _fork()
+        pid = fork()
         if pid == 0:
             code = 2
             try:
@@ -777,12 +726,12 @@ def test_fork_after_start_child_copy_is_inert_and_parent_serves(server_factory, 
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(server.address, timeout=5.0).close()
         os.write(to_child[1], b"exit\n")
-        status = _wait_child(pid, 30.0)
+        status = wait_child(pid, 30.0)
         pid = -1
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
         if pid > 0:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
@@ -804,7 +753,7 @@ def test_server_created_before_fork_starts_in_the_child(no_leaks, read_request, 
     to_child, from_child = os.pipe(), os.pipe()
     pid = -1
     try:
-        pid = _fork()
+        pid = fork()
         if pid == 0:
             code = 2
             try:
@@ -820,7 +769,7 @@ def test_server_created_before_fork_starts_in_the_child(no_leaks, read_request, 
         assert server.shutdown(timeout=10.0)        # "new" here: closes the parent's copy
         assert http_get(server.address, timeout=10.0) == str(pid).encode()
         os.write(to_child[1], b"exit\n")
-        status = _wait_child(pid, 30.0)
+        status = wait_child(pid, 30.0)
         pid = -1
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
@@ -842,7 +791,7 @@ def test_handler_that_forks_keeps_its_connection_in_the_child(server_factory, re
     def handler(conn, addr):
         if not read_request(conn):
             return
-        pid = _fork()
+        pid = fork()
         if pid == 0:
             code = 1
             try:

@@ -14,11 +14,7 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import CommandChild, has_ipv6_loopback, open_fds
-
-REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
+from fa_testutil import REPLY_OK, CommandChild, has_ipv6_loopback, open_fds, read_to_eof
 
 
 @pytest.fixture
@@ -56,12 +52,7 @@ def test_many_clients_get_replies_and_handler_sees_their_address(
                     local = sock.getsockname()
                     mine[request_id] = local
                     sock.sendall(f"GET {request_id} HTTP/1.0\r\n\r\n".encode())
-                    reply = b""
-                    while True:
-                        chunk = sock.recv(4096)
-                        if not chunk:
-                            break
-                        reply += chunk
+                    reply = read_to_eof(sock)
                 expected = f"{local[0]} {local[1]}".encode()
                 if reply != expected:
                     failures.append(f"{request_id}: reply {reply!r}, expected {expected!r}")
@@ -98,12 +89,7 @@ def test_ipv6_loopback(server_factory, read_request):
     assert server.socket.family == socket.AF_INET6
     with socket.create_connection(server.address[:2], timeout=10.0) as sock:
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        reply = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_to_eof(sock)
         local = sock.getsockname()
     assert reply == REPLY_OK
     assert seen == [local]          # ('::1', port, flowinfo, scope_id)
@@ -161,12 +147,7 @@ def test_shutdown_under_load(server_factory, ok_handler, join_all, wait_for, wor
             try:
                 with socket.create_connection(address, timeout=10.0) as sock:
                     sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    reply = b""
-                    while True:
-                        chunk = sock.recv(4096)
-                        if not chunk:
-                            break
-                        reply += chunk
+                    reply = read_to_eof(sock)
                 if reply == REPLY_OK:
                     outcomes.append("ok")
                 elif reply == b"":
@@ -233,12 +214,7 @@ def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for):
         gate.set()
         replies = []
         for sock in clients:
-            reply = b""
-            while True:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_to_eof(sock)
             replies.append(reply)
     finally:
         gate.set()
@@ -292,12 +268,7 @@ def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, j
         gate.set()
         replies = []
         for sock in clients:
-            reply = b""
-            while True:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_to_eof(sock)
             replies.append(reply)
     finally:
         gate.set()
@@ -361,12 +332,7 @@ def test_handler_detach_keeps_connection_open(server_factory, read_request, wait
         assert os.fstat(fd).st_ino == inode, "the server closed a detached connection"
         with socket.socket(fileno=fd) as conn:
             conn.sendall(REPLY_OK)
-        reply = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_to_eof(sock)
         assert reply == REPLY_OK
     # no_leaks (through server_factory) fails the test if the server closed
     # the fd number a second time, or if it stayed open.
@@ -453,15 +419,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _read_reply(sock: socket.socket) -> bytes:
-    reply = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return reply
-        reply += chunk
-
-
 def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
     """Sustained descriptor exhaustion, three times over: the accept loop
     backs off instead of spinning, connections keep arriving and wait in the
@@ -517,7 +474,7 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
             # Release the held clients: every one of them is served in the end.
             for sock in held:
                 sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            replies = [_read_reply(sock) for sock in held]
+            replies = [read_to_eof(sock) for sock in held]
             assert replies == [b"ok"] * (n_held + n_late), f"round {round_}"
             for sock in held:
                 sock.close()

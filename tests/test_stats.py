@@ -18,7 +18,7 @@ import pytest
 
 import fastaccept
 from fastaccept._stats import QUEUE_WAIT_BOUNDS_US, OverloadWatch
-from fa_testutil import no_new_fds, read_line
+from fa_testutil import Gate, connect_many, no_new_fds, read_line, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every key stats() promises, before start, while running and after shutdown.
@@ -28,32 +28,6 @@ KEYS = {"accepted", "handled", "handler_errors", "accept_errors", "emfile_pauses
         "workers_parked", "worker_wakeups", "worker_sleeps", "accept_batches", "accept_naps",
         "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us", "kernel_queue_depth",
         "kernel_backlog", "listen_overflows", "listen_drops", "listen_counters_scope"}
-#: How long a blocked handler waits for the test to release it (a bound, not a delay).
-GATE_S = 30.0
-
-
-class Gate:
-    """A handler that blocks until released; counts the handlers that entered."""
-
-    def __init__(self) -> None:
-        self.open = threading.Event()
-        self.entered = threading.Semaphore(0)
-
-    def __call__(self, conn: socket.socket, addr: Any) -> None:
-        self.entered.release()
-        self.open.wait(GATE_S)
-
-
-def _connect(address: Any, n: int) -> List[socket.socket]:
-    clients = []
-    try:
-        for _ in range(n):
-            clients.append(socket.create_connection(address[:2], timeout=10.0))
-    except BaseException:
-        for c in clients:
-            c.close()
-        raise
-    return clients
 
 
 def _fill(server: fastaccept.Server, wait_for: Callable[..., Any]) -> dict:
@@ -118,7 +92,7 @@ def test_handler_errors_move(server_factory, wait_for, caplog):
             raise RuntimeError("handler failure under test")
 
     server = server_factory(handler, workers=1)
-    for c in _connect(server.address, 4):
+    for c in connect_many(server.address, 4):
         c.close()
     st = wait_for(lambda: (s := server.stats())["handled"] == 4 and s, 10.0, "4 handled")
     assert st["handler_errors"] == 2
@@ -131,7 +105,7 @@ def test_ring_kernel_queue_workers_busy_and_queue_wait_move_when_workers_block(
     before = server.stats()
     assert before["workers_busy"] == 0 and before["ring_full_waits"] == 0
     assert before["queue_wait_p99_us"] == 0
-    clients = _connect(server.address, 5)
+    clients = connect_many(server.address, 5)
     try:
         st = _fill(server, wait_for)
         held_from = time.monotonic()
@@ -163,7 +137,7 @@ def test_queue_wait_histogram_is_cumulative_and_counts_every_pop(server_factory,
     buckets, sum_us = server.queue_wait_histogram()
     assert [b for b, _ in buckets] == [float(b) for b in QUEUE_WAIT_BOUNDS_US] + [float("inf")]
     assert all(n == 0 for _, n in buckets) and sum_us == 0
-    clients = _connect(server.address, 5)
+    clients = connect_many(server.address, 5)
     try:
         _fill(server, wait_for)
         time.sleep(0.02)        # a queue wait of at least 20 ms, the input under test
@@ -317,7 +291,7 @@ def test_monitor_thread_warns_once_per_interval_when_the_ring_is_full(
         return [r for r in caplog.records
                 if r.name == "fastaccept" and "ring (2 slots) was full" in r.getMessage()]
 
-    clients = _connect(server.address, 5)
+    clients = connect_many(server.address, 5)
     try:
         _fill(server, wait_for)
         warned = wait_for(ring_warnings, 10.0, "a ring-full warning")
@@ -330,7 +304,7 @@ def test_monitor_thread_warns_once_per_interval_when_the_ring_is_full(
         wait_for(lambda: server.stats()["handled"] == 5, 10.0, "5 handled")
         gate.open.clear()
         risen_from = server.stats()["ring_full_waits"]
-        clients = _connect(server.address, 5)
+        clients = connect_many(server.address, 5)
         _fill(server, wait_for)
         # A tick saw the rise, and a later tick began: the first one's check has run.
         wait_for(lambda: any(v > risen_from for v in seen[:-1]), 10.0,
@@ -372,7 +346,7 @@ def test_overload_watch_rate_limits_per_kind():
 def test_stats_does_not_wait_for_a_shutdown_in_progress(server_factory, wait_for, join_all):
     gate = Gate()
     server = server_factory(gate, workers=1)
-    clients = _connect(server.address, 1)
+    clients = connect_many(server.address, 1)
     try:
         assert gate.entered.acquire(timeout=10.0)
         stopper = threading.Thread(target=server.shutdown, name="test-shutdown")
@@ -458,8 +432,6 @@ def test_serve_prints_stats_every_interval(tmp_path, no_leaks):
 
 @pytest.mark.parametrize("interval", ["0", "inf"])    # inf: an OverflowError in the printer
 def test_serve_rejects_a_bad_stats_interval(tmp_path, interval):
-    run = subprocess.run([sys.executable, "-m", "fastaccept", "serve", "--port", "0",
-                          "--stats-interval", interval], cwd=str(tmp_path), capture_output=True,
-                         text=True, timeout=60)
+    run = run_cli("serve", "--port", "0", "--stats-interval", interval, cwd=tmp_path)
     assert run.returncode == 2
     assert "--stats-interval must be > 0" in run.stderr

@@ -14,7 +14,6 @@ import socket
 import socketserver
 import struct
 import subprocess
-import sys
 import threading
 import time
 from typing import Callable, List, Optional
@@ -23,22 +22,20 @@ import pytest
 
 from fastaccept.bench import loadgen
 from fastaccept.bench._loadgen import serve_inline
-from fa_testutil import has_ipv6_loopback, read_line, read_to_eof, run_child_json, start_child
+from fa_testutil import (REPLY_OK, has_ipv6_loopback, read_line, read_request, read_to_eof,
+                         run_child_json, run_cli, start_child)
+from fastaccept import _kernel
 
 HOST = "127.0.0.1"
-REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+REPLY = REPLY_OK
 JOIN_S = 10.0
 
 
 class _ReplyHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         self.request.settimeout(JOIN_S)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = self.request.recv(4096)
-            if not chunk:
-                return
-            data += chunk
+        if not read_request(self.request):
+            return
         self.request.sendall(REPLY)
         with self.server.lock:
             self.server.handled += 1
@@ -316,14 +313,6 @@ def test_max_seconds_long_enough_changes_nothing(inline_server):
     assert inline_server.stop() == n
 
 
-def _somaxconn() -> int:
-    try:
-        with open("/proc/sys/net/core/somaxconn") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
-
-
 def test_burst_connect_time_leaves_out_the_other_connects(no_leaks):
     # A listener that never accepts, with room for the whole burst in its
     # queue: the kernel completes every handshake while connect() runs, so
@@ -344,7 +333,7 @@ def test_burst_connect_time_leaves_out_the_other_connects(no_leaks):
     # 100 the 90th percentile needs.
     n = 1000
     assert 4 * loadgen.HARVEST_EVERY < n // 10
-    if _somaxconn() < n:
+    if (_kernel.somaxconn() or 0) < n:
         pytest.skip(f"net.core.somaxconn is below {n}")
     with socket.socket() as lsock:
         lsock.bind((HOST, 0))
@@ -370,12 +359,7 @@ def test_close_without_reply_is_other(no_leaks):
     def close_after_request(conn: socket.socket) -> None:
         # read the request first: closing with unread data would send a RST
         conn.settimeout(JOIN_S)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        read_request(conn)
         conn.close()
 
     loop = AcceptLoop(close_after_request)
@@ -602,13 +586,6 @@ def test_serve_inline_large_response(no_leaks):
         server.close()
 
 
-def _accept_queue_length(lsock: socket.socket) -> int:
-    # struct tcp_info: for a listening socket Linux reports the accept queue
-    # length in tcpi_unacked (a u32 at offset 24)
-    info = lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    return struct.unpack_from("I", info, 24)[0]
-
-
 def test_serve_inline_stop_closes_open_clients(inline_server, wait_for):
     with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as c:
         # c never sends a request. A second client's round trip, then an
@@ -616,7 +593,7 @@ def test_serve_inline_stop_closes_open_clients(inline_server, wait_for):
         with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as d:
             d.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert read_to_eof(d) == REPLY
-        wait_for(lambda: _accept_queue_length(inline_server.lsock) == 0,
+        wait_for(lambda: _kernel.listen_queue(inline_server.lsock)[0] == 0,
                  what="the accept queue to drain")
         assert inline_server.stop() == 1
         assert c.recv(100) == b""    # closed by the stop, without a reply
@@ -626,7 +603,7 @@ def test_serve_inline_request_after_accept(inline_server, wait_for):
     # The request comes only after the server accepted the connection: its
     # first read says EAGAIN, so the client must wait in the epoll set.
     with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as c:
-        wait_for(lambda: _accept_queue_length(inline_server.lsock) == 0,
+        wait_for(lambda: _kernel.listen_queue(inline_server.lsock)[0] == 0,
                  what="the server to accept")
         c.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert read_to_eof(c) == REPLY
@@ -682,16 +659,9 @@ def test_serve_inline_not_a_socket(no_leaks):
 
 
 
-def _cli(args: List[str], cwd: str) -> subprocess.CompletedProcess:
-    # run from a directory without the source tree, so the installed package
-    # (with its built extensions) is the one imported
-    return subprocess.run([sys.executable, "-m", "fastaccept", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_cli_load_json(inline_server, tmp_path):
-    proc = _cli(["load", HOST, str(inline_server.port), "-n", "60", "-c", "8", "--json"],
-                str(tmp_path))
+    proc = run_cli("load", HOST, inline_server.port, "-n", "60", "-c", "8", "--json",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["connections"] == 60
@@ -702,22 +672,22 @@ def test_cli_load_json(inline_server, tmp_path):
 
 
 def test_cli_load_text_and_burst(inline_server, tmp_path):
-    proc = _cli(["load", HOST, str(inline_server.port), "-n", "40", "--burst",
-                 "--timeout", "10"], str(tmp_path))
+    proc = run_cli("load", HOST, inline_server.port, "-n", "40", "--burst", "--timeout", "10",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "completed 40/40" in proc.stdout
     assert inline_server.stop() == 40
 
 
 def test_cli_load_bad_argument(tmp_path, no_leaks):
-    proc = _cli(["load", HOST, "9", "-n", "0"], str(tmp_path))
+    proc = run_cli("load", HOST, "9", "-n", "0", cwd=tmp_path)
     assert proc.returncode == 2
     assert "connections" in proc.stderr
 
 
 def test_cli_load_max_seconds(inline_server, tmp_path):
-    proc = _cli(["load", HOST, str(inline_server.port), "-n", "30", "-c", "4",
-                 "--max-seconds", "600", "--json"], str(tmp_path))
+    proc = run_cli("load", HOST, inline_server.port, "-n", "30", "-c", "4",
+                   "--max-seconds", "600", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["completed"] == 30
@@ -726,6 +696,6 @@ def test_cli_load_max_seconds(inline_server, tmp_path):
 
 
 def test_cli_load_bad_max_seconds(tmp_path, no_leaks):
-    proc = _cli(["load", HOST, "9", "--max-seconds", "0"], str(tmp_path))
+    proc = run_cli("load", HOST, "9", "--max-seconds", "0", cwd=tmp_path)
     assert proc.returncode == 2
     assert "max_seconds" in proc.stderr

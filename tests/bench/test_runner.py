@@ -10,11 +10,10 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 
-from fa_testutil import needs_loadgen, read_line, run_child, start_child
+from fa_testutil import needs_loadgen, read_line, run_child, run_cli, start_child
 from fastaccept import _kernel, bench
 from fastaccept.bench import runner
 
@@ -110,10 +109,8 @@ def test_warm_client_completes_its_burst_and_leaves_nothing_behind(no_leaks):
 
 def test_bench_quick_produces_the_table_and_completes_every_connection(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "fastaccept", "bench", "--quick",
-                           "--json", str(out)], capture_output=True, timeout=RUN_TIMEOUT_S,
-                          cwd=runner.PACKAGE_PARENT)
-    stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
+    proc = run_cli("bench", "--quick", "--json", out, cwd=tmp_path, timeout=RUN_TIMEOUT_S)
+    stdout, stderr = proc.stdout, proc.stderr
     assert proc.returncode == 0, stderr[-3000:]
     for name in bench.SCENARIOS:
         assert f"\n{name}: " in stdout
