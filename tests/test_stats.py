@@ -1,26 +1,20 @@
 """Server.stats(), the queue-wait histogram, the "fastaccept" log lines, the
-overload monitor thread and ``serve --stats-interval``: every counter is
-provoked and seen moving."""
+overload monitor thread: every counter is provoked and seen moving. (The C
+histogram's own test: test_c_stress.py; ``serve --stats-interval``: test_main.py.)"""
 from __future__ import annotations
 
 import logging
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, List
 
 import pytest
 
 import fastaccept
 from fastaccept._stats import QUEUE_WAIT_BOUNDS_US, OverloadWatch
-from fa_testutil import Gate, connect_many, no_new_fds, read_line, run_cli
+from fa_testutil import Gate, connect_many, no_new_fds
 
-ROOT = Path(__file__).resolve().parent.parent
 #: Every key stats() promises, before start, while running and after shutdown.
 KEYS = {"accepted", "handled", "handler_errors", "accept_errors", "emfile_pauses", "shed",
         "ring_depth",
@@ -385,53 +379,3 @@ def test_tcpserver_stats_have_the_kernel_keys(no_leaks, wait_for):
         t.join(10.0)
         server.server_close()
     assert not t.is_alive()
-
-
-# -- the C histogram ------------------------------------------------------------
-
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
-def test_c_histogram_buckets_quantiles_and_concurrent_records(tmp_path):
-    exe = tmp_path / "hist_check"
-    subprocess.run(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
-                    "-D_GNU_SOURCE", f"-I{ROOT / 'src'}", str(ROOT / "tests/c/hist_check.c"),
-                    "-o", str(exe)], check=True, timeout=120)
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "hist_check ok"
-
-
-# -- serve --stats-interval ---------------------------------------------------------
-
-def test_serve_prints_stats_every_interval(tmp_path, no_leaks):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fastaccept", "serve", "--port", "0", "--workers", "2",
-         "--stats-interval", "0.05"],
-        cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert "serving on" in read_line(proc.stdout.fileno(), 30.0, proc).decode()
-        lines = [read_line(proc.stdout.fileno(), 10.0, proc).decode() for _ in range(2)]
-        for line in lines:
-            assert line.startswith("stats: accepted 0  handled 0"), line
-            assert "kernel queue 0/2048" in line or "kernel queue 0/" in line, line
-            assert "queue wait p50" in line and "ListenOverflows" in line, line
-        proc.send_signal(signal.SIGINT)
-        status = proc.wait(timeout=10.0)
-        out = proc.stdout.read().decode()
-        err = proc.stderr.read().decode()
-        assert status == 0, err
-        assert "stopped: accepted 0" in out
-        assert "stopped on" in err          # the final stats log line
-        assert "Traceback" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10.0)
-        proc.stdout.close()
-        proc.stderr.close()
-
-
-@pytest.mark.parametrize("interval", ["0", "inf"])    # inf: an OverflowError in the printer
-def test_serve_rejects_a_bad_stats_interval(tmp_path, interval):
-    run = run_cli("serve", "--port", "0", "--stats-interval", interval, cwd=tmp_path)
-    assert run.returncode == 2
-    assert "--stats-interval must be > 0" in run.stderr
