@@ -25,21 +25,10 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _SOURCE
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fastaccept  # noqa: E402  (after the sys.path fix above)
-from fa_testutil import REQUEST, read_request, read_to_eof  # noqa: E402
+from fa_testutil import REQUEST, fd_table, read_request, read_to_eof  # noqa: E402
 
 #: How long the leak check waits for exiting threads and closing fds.
 LEAK_WAIT_S = 5.0
-
-
-def fd_table() -> Dict[int, str]:
-    """Return {fd: readlink target} for every descriptor this process holds."""
-    table = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            table[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            pass    # the directory fd listdir used, closed since
-    return table
 
 
 def _fd_changes(before: Dict[int, str], after: Dict[int, str]) -> List[str]:

@@ -1,4 +1,11 @@
-"""Plain helpers shared by the test modules (conftest.py puts this folder on sys.path)."""
+"""Plain helpers shared by the test modules (conftest.py puts this folder on sys.path).
+
+Descriptors and clients (fd_table, open_fds, read_to_eof, connect, Gate...),
+forked children (fork, wait_child), pipes (read_line), what this machine has
+(has_loadgen, has_ipv6_loopback), the command line (run_cli) and the child
+programs of tests/children/ (child_path, start_child, run_child,
+run_child_json, CommandChild). Fixtures are in conftest.py.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +20,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytest
 
@@ -31,16 +38,20 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 CHILDREN = Path(__file__).resolve().parent / "children"
 
 
-def open_fds() -> set:
-    """Descriptors open now (without the one listdir itself used)."""
-    fds = set()
+def fd_table() -> Dict[int, str]:
+    """Return {fd: readlink target} for every descriptor this process holds."""
+    table = {}
     for name in os.listdir("/proc/self/fd"):
         try:
-            os.readlink(f"/proc/self/fd/{name}")
+            table[int(name)] = os.readlink(f"/proc/self/fd/{name}")
         except OSError:
-            continue
-        fds.add(int(name))
-    return fds
+            pass    # the directory fd listdir used, closed since
+    return table
+
+
+def open_fds() -> set:
+    """Descriptors open now (without the one listdir itself used)."""
+    return set(fd_table())
 
 
 def read_to_eof(sock: socket.socket, limit: int = MAX_REPLY) -> bytes:

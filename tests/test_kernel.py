@@ -123,16 +123,6 @@ def test_somaxconn_is_none_when_unreadable(tmp_path, text):
     assert _kernel.somaxconn(_sysctl(tmp_path, text)) is None
 
 
-def test_somaxconn_reads_this_machines_sysctl():
-    path = "/proc/sys/net/core/somaxconn"
-    if not os.path.exists(path):
-        assert _kernel.somaxconn() is None
-        return
-    with open(path) as f:
-        expected = int(f.read())
-    assert _kernel.somaxconn() == expected > 0
-
-
 @pytest.mark.parametrize("text, value", [("1\n", True), ("0\n", False), ("2", True)])
 def test_tcp_migrate_req_reads_the_switch(tmp_path, text, value):
     assert _kernel.tcp_migrate_req(_sysctl(tmp_path, text)) is value
@@ -144,11 +134,14 @@ def test_tcp_migrate_req_is_none_where_the_kernel_lacks_it(tmp_path, text):
     assert _kernel.tcp_migrate_req(_sysctl(tmp_path, text)) is None
 
 
-def test_tcp_migrate_req_reads_this_machines_sysctl():
-    path = "/proc/sys/net/ipv4/tcp_migrate_req"
+@pytest.mark.parametrize("read, path, expected", [
+    (_kernel.somaxconn, "/proc/sys/net/core/somaxconn", int),
+    (_kernel.tcp_migrate_req, "/proc/sys/net/ipv4/tcp_migrate_req", lambda text: int(text) != 0),
+], ids=["somaxconn", "tcp_migrate_req"])
+def test_sysctl_readers_read_this_machines_file(read, path, expected):
+    """Without a path, each reads its sysctl (None where the kernel has none)."""
     if not os.path.exists(path):
-        assert _kernel.tcp_migrate_req() is None
+        assert read() is None
         return
     with open(path) as f:
-        expected = int(f.read()) != 0
-    assert _kernel.tcp_migrate_req() is expected
+        assert read() == expected(f.read())
