@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import threading
 from typing import Any, Optional, Tuple
 
 from fastaccept import _kernel
@@ -21,6 +22,7 @@ from fastaccept._core import (DEFAULT_MAX_BATCH, DEFAULT_MAX_CONNECTIONS, DEFAUL
 
 __all__ = [
     "DEFAULT_WORKERS", "MAX_WORKERS", "DEFAULT_BACKLOG", "DEFAULT_RING_SIZE", "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
     "DEFAULT_MAX_BATCH", "MAX_BATCH", "DEFAULT_SPIN_US", "MAX_SPIN_US", "DEFAULT_NAP_US",
     "MAX_NAP_US", "DEFAULT_WORKER_NICE", "OVERLOAD_POLICIES", "MAX_SHED_RESPONSE",
     "DEFAULT_IDLE_TIMEOUT", "MAX_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "MAX_CONNECTIONS",
@@ -43,6 +45,9 @@ MAX_BATCH = 65536
 #: expect (gunicorn's worker timeout is 30 s, nginx's client_header_timeout
 #: 60 s) and is far above any honest client's pause on a live connection.
 DEFAULT_TIMEOUT = 30.0
+#: The longest timeout taken, in seconds: socket.settimeout() and every wait
+#: raise OverflowError beyond it (None is the way to wait for ever).
+MAX_TIMEOUT = threading.TIMEOUT_MAX
 #: How far workers step back for the accept loop (see server._lower_priority).
 DEFAULT_WORKER_NICE = 10
 #: Seconds a connection may wait in C with nothing for a worker (its first
@@ -72,13 +77,14 @@ def check_ring_size(ring_size: Any) -> int:
 
 
 def check_timeout(timeout: Any, name: str = "timeout") -> Optional[float]:
-    """None (no timeout) or a number of seconds >= 0, as a float."""
+    """None (no timeout) or a number of seconds in [0, MAX_TIMEOUT], as a float."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{name} must be None or a number, got {type(timeout).__name__}")
-    if not timeout >= 0:
-        raise ValueError(f"{name} must be None or >= 0, got {timeout}")
+    if not 0 <= timeout <= MAX_TIMEOUT:
+        raise ValueError(f"{name} must be None or in [0, {MAX_TIMEOUT:g}] seconds, "
+                         f"got {timeout}")
     return float(timeout)
 
 

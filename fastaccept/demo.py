@@ -12,7 +12,7 @@ import threading
 from typing import Any, Dict, Optional
 
 from fastaccept._core import OVERLOAD_POLICIES
-from fastaccept._options import DEFAULT_BACKLOG, DEFAULT_RING_SIZE, DEFAULT_TIMEOUT
+from fastaccept._options import DEFAULT_BACKLOG, DEFAULT_RING_SIZE, DEFAULT_TIMEOUT, MAX_TIMEOUT
 
 __all__ = ["DEMO_REPLY", "DEMO_SHED_REPLY", "demo_handler", "format_stats", "add_arguments",
            "run"]
@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     """The serve verb: serve until SIGINT/SIGTERM; print the totals."""
     from fastaccept.server import Server
 
-    if args.stats_interval is not None and not args.stats_interval > 0:
-        raise ValueError(f"--stats-interval must be > 0, got {args.stats_interval}")
+    if args.stats_interval is not None and not 0 < args.stats_interval <= MAX_TIMEOUT:
+        raise ValueError(f"--stats-interval must be > 0 and at most {MAX_TIMEOUT:g} s, "
+                         f"got {args.stats_interval}")
     shed_reply = DEMO_SHED_REPLY if args.overload == "shed" else b""
     server = Server(demo_handler, args.host, args.port, workers=args.workers,
                     backlog=args.backlog, ring_size=args.ring_size, timeout=args.timeout,

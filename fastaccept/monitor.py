@@ -36,6 +36,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
@@ -295,8 +296,9 @@ def main(port: int, *, once: bool = False, as_json: bool = False, interval: floa
     plus the rates and ``peak_queue`` (the largest queue this run has read).
     ``proc_net`` and ``source`` are passed to ``snapshot``.
     """
-    if not interval >= 0:
-        raise ValueError(f"interval must be >= 0, got {interval}")
+    if not 0 <= interval <= threading.TIMEOUT_MAX:      # time.sleep() overflows beyond it
+        raise ValueError(f"interval must be >= 0 and at most {threading.TIMEOUT_MAX:g} s, "
+                         f"got {interval}")
     if count is not None and count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     snap = snapshot(port, proc_net, source)

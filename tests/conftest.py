@@ -25,24 +25,10 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _SOURCE
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fastaccept  # noqa: E402  (after the sys.path fix above)
-from fa_testutil import MAX_REPLY, read_to_eof  # noqa: E402,F401
+from fa_testutil import REQUEST, fd_table, read_request, read_to_eof  # noqa: E402
 
 #: How long the leak check waits for exiting threads and closing fds.
 LEAK_WAIT_S = 5.0
-#: Every request the helpers send.
-HTTP_REQUEST = b"GET / HTTP/1.0\r\n\r\n"
-REQUEST_END = b"\r\n\r\n"
-
-
-def fd_table() -> Dict[int, str]:
-    """Return {fd: readlink target} for every descriptor this process holds."""
-    table = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            table[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            pass    # the directory fd listdir used, closed since
-    return table
 
 
 def _fd_changes(before: Dict[int, str], after: Dict[int, str]) -> List[str]:
@@ -114,18 +100,7 @@ def server_factory(no_leaks):
         pytest.fail(f"servers did not shut down within 10 s: {stuck}", pytrace=False)
 
 
-def read_request(conn: socket.socket, limit: int = 65536) -> bytes:
-    """Read one request head (up to the blank line); b"" if the peer closed first."""
-    data = b""
-    while REQUEST_END not in data and len(data) < limit:
-        chunk = conn.recv(4096)
-        if not chunk:
-            return b""
-        data += chunk
-    return data
-
-
-def http_get(address: Any, timeout: float = 10.0, request: bytes = HTTP_REQUEST) -> bytes:
+def http_get(address: Any, timeout: float = 10.0, request: bytes = REQUEST) -> bytes:
     """Send one HTTP/1.0 request to address and return everything up to EOF."""
     with socket.create_connection(tuple(address[:2]), timeout=timeout) as sock:
         sock.sendall(request)

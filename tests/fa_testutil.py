@@ -1,4 +1,11 @@
-"""Plain helpers shared by the test modules (conftest.py puts this folder on sys.path)."""
+"""Plain helpers shared by the test modules (conftest.py puts this folder on sys.path).
+
+Descriptors and clients (fd_table, open_fds, read_to_eof, connect, Gate...),
+forked children (fork, wait_child), pipes (read_line), what this machine has
+(has_loadgen, has_ipv6_loopback), the command line (run_cli) and the child
+programs of tests/children/ (child_path, start_child, run_child,
+run_child_json, CommandChild). Fixtures are in conftest.py.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,26 +14,45 @@ import os
 import resource
 import select
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
-from typing import Any, Iterator, Optional
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytest
 
+from children.childlib import read_request  # noqa: F401  (the one copy, children's too)
+
 MAX_REPLY = 1 << 20
+#: What the helpers and most handlers send and answer.
+REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+#: How long a blocked handler waits for the test to release it (a bound, not a delay).
+GATE_S = 30.0
+#: The checkout the tests come from; children never run from inside it.
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+#: The programs the tests run in a child process, one a file.
+CHILDREN = Path(__file__).resolve().parent / "children"
+
+
+def fd_table() -> Dict[int, str]:
+    """Return {fd: readlink target} for every descriptor this process holds."""
+    table = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            table[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass    # the directory fd listdir used, closed since
+    return table
 
 
 def open_fds() -> set:
     """Descriptors open now (without the one listdir itself used)."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        fds.add(int(name))
-    return fds
+    return set(fd_table())
 
 
 def read_to_eof(sock: socket.socket, limit: int = MAX_REPLY) -> bytes:
@@ -42,23 +68,120 @@ def read_to_eof(sock: socket.socket, limit: int = MAX_REPLY) -> bytes:
     return b"".join(chunks)
 
 
-def read_line(fd: int, timeout: float, writer: Optional[subprocess.Popen] = None) -> bytes:
+def connect(address: Any, request: bytes = b"", timeout: float = 10.0) -> socket.socket:
+    """A client connected to address (host, port, ...), request sent if any."""
+    sock = socket.create_connection(tuple(address[:2]), timeout=timeout)
+    if request:
+        sock.sendall(request)
+    return sock
+
+
+def connect_many(address: Any, n: int, request: bytes = b"",
+                 timeout: float = 10.0) -> List[socket.socket]:
+    """n clients as connect() makes them; none left open if one fails."""
+    clients: List[socket.socket] = []
+    try:
+        for _ in range(n):
+            clients.append(connect(address, request, timeout))
+    except BaseException:
+        close_all(clients)
+        raise
+    return clients
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the kernel sends a reset instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def close_all(socks: List[socket.socket]) -> None:
+    for s in socks:
+        s.close()
+
+
+class Gate:
+    """What blocked handlers wait on: shut until the test opens it (bounded by GATE_S).
+
+    Call wait() in a handler, or give the gate itself as the handler;
+    ``entered`` counts the handlers that reached it."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def wait(self) -> None:
+        self.entered.release()
+        self.open.wait(GATE_S)
+
+    def __call__(self, conn: socket.socket, addr: Any) -> None:
+        self.wait()
+
+
+def fork() -> int:
+    """os.fork(), without the DeprecationWarning of Python 3.12+ for a threaded
+    process (the warning filter would turn it into an error after the child
+    exists). The server's fork handlers are what the tests check."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def wait_child(pid: int, timeout: float) -> int:
+    """Exit status of a forked child; kill it and fail if it outlives timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the forked child did not exit within {timeout} s", pytrace=False)
+        time.sleep(0.01)    # a poll interval; the loop re-checks the child
+
+
+def read_line(fd: int, timeout: float, writer: Optional[subprocess.Popen] = None,
+              stderr: Optional[Path] = None) -> bytes:
     """One line from a pipe, or fail after timeout (the writer may hang).
 
     Read byte by byte, so nothing past the line is consumed. ``writer``, the
-    process at the other end, is named with its exit status if the pipe closes."""
+    process at the other end, is named with its exit status if the pipe
+    closes; ``stderr``, a file its stderr goes to, is shown on a failure."""
     data = b""
     deadline = time.monotonic() + timeout
     while not data.endswith(b"\n"):
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
-            pytest.fail(f"no line within {timeout} s (got {data!r})", pytrace=False)
+            pytest.fail(f"no line within {timeout} s (got {data!r}){_tail(stderr)}",
+                        pytrace=False)
         byte = os.read(fd, 1)
         if not byte:
             who = "the writer" if writer is None else f"the child (status {writer.poll()})"
-            pytest.fail(f"{who} closed the pipe after {data!r}", pytrace=False)
+            pytest.fail(f"{who} closed the pipe after {data!r}{_tail(stderr)}", pytrace=False)
         data += byte
     return data
+
+
+def _tail(stderr: Optional[Path], size: int = 4000) -> str:
+    if stderr is None or not stderr.exists():
+        return ""
+    return f"\nits stderr:\n{stderr.read_text(errors='replace')[-size:]}"
+
+
+def has_loadgen() -> bool:
+    """True if the bench's C extension (the load generator, c-inline) is built."""
+    try:
+        from fastaccept.bench import loadgen  # noqa: F401
+        from fastaccept.bench._loadgen import serve_inline  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: Skips a test that needs fastaccept.bench._loadgen where it is not built.
+needs_loadgen = pytest.mark.skipif(not has_loadgen(),
+                                   reason="fastaccept.bench._loadgen is not built")
 
 
 def has_ipv6_loopback() -> bool:
@@ -88,18 +211,100 @@ def no_new_fds() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-#: For child scripts: the size of the calling process's fd table.
-FD_TABLE_SIZE_SRC = """
-def fd_table_size():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
-"""
+def run_cli(*args: Any, cwd: Union[str, Path], timeout: float = 60.0,
+            text: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m fastaccept ARGS`` to its end from cwd (outside the source
+    tree, so the installed package is imported); its output captured."""
+    return subprocess.run([sys.executable, "-m", "fastaccept", *map(str, args)],
+                          cwd=_scratch(cwd), capture_output=True, text=text, timeout=timeout)
 
 
-def run_child_json(script: str, cwd: Any) -> Any:
-    """Run script in a child Python (its fd limit and fd table are its own,
-    and from cwd it imports the installed package); return the JSON it prints."""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=str(cwd),
-                          capture_output=True, text=True, timeout=60)
+# -- child programs (tests/children/) ------------------------------------------
+
+def child_path(name: str) -> str:
+    """The path of tests/children/NAME, a program the tests run in a child process."""
+    path = CHILDREN / name
+    if not path.is_file():
+        raise FileNotFoundError(f"no child program {path}")
+    return str(path)
+
+
+def child_argv(name: str, *args: Any) -> List[str]:
+    """The command line that runs the Python child NAME with ``args`` here.
+
+    ``python FILE`` puts the child's own folder first on sys.path, not the
+    working directory: it imports the installed fastaccept (and childlib)."""
+    return [sys.executable, child_path(name), *map(str, args)]
+
+
+def _scratch(cwd: Union[str, Path]) -> str:
+    """cwd, if it is outside the source tree (a child's files and imports stay out of it)."""
+    path = Path(cwd).resolve()
+    if path == SOURCE_ROOT or SOURCE_ROOT in path.parents:
+        raise ValueError(f"run children outside the source tree, not in {path}")
+    return str(path)
+
+
+def start_child(name: str, *args: Any, cwd: Union[str, Path],
+                **popen: Any) -> subprocess.Popen:
+    """Start the Python child NAME from cwd (a scratch directory); Popen's keywords."""
+    return subprocess.Popen(child_argv(name, *args), cwd=_scratch(cwd), **popen)
+
+
+def run_child(name: str, *args: Any, cwd: Union[str, Path], env: Optional[dict] = None,
+              timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run the Python child NAME to its end from cwd; its output captured as text."""
+    return subprocess.run(child_argv(name, *args), cwd=_scratch(cwd), env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_child_json(name: str, *args: Any, cwd: Union[str, Path],
+                   env: Optional[dict] = None, timeout: float = 60.0) -> Any:
+    """Run the Python child NAME (its fd limit and fd table are its own); return
+    the JSON of the last line it prints. Fail if it exits non-zero."""
+    proc = run_child(name, *args, cwd=cwd, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"the child printed nothing; its stderr:\n{proc.stderr}"
+    return json.loads(lines[-1])
+
+
+class CommandChild:
+    """children/command_server.py in a child process, and the test's end of its protocol.
+
+    ``args`` are the child's options; its stderr goes to tmp_path/child.stderr.
+    Call close() in a finally: it kills the child if it still runs."""
+
+    def __init__(self, tmp_path: Path, *args: Any, env: Optional[dict] = None) -> None:
+        self.stderr_path = tmp_path / "child.stderr"
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = start_child("command_server.py", *args, cwd=tmp_path, env=env,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=stderr)
+        self.out = self.proc.stdout.fileno()
+
+    def _answer(self, timeout: float) -> Any:
+        return json.loads(read_line(self.out, timeout, self.proc, self.stderr_path))
+
+    def address(self) -> tuple:
+        """The server's address: the child's first line."""
+        return tuple(self._answer(30.0)["address"])
+
+    def ask(self, cmd: bytes, timeout: float = 20.0) -> dict:
+        """Send one command line; return its answer."""
+        self.proc.stdin.write(cmd + b"\n")
+        self.proc.stdin.flush()
+        return self._answer(timeout)
+
+    def quit(self) -> dict:
+        """Shut the server down; return its final stats once the child exited 0."""
+        final = self.ask(b"quit")
+        assert self.proc.wait(timeout=20.0) == 0, self.stderr_path.read_text()
+        return final
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10.0)
+        self.proc.stdin.close()
+        self.proc.stdout.close()

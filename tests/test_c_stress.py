@@ -1,4 +1,5 @@
-"""Build the C stress test of src/ (tests/c/stress_ring.c) and run it.
+"""Build the C tests of src/ and run them: the stress test (tests/c/stress_ring.c)
+and the queue-wait histogram's check (tests/c/hist_check.c).
 
 Three builds: plain -O2, ThreadSanitizer, and AddressSanitizer with
 UndefinedBehaviorSanitizer. Each must exit 0 with no sanitizer report. The
@@ -28,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 STRESS_C = ROOT / "tests" / "c" / "stress_ring.c"
+HIST_C = ROOT / "tests" / "c" / "hist_check.c"
 GCC = shutil.which("gcc")
 SETARCH = shutil.which("setarch")
 
@@ -188,3 +190,15 @@ def test_header_compiles_alone(header: str, tmp_path: Path) -> None:
     cmd = [GCC, *COMMON_FLAGS, *INCLUDES, "-O2", "-c", str(tu), "-o", str(tmp_path / "tu.o")]
     proc = _run(cmd)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr}"
+
+
+@needs_gcc
+def test_c_histogram_buckets_quantiles_and_concurrent_records(tmp_path: Path) -> None:
+    """fa_hist.h: the buckets, the quantiles and records from several threads
+    at once, as hist_check.c checks them (-Werror)."""
+    exe = tmp_path / "hist_check"
+    proc = _compile(exe, [HIST_C], ["-O1"])
+    assert proc.returncode == 0, f"compile failed:\n{proc.stderr}"
+    run = _run([str(exe)])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "hist_check ok"

@@ -11,28 +11,17 @@ from __future__ import annotations
 import json
 import resource
 import socket
-import struct
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
-from typing import List
 
 import pytest
 
 import fastaccept
-from fa_testutil import read_line, read_to_eof
+from fa_testutil import child_argv, close_all, read_line, read_to_eof, reset
 
-CHILDREN = Path(__file__).parent / "children"
 
 LINE_END = b"\n"
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER 0: the kernel sends a reset instead of a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def _read_line(sock: socket.socket) -> bytes:
@@ -53,11 +42,6 @@ def _echo_line_keep(conn: socket.socket, addr) -> object:
         return None
     conn.sendall(line)
     return fastaccept.KEEP
-
-
-def _close_all(socks: List[socket.socket]) -> None:
-    for s in socks:
-        s.close()
 
 
 def test_keep_serves_requests_on_one_connection_without_a_thread_between(server_factory,
@@ -133,7 +117,7 @@ def test_idle_clients_of_every_kind(server_factory, wait_for, behaviour, caplog)
         if behaviour == "one_byte":
             sock.sendall(b"x")
         elif behaviour == "reset":
-            _reset(sock)
+            reset(sock)
         elif behaviour == "close":
             sock.close()
         if behaviour in ("silent", "one_byte"):
@@ -171,7 +155,7 @@ def test_max_connections_reached_and_released(server_factory, wait_for, http_get
         finally:
             late.close()
     finally:
-        _close_all(idle)
+        close_all(idle)
     st = wait_for(lambda: (s := server.stats())["conns_open"] == 0 and s, 10.0, "all closed")
     assert st["accepted"] == 4 and st["handled"] == 1
 
@@ -217,7 +201,7 @@ def test_stop_serves_readable_closes_idle_and_kept_with_a_fin(server_factory, wa
         release.set()
         if shutter.ident is not None:
             assert join_all([shutter], 30.0) == []
-        _close_all(socks)
+        close_all(socks)
     assert replies == {"kept_ready": b"re:second\n", "kept_idle": b"", "new_idle": b"",
                        "busy": b"re:slow\n"}
     st = server.stats()
@@ -274,7 +258,7 @@ def test_shed_under_readable_dispatch_answers_what_is_ready_when_the_ring_is_ful
         assert [read_to_eof(s) for s in held] == [b"ok"] * 3
     finally:
         release.set()
-        _close_all(held)
+        close_all(held)
     assert server.stats()["shed"] == 1
 
 
@@ -294,8 +278,8 @@ def test_ten_thousand_kept_connections_with_eight_workers(server_factory, wait_f
     n = 10000
     _raise_nofile(n + 1024)
     server = server_factory(_echo_line_keep, workers=8, backlog=4096, max_connections=n + 16)
-    child = subprocess.Popen([sys.executable, str(CHILDREN / "keepalive_clients.py"),
-                              "127.0.0.1", str(server.address[1]), str(n), "2"],
+    child = subprocess.Popen(child_argv("keepalive_clients.py", "127.0.0.1", server.address[1],
+                                        n, 2),
                              cwd=str(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     try:

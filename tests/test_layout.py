@@ -10,15 +10,14 @@ them, and the product's extension has none of their C in it.
 from __future__ import annotations
 
 import ast
-import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import fastaccept
+from fa_testutil import run_child_json
 
 PACKAGE = Path(fastaccept.__file__).parent
 PRODUCT_MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "bench" not in p.relative_to(
@@ -49,18 +48,7 @@ def test_no_product_module_imports_an_instrument(path):
 
 
 def test_the_product_in_use_loads_no_instrument(tmp_path):
-    script = (
-        "import json, sys\n"
-        "import fastaccept, fastaccept.monitor, fastaccept.demo, fastaccept.tcpserver\n"
-        "from fastaccept.__main__ import build_parser\n"
-        "build_parser(['serve']).parse_args(['serve', '--port', '0'])\n"
-        "s = fastaccept.Server(lambda c, a: None)\n"
-        "s.start(); s.shutdown()\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('fastaccept'))))\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    loaded = run_child_json("product_in_use.py", cwd=tmp_path)
     assert "fastaccept._core" in loaded
     assert [m for m in loaded if m.startswith("fastaccept.bench")] == []
 

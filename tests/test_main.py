@@ -1,4 +1,4 @@
-"""The command line: ``python -m fastaccept serve``."""
+"""The command line: ``python -m fastaccept serve`` (the demo server, fastaccept.demo)."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fa_testutil import read_line
+from fa_testutil import read_line, run_cli
 
 ADDRESS_RE = re.compile(r"http://(\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d+)/")
 
@@ -102,6 +102,31 @@ def test_serve_bad_arguments_exit_2(cli, args):
     assert status == 2, err
     assert "Traceback" not in err
     assert err.strip(), "no error message"
+
+
+def test_serve_prints_stats_every_interval(cli):
+    proc = cli("serve", "--port", "0", "--workers", "2", "--stats-interval", "0.05")
+    assert "serving on" in read_line(proc.stdout.fileno(), 30.0, proc).decode()
+    lines = [read_line(proc.stdout.fileno(), 10.0, proc).decode() for _ in range(2)]
+    for line in lines:
+        assert line.startswith("stats: accepted 0  handled 0"), line
+        assert "kernel queue 0/2048" in line or "kernel queue 0/" in line, line
+        assert "queue wait p50" in line and "ListenOverflows" in line, line
+    proc.send_signal(signal.SIGINT)
+    status = proc.wait(timeout=10.0)
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    assert status == 0, err
+    assert "stopped: accepted 0" in out
+    assert "stopped on" in err          # the final stats log line
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("interval", ["0", "inf"])    # inf: an OverflowError in the printer
+def test_serve_rejects_a_bad_stats_interval(tmp_path, interval):
+    run = run_cli("serve", "--port", "0", "--stats-interval", interval, cwd=tmp_path)
+    assert run.returncode == 2
+    assert "--stats-interval must be > 0" in run.stderr
 
 
 def test_no_verb_is_a_usage_error(cli):

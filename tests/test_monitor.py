@@ -1,5 +1,8 @@
 """fastaccept.monitor and ``python -m fastaccept monitor``: the accept-queue depth
-of any listening socket, from sock_diag netlink and from /proc/net."""
+of any listening socket, from sock_diag netlink and from /proc/net.
+
+The kernel readers it shares with the server and the bench (listen_queue,
+read_tcpext) are tested in test_kernel.py."""
 from __future__ import annotations
 
 import io
@@ -7,15 +10,13 @@ import json
 import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 from typing import Any, Iterator, List
 
 import pytest
 
-from fa_testutil import has_ipv6_loopback
-from fastaccept import monitor
+from fa_testutil import has_ipv6_loopback, run_cli
+from fastaccept import _kernel, monitor
 
 #: Both ways of reading sockets; sock_diag is skipped where the kernel refuses it.
 SOURCES = ["sock_diag", "proc"]
@@ -145,10 +146,17 @@ def test_nothing_listening(source):
         assert "nothing listening" in monitor.format_line(snap)
 
 
+def test_monitor_shows_the_kernel_readers():
+    """listen_queue and read_tcpext are the monitor's API too: _kernel's own."""
+    assert {"listen_queue", "read_tcpext"} <= set(monitor.__all__)
+    assert monitor.listen_queue is _kernel.listen_queue
+    assert monitor.read_tcpext is _kernel.read_tcpext
+
+
 def test_tcpext_counters_are_read_and_labelled(listen):
     snap = monitor.snapshot(listen().port)
     assert snap["counters_scope"] == "namespace"
-    ext = monitor.read_tcpext()
+    ext = _kernel.read_tcpext()
     assert isinstance(ext.get("ListenOverflows"), int)
     assert isinstance(ext.get("ListenDrops"), int)
     # read later, counters that only grow
@@ -222,7 +230,6 @@ def test_missing_tcp6_and_netstat(tmp_path):
     snap = monitor.snapshot(80, proc_net=str(tmp_path), source="proc")
     assert snap["queue"] == 1
     assert snap["listen_overflows"] is None and snap["listen_drops"] is None
-    assert monitor.read_tcpext(str(tmp_path / "netstat")) == {}
 
 
 def test_rates():
@@ -233,20 +240,6 @@ def test_rates():
     assert monitor.rates(a, dict(b, listen_drops=None))["listen_drops_per_s"] is None
     assert monitor.rates(b, dict(a, time=13.0))["listen_overflows_per_s"] is None
     assert monitor.rates(a, a)["listen_overflows_per_s"] is None
-
-
-def test_listen_queue_of_a_socket(listen, wait_for):
-    lst = listen(backlog=9)
-    assert monitor.listen_queue(lst.sock) == (0, 9)
-    lst.connect(3)
-    wait_for(lambda: monitor.listen_queue(lst.sock) == (3, 9), 10.0, "TCP_INFO depth 3")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as idle:
-        assert monitor.listen_queue(idle) is None           # not listening
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        assert monitor.listen_queue(udp) is None            # not TCP
-    closed = socket.socket()
-    closed.close()
-    assert monitor.listen_queue(closed) is None
 
 
 # -- on a fastaccept server ---------------------------------------------------
@@ -319,6 +312,13 @@ def test_main_live_lines_and_in_place_redraw(listen, wait_for):
     assert text.count("\n") == 1        # one line, redrawn
 
 
+@pytest.mark.parametrize("interval", [-1.0, float("nan"), float("inf")])
+def test_main_refuses_an_interval_it_cannot_sleep(listen, interval):
+    """--interval inf used to end in OverflowError from time.sleep()."""
+    with pytest.raises(ValueError, match="interval must be >= 0"):
+        monitor.main(listen().port, interval=interval, count=2, out=io.StringIO())
+
+
 def test_main_nothing_listening_exits_1(capsys):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -333,14 +333,11 @@ def test_cli_monitor_once(listen, wait_for, tmp_path):
     lst = listen(backlog=16)
     lst.connect(3)
     wait_for(lambda: monitor.snapshot(lst.port)["queue"] == 3, 10.0, "depth 3")
-    run = subprocess.run([sys.executable, "-m", "fastaccept", "monitor", str(lst.port),
-                          "--once", "--interval", "0.05"], cwd=str(tmp_path),
-                         capture_output=True, text=True, timeout=60)
+    run = run_cli("monitor", lst.port, "--once", "--interval", "0.05", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert f"port {lst.port}: accept queue 3/" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "fastaccept", "monitor", str(lst.port),
-                          "--json", "--count", "2", "--interval", "0.01", "--source", "proc"],
-                         cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    run = run_cli("monitor", lst.port, "--json", "--count", "2", "--interval", "0.01",
+                  "--source", "proc", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     recs = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["queue"] for r in recs] == [3, 3]
@@ -351,11 +348,8 @@ def test_cli_monitor_errors(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        run = subprocess.run([sys.executable, "-m", "fastaccept", "monitor", str(port),
-                              "--once", "--interval", "0"], cwd=str(tmp_path),
-                             capture_output=True, text=True, timeout=60)
+        run = run_cli("monitor", port, "--once", "--interval", "0", cwd=tmp_path)
     assert run.returncode == 1
     assert "nothing listens on TCP port" in run.stderr
-    run = subprocess.run([sys.executable, "-m", "fastaccept", "monitor", "0"],
-                         cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    run = run_cli("monitor", "0", cwd=tmp_path)
     assert run.returncode == 2 and "port must be in [1, 65535]" in run.stderr

@@ -1,13 +1,13 @@
-"""Overload, hostile peers, misbehaving handlers and fork: fastaccept keeps
-serving and loses nothing.
+"""Overload, hostile peers, accept errors and misbehaving handlers: fastaccept
+keeps serving and loses nothing.
 
 Each test provokes one failure mode on loopback and checks both what the
 victim sees and that everyone else is still served. The README's
 "Guarantees" section states the behaviour these tests pin down. Related
 tests elsewhere: tests/test_server.py (a burst through a ring of 8 under the
 queue policy, the kernel backlog served at shutdown, shutdown(timeout) with a
-stuck handler, EMFILE back-off and recovery, detach) and tests/test_acceptor.py
-(the Acceptor refuses use in a forked child).
+stuck handler, EMFILE back-off and recovery, detach) and tests/test_fork.py
+(os.fork() with a server running, before it starts, and from a handler).
 """
 from __future__ import annotations
 
@@ -19,81 +19,20 @@ import re
 import select
 import shutil
 import socket
-import struct
 import subprocess
-import sys
-import textwrap
 import threading
 import time
-import traceback
-import warnings
 from typing import Any, List
 
 import pytest
 
 import fastaccept
-from fa_testutil import read_line, read_to_eof
+from fa_testutil import (REPLY_OK, REQUEST, CommandChild, Gate, child_path, close_all, connect,
+                         read_line, read_to_eof, reset, start_child)
 from fastaccept.bench import loadgen
 from fastaccept._options import DEFAULT_TIMEOUT
 
-REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
 SHED = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-REQUEST = b"GET / HTTP/1.0\r\n\r\n"
-#: How long a blocked handler waits for the test to release it (a bound, not a delay).
-GATE_S = 30.0
-
-
-
-
-def _connect(address: Any, request: bytes = b"", timeout: float = 10.0) -> socket.socket:
-    sock = socket.create_connection(address[:2], timeout=timeout)
-    if request:
-        sock.sendall(request)
-    return sock
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER 0: the kernel sends a reset instead of a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def _close_all(socks: List[socket.socket]) -> None:
-    for s in socks:
-        s.close()
-
-
-def _wait_child(pid: int, timeout: float) -> int:
-    """Exit status of a forked child; kill it and fail if it outlives timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() >= deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail(f"the forked child did not exit within {timeout} s", pytrace=False)
-        time.sleep(0.01)    # a poll interval; the loop re-checks the child
-
-
-def _fork() -> int:
-    # Python 3.12+ warns about fork() in a threaded process (the warning
-    # filter turns that into an error after the child exists). The server's
-    # fork handlers are what these tests check.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return os.fork()
-
-
-class Gate:
-    """Handler body that blocks until released (bounded by GATE_S)."""
-
-    def __init__(self) -> None:
-        self.open = threading.Event()
-
-    def wait(self) -> None:
-        self.open.wait(GATE_S)
 
 
 def _fill_workers_and_ring(server: fastaccept.Server, wait_for: Any, workers: int,
@@ -102,13 +41,13 @@ def _fill_workers_and_ring(server: fastaccept.Server, wait_for: Any, workers: in
     held = []
     try:
         for _ in range(workers):
-            held.append(_connect(server.address, REQUEST))
+            held.append(connect(server.address, REQUEST))
         wait_for(lambda: server.stats()["workers_busy"] == workers, 10.0, "busy workers")
         for _ in range(ring):
-            held.append(_connect(server.address, REQUEST))
+            held.append(connect(server.address, REQUEST))
         wait_for(lambda: server.stats()["ring_depth"] == ring, 10.0, "a full ring")
     except BaseException:
-        _close_all(held)
+        close_all(held)
         raise
     return held
 
@@ -135,7 +74,7 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
     shed_clients: List[socket.socket] = []
     try:
         for _ in range(burst):
-            shed_clients.append(_connect(server.address, REQUEST))
+            shed_clients.append(connect(server.address, REQUEST))
         replies = [read_to_eof(c) for c in shed_clients]
         assert replies == [SHED] * burst
         wait_for(lambda: server.stats()["shed"] == burst, 10.0, f"{burst} shed")
@@ -154,11 +93,11 @@ def test_shed_answers_a_burst_at_once_and_serves_the_rest(server_factory, read_r
         assert not gate.open.is_set()
     finally:
         gate.open.set()
-        _close_all(shed_clients)
+        close_all(shed_clients)
     try:
         assert [read_to_eof(c) for c in held] == [REPLY_OK] * (workers + ring)
     finally:
-        _close_all(held)
+        close_all(held)
     assert server.shutdown(timeout=10.0)
     st = server.stats()
     assert st["accepted"] - st["shed"] == st["handled"] == workers + ring
@@ -177,14 +116,14 @@ def test_shed_without_a_response_closes_at_once(server_factory, read_request, wa
     server = server_factory(handler, workers=1, ring_size=2, overload="shed")
     held = _fill_workers_and_ring(server, wait_for, 1, 2)
     try:
-        with _connect(server.address, REQUEST) as c:
+        with connect(server.address, REQUEST) as c:
             assert read_to_eof(c) == b""
         wait_for(lambda: server.stats()["shed"] == 1, 10.0, "1 shed")
         gate.open.set()
         assert [read_to_eof(c) for c in held] == [REPLY_OK] * 3
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
 
 
 def test_shedding_is_warned_about(server_factory, read_request, wait_for, caplog):
@@ -203,7 +142,7 @@ def test_shedding_is_warned_about(server_factory, read_request, wait_for, caplog
     held = _fill_workers_and_ring(server, wait_for, 1, 2)
     try:
         for _ in range(3):
-            with _connect(server.address, REQUEST) as c:
+            with connect(server.address, REQUEST) as c:
                 assert read_to_eof(c) == SHED
 
         def shed_warnings() -> list:
@@ -215,7 +154,7 @@ def test_shedding_is_warned_about(server_factory, read_request, wait_for, caplog
         assert rise and 1 <= int(rise.group(1)) <= 3, shed_warnings()
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
 
 
 def test_queue_policy_holds_a_burst_in_the_backlog(server_factory, read_request, wait_for):
@@ -235,7 +174,7 @@ def test_queue_policy_holds_a_burst_in_the_backlog(server_factory, read_request,
     held = _fill_workers_and_ring(server, wait_for, workers, ring)
     try:
         for _ in range(burst):
-            held.append(_connect(server.address, REQUEST))
+            held.append(connect(server.address, REQUEST))
         wait_for(lambda: server.stats()["kernel_queue_depth"] == burst, 10.0,
                  "the burst in the kernel queue")
         st = server.stats()
@@ -247,7 +186,7 @@ def test_queue_policy_holds_a_burst_in_the_backlog(server_factory, read_request,
         replies = [read_to_eof(c) for c in held]
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
     assert replies == [REPLY_OK] * (workers + ring + burst)
     assert server.shutdown(timeout=10.0)
     st = server.stats()
@@ -290,11 +229,11 @@ def test_largest_shed_response_is_sent_whole(server_factory, read_request, wait_
                             shed_response=big)
     held = _fill_workers_and_ring(server, wait_for, 1, 2)
     try:
-        with _connect(server.address, REQUEST) as c:
+        with connect(server.address, REQUEST) as c:
             assert read_to_eof(c) == big
     finally:
         gate.open.set()
-        _close_all(held)
+        close_all(held)
 
 
 # -- hostile and broken peers ---------------------------------------------------------
@@ -331,17 +270,17 @@ def test_idle_clients_never_reach_a_worker(server_factory, read_request, wait_fo
     idle = []
     try:
         for _ in range(idle_n):
-            idle.append(_connect(server.address))       # connect, send nothing
+            idle.append(connect(server.address))       # connect, send nothing
         wait_for(lambda: server.stats()["conns_waiting"] == idle_n, 10.0, "idle clients in C")
         assert server.stats()["workers_busy"] == 0
-        with _connect(server.address, REQUEST) as good:
+        with connect(server.address, REQUEST) as good:
             assert read_to_eof(good) == REPLY_OK
         t0 = time.monotonic()
         # Every idle client was closed by the server (EOF), none by itself.
         assert [read_to_eof(c) for c in idle] == [b""] * idle_n
         waited = time.monotonic() - t0
     finally:
-        _close_all(idle)
+        close_all(idle)
     assert server.shutdown(timeout=10.0)
     assert len(handled) == 1
     # Generous against a noisy machine, and far below what an unbounded wait
@@ -381,14 +320,14 @@ def test_idle_clients_cannot_hold_workers_past_the_timeout(server_factory, read_
     idle = []
     try:
         for _ in range(idle_n):
-            idle.append(_connect(server.address))       # connect, send nothing
+            idle.append(connect(server.address))       # connect, send nothing
         wait_for(lambda: server.stats()["workers_busy"] == workers, 10.0, "idle clients in workers")
-        with _connect(server.address, REQUEST) as good:
+        with connect(server.address, REQUEST) as good:
             assert read_to_eof(good) == REPLY_OK
         # Every idle client was closed by the server (EOF), none by itself.
         assert [read_to_eof(c) for c in idle] == [b""] * idle_n
     finally:
-        _close_all(idle)
+        close_all(idle)
     assert server.shutdown(timeout=10.0)
     assert len(timed_out) == idle_n
     # Generous against a noisy machine, and far below what an unbounded wait
@@ -424,12 +363,12 @@ def test_clients_that_reset_before_their_handler_runs(server_factory, read_reque
     resetters: List[socket.socket] = []
     try:
         for _ in range(queued):
-            resetters.append(_connect(server.address))
+            resetters.append(connect(server.address))
         wait_for(lambda: server.stats()["kernel_queue_depth"] == queued, 10.0, "queued clients")
         for c in resetters:             # in the kernel queue
-            _reset(c)
+            reset(c)
         for c in held[workers:]:        # in the ring: accepted, no handler yet
-            _reset(c)
+            reset(c)
         gate.open.set()
         assert read_to_eof(held[0]) == REPLY_OK
         wait_for(lambda: server.stats()["ring_depth"] == 0
@@ -438,7 +377,7 @@ def test_clients_that_reset_before_their_handler_runs(server_factory, read_reque
         assert http_get(server.address, timeout=10.0) == REPLY_OK
     finally:
         gate.open.set()
-        _close_all(held + resetters)
+        close_all(held + resetters)
     assert server.shutdown(timeout=10.0)
     st = server.stats()
     aborted = st["accept_errors"].get("ECONNABORTED", 0)
@@ -469,10 +408,10 @@ def test_client_that_resets_during_its_handler(server_factory, wait_for, http_ge
                 errors.append(type(e))
 
     server = server_factory(handler, workers=1)
-    c = _connect(server.address, b"GET ")
+    c = connect(server.address, b"GET ")
     try:
         assert in_handler.wait(10.0)
-        _reset(c)
+        reset(c)
         reset_done.open.set()
         wait_for(lambda: server.stats()["handled"] == 1, 10.0, "the handler to end")
     finally:
@@ -512,7 +451,7 @@ def test_client_that_never_reads_cannot_hold_a_worker(server_factory, read_reque
         sluggard.settimeout(10.0)
         sluggard.connect(server.address)
         sluggard.sendall(b"GET /big HTTP/1.0\r\n\r\n")
-        with _connect(server.address, REQUEST) as next_client:
+        with connect(server.address, REQUEST) as next_client:
             assert read_to_eof(next_client) == REPLY_OK
         assert results == ["timeout"]
     finally:
@@ -534,113 +473,20 @@ def test_client_half_close_gets_its_reply(server_factory, read_request, reader):
 
     server = server_factory(handler, workers=2)
     for _ in range(5):
-        with _connect(server.address, REQUEST) as c:
+        with connect(server.address, REQUEST) as c:
             c.shutdown(socket.SHUT_WR)
             assert read_to_eof(c) == REPLY_OK
     assert server.shutdown(timeout=10.0)
     assert server.stats()["handler_errors"] == 0
 
 
-ACCEPT_SHIM_C = r"""
-/* Fails accept4() with errno $FA_ACCEPT_ERRNO, in one of two ways:
- *  - while the file named by $FA_FAIL_WHILE exists, every call fails and
- *    the queue is left alone (a resource running out: ENFILE, ENOBUFS...);
- *  - with $FA_DROP_EVERY=N, every Nth connection really accepted is closed
- *    at once and reported as that error instead (how Linux reports a
- *    connection that died in the queue: ECONNABORTED, EPROTO, EPERM). */
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <stdlib.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
-{
-    static int (*real)(int, struct sockaddr *, socklen_t *, int);
-    static unsigned accepted;       /* one accept loop calls this */
-    if (real == NULL)
-        real = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
-    const char *e = getenv("FA_ACCEPT_ERRNO");
-    int err = e != NULL ? atoi(e) : 0;
-    const char *flag = getenv("FA_FAIL_WHILE");
-    if (err && flag != NULL && access(flag, F_OK) == 0) {
-        errno = err;
-        return -1;
-    }
-    int got = real(fd, addr, len, flags);
-    const char *every = getenv("FA_DROP_EVERY");
-    if (got >= 0 && err && every != NULL && ++accepted % (unsigned)atoi(every) == 0) {
-        close(got);
-        errno = err;
-        return -1;
-    }
-    return got;
-}
-"""
-
-ACCEPT_CHILD = textwrap.dedent("""
-    import json, sys
-    import fastaccept
-
-    def handler(conn, addr):
-        data = b""
-        while b"\\r\\n\\r\\n" not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            data += chunk
-        conn.sendall(b"ok")
-
-    server = fastaccept.Server(handler, "127.0.0.1", 0, workers=2)
-    server.start()
-    print(json.dumps({"address": server.address}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "stats":
-            print(json.dumps(server.stats()), flush=True)
-        elif line.strip() == "quit":
-            break
-    ok = server.shutdown(timeout=10.0)
-    print(json.dumps(dict(server.stats(), shutdown_ok=ok)), flush=True)
-""")
-
-
-class ShimmedServer:
-    """A Server in a child process whose accept4() goes through ACCEPT_SHIM_C."""
-
-    def __init__(self, tmp_path: Any, **env: str) -> None:
-        shim_c, shim = tmp_path / "accept_shim.c", tmp_path / "accept_shim.so"
-        shim_c.write_text(ACCEPT_SHIM_C)
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-o", str(shim), str(shim_c),
-                        "-ldl"], check=True, timeout=60)
-        preload = " ".join(p for p in (os.environ.get("LD_PRELOAD"), str(shim)) if p)
-        self.stderr_path = tmp_path / "child.stderr"
-        with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", ACCEPT_CHILD], cwd=str(tmp_path),
-                env=dict(os.environ, LD_PRELOAD=preload, **env),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-        self.out = self.proc.stdout.fileno()
-
-    def address(self) -> tuple:
-        return tuple(json.loads(read_line(self.out, 30.0))["address"])
-
-    def ask(self, cmd: bytes) -> dict:
-        self.proc.stdin.write(cmd + b"\n")
-        self.proc.stdin.flush()
-        return json.loads(read_line(self.out, 20.0))
-
-    def quit(self) -> dict:
-        final = self.ask(b"quit")
-        assert self.proc.wait(timeout=20.0) == 0, self.stderr_path.read_text()
-        return final
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10.0)
-        self.proc.stdin.close()
-        self.proc.stdout.close()
+def shimmed_server(tmp_path: Any, **env: str) -> CommandChild:
+    """children/command_server.py with accept4() going through children/accept_shim.c."""
+    shim = tmp_path / "accept_shim.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-o", str(shim),
+                    child_path("accept_shim.c"), "-ldl"], check=True, timeout=60)
+    preload = " ".join(p for p in (os.environ.get("LD_PRELOAD"), str(shim)) if p)
+    return CommandChild(tmp_path, env=dict(os.environ, LD_PRELOAD=preload, **env))
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found on PATH")
@@ -651,14 +497,14 @@ def test_resource_errors_back_off_and_recover(tmp_path, name):
     counted, backed off, nothing accepted or lost; once it clears, every
     waiting client is served."""
     flag = tmp_path / "failing"
-    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(getattr(errno, name)),
+    child = shimmed_server(tmp_path, FA_ACCEPT_ERRNO=str(getattr(errno, name)),
                           FA_FAIL_WHILE=str(flag))
     clients = []
     try:
         address = child.address()
         flag.touch()
         for _ in range(5):
-            clients.append(_connect(address, REQUEST))
+            clients.append(connect(address, REQUEST))
         deadline = time.monotonic() + 15.0
         while True:
             st = child.ask(b"stats")
@@ -674,7 +520,7 @@ def test_resource_errors_back_off_and_recover(tmp_path, name):
         assert [read_to_eof(c) for c in clients] == [b"ok"] * 5, child.stderr_path.read_text()
         final = child.quit()
     finally:
-        _close_all(clients)
+        close_all(clients)
         child.close()
     assert final["shutdown_ok"] is True, final
     assert final["accepted"] == final["handled"] == 5, final
@@ -692,12 +538,12 @@ def test_dead_connection_errors_skip_one_and_go_on(tmp_path, name):
     one here): that connection is counted and gone, the loop neither stops
     nor backs off, and every other client is served."""
     code = getattr(errno, name)
-    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(code), FA_DROP_EVERY="2")
+    child = shimmed_server(tmp_path, FA_ACCEPT_ERRNO=str(code), FA_DROP_EVERY="2")
     replies = []
     try:
         address = child.address()
         for _ in range(10):     # one at a time: the shim drops the 2nd, 4th, ...
-            with _connect(address, REQUEST) as c:
+            with connect(address, REQUEST) as c:
                 try:
                     replies.append(read_to_eof(c))
                 except ConnectionResetError:    # closed with the request unread
@@ -722,12 +568,12 @@ def test_unexpected_accept_error_stops_the_loop_and_says_so(tmp_path):
     accepts from (the queued client that met the error is reset with it)."""
     flag = tmp_path / "failing"
     flag.touch()
-    child = ShimmedServer(tmp_path, FA_ACCEPT_ERRNO=str(errno.EINVAL), FA_FAIL_WHILE=str(flag))
+    child = shimmed_server(tmp_path, FA_ACCEPT_ERRNO=str(errno.EINVAL), FA_FAIL_WHILE=str(flag))
     clients = []
     try:
         address = child.address()
         try:
-            clients.append(_connect(address, REQUEST))
+            clients.append(connect(address, REQUEST))
         except ConnectionResetError:
             pass            # the release reached it before connect() returned
         deadline = time.monotonic() + 15.0
@@ -735,10 +581,10 @@ def test_unexpected_accept_error_stops_the_loop_and_says_so(tmp_path):
             assert time.monotonic() < deadline, "the injected EINVAL never reached the loop"
             time.sleep(0.01)    # a poll interval
         with pytest.raises(ConnectionRefusedError):
-            _connect(address, timeout=5.0).close()
+            connect(address, timeout=5.0).close()
         final = child.quit()
     finally:
-        _close_all(clients)
+        close_all(clients)
         child.close()
     assert final["shutdown_ok"] is True
     assert final["accept_errors"] == {"EINVAL": 1}
@@ -790,7 +636,7 @@ def test_handler_that_closes_its_socket(server_factory, read_request, join_all):
     def client() -> None:
         for _ in range(50):
             try:
-                with _connect(server.address, REQUEST) as c:
+                with connect(server.address, REQUEST) as c:
                     reply = read_to_eof(c)
                 if reply != REPLY_OK:
                     failures.append(reply)
@@ -808,31 +654,6 @@ def test_handler_that_closes_its_socket(server_factory, read_request, join_all):
     assert st["handler_errors"] == 0
 
 
-STUCK_CHILD = textwrap.dedent("""
-    import json, logging, sys, threading, time
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    import fastaccept
-
-    forever = threading.Event()
-
-    def handler(conn, addr):
-        forever.wait()          # never set, no timeout: stuck for good
-
-    server = fastaccept.Server(handler, "127.0.0.1", 0, workers=2, ring_size=4)
-    server.start()
-    print(json.dumps({"address": server.address}), flush=True)
-    deadline = time.monotonic() + 30.0
-    while server.stats()["workers_busy"] < 2 or server.stats()["ring_depth"] < 1:
-        if time.monotonic() > deadline:
-            sys.exit(3)
-        time.sleep(0.01)
-    t0 = time.monotonic()
-    ok = server.shutdown(timeout=0.5)
-    print(json.dumps({"shutdown": ok, "took": time.monotonic() - t0}), flush=True)
-    # The script ends here: the process must exit although two workers are stuck.
-""")
-
-
 def test_stuck_handlers_shutdown_returns_and_the_process_exits(tmp_path):
     """Handlers blocked for good: shutdown(timeout) returns on time with
     False, names the stuck workers, closes the connection still queued, and
@@ -840,13 +661,13 @@ def test_stuck_handlers_shutdown_returns_and_the_process_exits(tmp_path):
     stderr_path = tmp_path / "child.stderr"
     clients = []
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", STUCK_CHILD], cwd=str(tmp_path),
-                                stdout=subprocess.PIPE, stderr=stderr)
+        proc = start_child("stuck_handlers.py", cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=stderr)
     try:
         line = read_line(proc.stdout.fileno(), 30.0)
         address = tuple(json.loads(line)["address"])
         for _ in range(3):                  # two stuck in handlers, one in the ring
-            clients.append(_connect(address, REQUEST))
+            clients.append(connect(address, REQUEST))
         result = json.loads(read_line(proc.stdout.fileno(), 30.0))
         assert proc.wait(timeout=30.0) == 0, stderr_path.read_text()
     finally:
@@ -861,162 +682,3 @@ def test_stuck_handlers_shutdown_returns_and_the_process_exits(tmp_path):
     log = stderr_path.read_text()
     assert "fastaccept-worker-0" in log and "fastaccept-worker-1" in log, log
     assert "shutdown closed 1 queued connections" in log, log
-
-
-# -- fork ---------------------------------------------------------------------------------
-
-def _child_after_fork(server: fastaccept.Server, rfd: int, wfd: int, read_request: Any) -> int:
-    """In the child: the inherited server is inert; a new one serves."""
-    t0 = time.monotonic()
-    shutdown_ok = server.shutdown(timeout=5.0)
-    took = time.monotonic() - t0
-    try:
-        server.start()
-        start_error = None
-    except RuntimeError as e:
-        start_error = str(e)
-
-    def handler(conn, addr):
-        if read_request(conn):
-            conn.sendall(b"from the child")
-
-    own = fastaccept.Server(handler, "127.0.0.1", 0, workers=1)
-    own.start()
-    report = {"shutdown": shutdown_ok, "took": took, "state": repr(server),
-              "sock_fd": server.socket.fileno(), "start_error": start_error,
-              "address": own.address}
-    os.write(wfd, json.dumps(report).encode() + b"\n")
-    read_line(rfd, 60.0)                 # "exit"
-    return 0 if own.shutdown(timeout=10.0) else 4
-
-
-def test_fork_after_start_child_copy_is_inert_and_parent_serves(server_factory, read_request,
-                                                                wait_for, http_get):
-    """os.fork() while connections sit in two handlers and in the ring. In
-    the child, shutdown() returns at once and a new server works. In the
-    parent, with the child still alive: those connections end for their
-    clients when the parent closes them (the child closed its copies), new
-    clients are served, and after shutdown the port refuses connections
-    (the child closed its copy of the listening socket)."""
-    gate = Gate()
-
-    def handler(conn, addr):
-        if read_request(conn).startswith(b"GET /hold"):
-            gate.wait()
-        conn.sendall(REPLY_OK)
-
-    server = server_factory(handler, workers=2, ring_size=4)
-    held = []
-    pid = -1
-    to_child = from_child = (-1, -1)
-    try:
-        for _ in range(3):
-            held.append(_connect(server.address, b"GET /hold HTTP/1.0\r\n\r\n"))
-        wait_for(lambda: server.stats()["workers_busy"] == 2
-                 and server.stats()["ring_depth"] == 1, 10.0, "2 busy workers and 1 queued")
-        to_child, from_child = os.pipe(), os.pipe()
-        pid = _fork()
-        if pid == 0:
-            code = 2
-            try:
-                code = _child_after_fork(server, to_child[0], from_child[1], read_request)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        report = json.loads(read_line(from_child[0], 30.0))
-        assert report["shutdown"] is True
-        assert report["took"] < 2.0
-        assert report["state"].startswith("<fastaccept.Server forked")
-        assert report["sock_fd"] == -1
-        assert "forked" in report["start_error"]
-
-        gate.open.set()
-        assert [read_to_eof(c) for c in held] == [REPLY_OK] * 3
-        assert http_get(server.address, timeout=10.0) == REPLY_OK
-        assert http_get(report["address"], timeout=10.0) == b"from the child"
-        assert server.shutdown(timeout=10.0)
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(server.address, timeout=5.0).close()
-        os.write(to_child[1], b"exit\n")
-        status = _wait_child(pid, 30.0)
-        pid = -1
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
-    finally:
-        gate.open.set()
-        _close_all(held)
-        if pid > 0:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        for fd in (*to_child, *from_child):
-            if fd >= 0:
-                os.close(fd)
-    st = server.stats()
-    assert st["accepted"] == st["handled"] == 4
-
-
-def test_server_created_before_fork_starts_in_the_child(no_leaks, read_request, http_get):
-    """Bind in the parent, start in the child (the pre-fork pattern): the
-    child serves; the parent's unstarted copy just closes its socket."""
-    def handler(conn, addr):
-        if read_request(conn):
-            conn.sendall(str(os.getpid()).encode())
-
-    server = fastaccept.Server(handler, "127.0.0.1", 0, workers=2)
-    to_child, from_child = os.pipe(), os.pipe()
-    pid = -1
-    try:
-        pid = _fork()
-        if pid == 0:
-            code = 2
-            try:
-                server.start()
-                os.write(from_child[1], b"started\n")
-                read_line(to_child[0], 60.0)
-                code = 0 if server.shutdown(timeout=10.0) else 4
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        assert read_line(from_child[0], 30.0) == b"started\n"
-        assert server.shutdown(timeout=10.0)        # "new" here: closes the parent's copy
-        assert http_get(server.address, timeout=10.0) == str(pid).encode()
-        os.write(to_child[1], b"exit\n")
-        status = _wait_child(pid, 30.0)
-        pid = -1
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
-    finally:
-        if pid > 0:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        server.shutdown(timeout=10.0)
-        for fd in (*to_child, *from_child):
-            os.close(fd)
-
-
-def test_handler_that_forks_keeps_its_connection_in_the_child(server_factory, read_request,
-                                                              http_get):
-    """Fork-per-connection from a handler: the child keeps the forking
-    worker's own connection (only other workers' copies are closed) and
-    answers on it."""
-    statuses = []
-
-    def handler(conn, addr):
-        if not read_request(conn):
-            return
-        pid = _fork()
-        if pid == 0:
-            code = 1
-            try:
-                conn.sendall(b"child " + str(os.getpid()).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        statuses.append(os.waitpid(pid, 0)[1])      # the child exits at once
-
-    server = server_factory(handler, workers=2)
-    reply = http_get(server.address, timeout=10.0)
-    assert reply.startswith(b"child ") and int(reply[6:]) != os.getpid()
-    assert server.shutdown(timeout=10.0)
-    assert len(statuses) == 1
-    assert os.WIFEXITED(statuses[0]) and os.WEXITSTATUS(statuses[0]) == 0

@@ -2,28 +2,19 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import queue
 import resource
-import select
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import pytest
 
 import fastaccept
-from fa_testutil import has_ipv6_loopback, open_fds
-
-REPLY_OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
+from fa_testutil import REPLY_OK, CommandChild, has_ipv6_loopback, open_fds, read_to_eof
 
 
 @pytest.fixture
@@ -61,12 +52,7 @@ def test_many_clients_get_replies_and_handler_sees_their_address(
                     local = sock.getsockname()
                     mine[request_id] = local
                     sock.sendall(f"GET {request_id} HTTP/1.0\r\n\r\n".encode())
-                    reply = b""
-                    while True:
-                        chunk = sock.recv(4096)
-                        if not chunk:
-                            break
-                        reply += chunk
+                    reply = read_to_eof(sock)
                 expected = f"{local[0]} {local[1]}".encode()
                 if reply != expected:
                     failures.append(f"{request_id}: reply {reply!r}, expected {expected!r}")
@@ -103,12 +89,7 @@ def test_ipv6_loopback(server_factory, read_request):
     assert server.socket.family == socket.AF_INET6
     with socket.create_connection(server.address[:2], timeout=10.0) as sock:
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        reply = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_to_eof(sock)
         local = sock.getsockname()
     assert reply == REPLY_OK
     assert seen == [local]          # ('::1', port, flowinfo, scope_id)
@@ -166,12 +147,7 @@ def test_shutdown_under_load(server_factory, ok_handler, join_all, wait_for, wor
             try:
                 with socket.create_connection(address, timeout=10.0) as sock:
                     sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    reply = b""
-                    while True:
-                        chunk = sock.recv(4096)
-                        if not chunk:
-                            break
-                        reply += chunk
+                    reply = read_to_eof(sock)
                 if reply == REPLY_OK:
                     outcomes.append("ok")
                 elif reply == b"":
@@ -250,12 +226,7 @@ def test_small_ring_slow_workers_burst(server_factory, read_request, wait_for, d
         gate.set()
         replies = []
         for sock in clients:
-            reply = b""
-            while True:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_to_eof(sock)
             replies.append(reply)
     finally:
         gate.set()
@@ -316,12 +287,7 @@ def test_backlog_is_served_at_shutdown(server_factory, read_request, wait_for, j
         gate.set()
         replies = []
         for sock in clients:
-            reply = b""
-            while True:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_to_eof(sock)
             replies.append(reply)
     finally:
         gate.set()
@@ -387,12 +353,7 @@ def test_handler_detach_keeps_connection_open(server_factory, read_request, wait
         assert os.fstat(fd).st_ino == inode, "the server closed a detached connection"
         with socket.socket(fileno=fd) as conn:
             conn.sendall(REPLY_OK)
-        reply = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_to_eof(sock)
         assert reply == REPLY_OK
     # no_leaks (through server_factory) fails the test if the server closed
     # the fd number a second time, or if it stayed open.
@@ -473,72 +434,6 @@ def test_sock_argument_uses_a_prebound_socket(server_factory, ok_handler, http_g
 
 # -- the descriptor limit --------------------------------------------------------
 
-EMFILE_CHILD = textwrap.dedent("""
-    import json, os, resource, socket, sys
-    NOFILE = int(sys.argv[1])
-    resource.setrlimit(resource.RLIMIT_NOFILE,
-                       (NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    import fastaccept
-
-    def handler(conn, addr):
-        # Holds the connection (and its fd) until the client sends its request.
-        data = b""
-        while b"\\r\\n\\r\\n" not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            data += chunk
-        conn.sendall(b"ok")
-
-    server = fastaccept.Server(handler, "127.0.0.1", 0, workers=4, backlog=1024,
-                               timeout=60.0)
-    server.start()
-    print(json.dumps({"address": server.address}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "stats":
-            # Open fds, less the transient ones under /proc (listdir's own,
-            # the monitor thread reading /proc/net/netstat).
-            try:
-                fds = 0
-                for name in os.listdir("/proc/self/fd"):
-                    try:
-                        fds += not os.readlink("/proc/self/fd/" + name).startswith("/proc/")
-                    except OSError:
-                        pass        # closed since
-            except OSError:         # EMFILE: the accept loop holds every free fd
-                fds = None
-            print(json.dumps(dict(server.stats(), fds=fds)), flush=True)
-        elif line.strip() == "quit":
-            break
-    ok = server.shutdown(timeout=10.0)
-    print(json.dumps(dict(server.stats(), shutdown_ok=ok)), flush=True)
-""")
-
-
-class _LineReader:
-    """Read lines from a child's stdout with a deadline on each line."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.buf = b""
-
-    def readline(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no line from the child within {timeout} s")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise EOFError(f"the child exited (status {self.proc.poll()})")
-                self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode()
-
-
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
@@ -546,15 +441,6 @@ def _cpu_seconds(pid: int) -> float:
     fields = stat[stat.rindex(")") + 2:].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _read_reply(sock: socket.socket) -> bytes:
-    reply = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return reply
-        reply += chunk
 
 
 def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
@@ -568,24 +454,15 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
     n_held = 120
     n_late = 10         # arrive while the child is stuck at EMFILE
     rounds = 3
-    stderr_path = tmp_path / "child.stderr"
     held = []
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", EMFILE_CHILD, str(nofile)], cwd=str(tmp_path),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-    reader = _LineReader(proc)
+    child = CommandChild(tmp_path, "--nofile", nofile, "--workers", 4, "--backlog", 1024,
+                         "--timeout", 60.0)
 
     def child_stats() -> dict:
-        proc.stdin.write(b"stats\n")
-        proc.stdin.flush()
-        return json.loads(reader.readline(10.0))
+        return child.ask(b"stats", 10.0)
 
     try:
-        try:
-            address = tuple(json.loads(reader.readline(30.0))["address"])
-        except (TimeoutError, EOFError) as e:
-            pytest.fail(f"child did not start: {e}\n{stderr_path.read_text()}")
+        address = child.address()
         start = child_stats()
         assert start["fds"] is not None
         for round_ in range(rounds):
@@ -605,9 +482,9 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
             assert st["emfile_pauses"] > before["emfile_pauses"]
             if round_ == 0:
                 # While stuck at EMFILE the accept loop must back off, not spin.
-                cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+                cpu0, t0 = _cpu_seconds(child.proc.pid), time.monotonic()
                 time.sleep(1.0)         # the measurement window, not a synchronisation
-                cpu1, t1 = _cpu_seconds(proc.pid), time.monotonic()
+                cpu1, t1 = _cpu_seconds(child.proc.pid), time.monotonic()
                 cpu_share = (cpu1 - cpu0) / (t1 - t0)
                 assert cpu_share < 0.3, \
                     f"the child used {cpu_share:.0%} of a CPU while stuck at EMFILE"
@@ -621,7 +498,7 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
             # Release the held clients: every one of them is served in the end.
             for sock in held:
                 sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            replies = [_read_reply(sock) for sock in held]
+            replies = [read_to_eof(sock) for sock in held]
             assert replies == [b"ok"] * (n_held + n_late), f"round {round_}"
             for sock in held:
                 sock.close()
@@ -636,10 +513,7 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
                     f"round {round_}: child fds {child_stats()['fds']}, at start {start['fds']}"
                 time.sleep(0.01)        # a poll interval
 
-        proc.stdin.write(b"quit\n")
-        proc.stdin.flush()
-        final = json.loads(reader.readline(20.0))
-        assert proc.wait(timeout=20.0) == 0
+        final = child.quit()
         assert final["shutdown_ok"] is True
         assert final["accepted"] == final["handled"] == rounds * (n_held + n_late + 5)
         assert final["accept_errors"].get("EMFILE", 0) >= 2 * rounds
@@ -647,11 +521,7 @@ def test_emfile_does_not_spin_and_recovers(tmp_path, http_get, no_leaks):
     finally:
         for sock in held:
             sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10.0)
-        proc.stdin.close()
-        proc.stdout.close()
+        child.close()
 
 
 # -- validation ---------------------------------------------------------------------
@@ -671,6 +541,7 @@ def _noop(conn, addr):
     (dict(backlog=0), ValueError, "backlog"),
     (dict(backlog=-1), ValueError, "backlog"),
     (dict(timeout=-1.0), ValueError, "timeout"),
+    (dict(timeout=float("inf")), ValueError, "timeout"),
     (dict(max_batch=0), ValueError, "max_batch"),
     (dict(spin_us=-1), ValueError, "spin_us"),
     (dict(spin_us=100_001), ValueError, "spin_us"),
@@ -690,6 +561,17 @@ def test_bad_arguments_are_refused_before_anything_starts(no_leaks, kwargs, exc,
         fastaccept.Server(handler, "127.0.0.1", 0, **kwargs)
     assert threading.active_count() == threads
     assert open_fds() == fds
+
+
+@pytest.mark.parametrize("timeout", [-1, float("inf"), float("nan")])
+def test_shutdown_refuses_a_timeout_it_cannot_wait(server_factory, ok_handler, timeout):
+    """shutdown(timeout=inf) used to raise OverflowError from its waits,
+    after it had begun the stop; it is refused before anything happens."""
+    server = server_factory(ok_handler, workers=1)
+    with pytest.raises(ValueError, match="timeout"):
+        server.shutdown(timeout=timeout)
+    assert repr(server).startswith("<fastaccept.Server running")
+    assert server.shutdown(timeout=10.0) is True
 
 
 def test_sock_must_be_a_stream_socket(no_leaks):

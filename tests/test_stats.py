@@ -1,26 +1,20 @@
 """Server.stats(), the queue-wait histogram, the "fastaccept" log lines, the
-overload monitor thread and ``serve --stats-interval``: every counter is
-provoked and seen moving."""
+overload monitor thread: every counter is provoked and seen moving. (The C
+histogram's own test: test_c_stress.py; ``serve --stats-interval``: test_main.py.)"""
 from __future__ import annotations
 
 import logging
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, List
 
 import pytest
 
 import fastaccept
 from fastaccept._stats import QUEUE_WAIT_BOUNDS_US, OverloadWatch
-from fa_testutil import no_new_fds, read_line
+from fa_testutil import Gate, connect_many, no_new_fds
 
-ROOT = Path(__file__).resolve().parent.parent
 #: Every key stats() promises, before start, while running and after shutdown.
 KEYS = {"accepted", "handled", "handler_errors", "accept_errors", "emfile_pauses", "shed",
         "ring_depth",
@@ -28,32 +22,6 @@ KEYS = {"accepted", "handled", "handler_errors", "accept_errors", "emfile_pauses
         "workers_parked", "worker_wakeups", "worker_sleeps", "accept_batches", "accept_naps",
         "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us", "kernel_queue_depth",
         "kernel_backlog", "listen_overflows", "listen_drops", "listen_counters_scope"}
-#: How long a blocked handler waits for the test to release it (a bound, not a delay).
-GATE_S = 30.0
-
-
-class Gate:
-    """A handler that blocks until released; counts the handlers that entered."""
-
-    def __init__(self) -> None:
-        self.open = threading.Event()
-        self.entered = threading.Semaphore(0)
-
-    def __call__(self, conn: socket.socket, addr: Any) -> None:
-        self.entered.release()
-        self.open.wait(GATE_S)
-
-
-def _connect(address: Any, n: int) -> List[socket.socket]:
-    clients = []
-    try:
-        for _ in range(n):
-            clients.append(socket.create_connection(address[:2], timeout=10.0))
-    except BaseException:
-        for c in clients:
-            c.close()
-        raise
-    return clients
 
 
 def _fill(server: fastaccept.Server, wait_for: Callable[..., Any]) -> dict:
@@ -118,7 +86,7 @@ def test_handler_errors_move(server_factory, wait_for, caplog):
             raise RuntimeError("handler failure under test")
 
     server = server_factory(handler, dispatch="accept", workers=1)
-    for c in _connect(server.address, 4):
+    for c in connect_many(server.address, 4):
         c.close()
     st = wait_for(lambda: (s := server.stats())["handled"] == 4 and s, 10.0, "4 handled")
     assert st["handler_errors"] == 2
@@ -131,7 +99,7 @@ def test_ring_kernel_queue_workers_busy_and_queue_wait_move_when_workers_block(
     before = server.stats()
     assert before["workers_busy"] == 0 and before["ring_full_waits"] == 0
     assert before["queue_wait_p99_us"] == 0
-    clients = _connect(server.address, 5)
+    clients = connect_many(server.address, 5)
     try:
         st = _fill(server, wait_for)
         held_from = time.monotonic()
@@ -163,7 +131,7 @@ def test_queue_wait_histogram_is_cumulative_and_counts_every_pop(server_factory,
     buckets, sum_us = server.queue_wait_histogram()
     assert [b for b, _ in buckets] == [float(b) for b in QUEUE_WAIT_BOUNDS_US] + [float("inf")]
     assert all(n == 0 for _, n in buckets) and sum_us == 0
-    clients = _connect(server.address, 5)
+    clients = connect_many(server.address, 5)
     try:
         _fill(server, wait_for)
         time.sleep(0.02)        # a queue wait of at least 20 ms, the input under test
@@ -318,7 +286,7 @@ def test_monitor_thread_warns_once_per_interval_when_the_ring_is_full(
         return [r for r in caplog.records
                 if r.name == "fastaccept" and "ring (2 slots) was full" in r.getMessage()]
 
-    clients = _connect(server.address, 5)
+    clients = connect_many(server.address, 5)
     try:
         _fill(server, wait_for)
         warned = wait_for(ring_warnings, 10.0, "a ring-full warning")
@@ -331,7 +299,7 @@ def test_monitor_thread_warns_once_per_interval_when_the_ring_is_full(
         wait_for(lambda: server.stats()["handled"] == 5, 10.0, "5 handled")
         gate.open.clear()
         risen_from = server.stats()["ring_full_waits"]
-        clients = _connect(server.address, 5)
+        clients = connect_many(server.address, 5)
         _fill(server, wait_for)
         # A tick saw the rise, and a later tick began: the first one's check has run.
         wait_for(lambda: any(v > risen_from for v in seen[:-1]), 10.0,
@@ -373,7 +341,7 @@ def test_overload_watch_rate_limits_per_kind():
 def test_stats_does_not_wait_for_a_shutdown_in_progress(server_factory, wait_for, join_all):
     gate = Gate()
     server = server_factory(gate, dispatch="accept", workers=1)
-    clients = _connect(server.address, 1)
+    clients = connect_many(server.address, 1)
     try:
         assert gate.entered.acquire(timeout=10.0)
         stopper = threading.Thread(target=server.shutdown, name="test-shutdown")
@@ -412,54 +380,3 @@ def test_tcpserver_stats_have_the_kernel_keys(no_leaks, wait_for):
         t.join(10.0)
         server.server_close()
     assert not t.is_alive()
-
-
-# -- the C histogram ------------------------------------------------------------
-
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
-def test_c_histogram_buckets_quantiles_and_concurrent_records(tmp_path):
-    exe = tmp_path / "hist_check"
-    subprocess.run(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
-                    "-D_GNU_SOURCE", f"-I{ROOT / 'src'}", str(ROOT / "tests/c/hist_check.c"),
-                    "-o", str(exe)], check=True, timeout=120)
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "hist_check ok"
-
-
-# -- serve --stats-interval ---------------------------------------------------------
-
-def test_serve_prints_stats_every_interval(tmp_path, no_leaks):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fastaccept", "serve", "--port", "0", "--workers", "2",
-         "--stats-interval", "0.05"],
-        cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert "serving on" in read_line(proc.stdout.fileno(), 30.0, proc).decode()
-        lines = [read_line(proc.stdout.fileno(), 10.0, proc).decode() for _ in range(2)]
-        for line in lines:
-            assert line.startswith("stats: accepted 0  handled 0"), line
-            assert "kernel queue 0/2048" in line or "kernel queue 0/" in line, line
-            assert "queue wait p50" in line and "ListenOverflows" in line, line
-        proc.send_signal(signal.SIGINT)
-        status = proc.wait(timeout=10.0)
-        out = proc.stdout.read().decode()
-        err = proc.stderr.read().decode()
-        assert status == 0, err
-        assert "stopped: accepted 0" in out
-        assert "stopped on" in err          # the final stats log line
-        assert "Traceback" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10.0)
-        proc.stdout.close()
-        proc.stderr.close()
-
-
-def test_serve_rejects_a_bad_stats_interval(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "fastaccept", "serve", "--port", "0",
-                          "--stats-interval", "0"], cwd=str(tmp_path), capture_output=True,
-                         text=True, timeout=60)
-    assert run.returncode == 2
-    assert "--stats-interval must be > 0" in run.stderr

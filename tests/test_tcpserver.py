@@ -14,11 +14,9 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import open_fds
+from fa_testutil import open_fds, read_to_eof
 
 HANDLER_TIMEOUT = 10.0
-
-
 
 
 @pytest.fixture(params=[socketserver.ThreadingTCPServer, fastaccept.TCPServer],
@@ -65,13 +63,7 @@ def _exchange(address, data: bytes, timeout: float = 10.0):
     with socket.create_connection(address, timeout=timeout) as sock:
         local = sock.getsockname()
         sock.sendall(data)
-        reply = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    return reply, local
+        return read_to_eof(sock), local
 
 
 class EchoHandler(socketserver.StreamRequestHandler):

@@ -13,13 +13,10 @@ bases) and are left out.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-CHILD = Path(__file__).parent / "children" / "cpython_socketserver.py"
+from fa_testutil import run_child
 
 TCP_TESTS = [
     "SocketServerTest.test_TCPServer",
@@ -42,8 +39,7 @@ TCP_TESTS = [
 def test_cpython_socketserver_tcp_tests_pass(tmp_path):
     # cwd: a scratch directory (the tests write files there, and it keeps
     # the source tree off sys.path so the child imports the installed package)
-    proc = subprocess.run([sys.executable, str(CHILD), *TCP_TESTS], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+    proc = run_child("cpython_socketserver.py", *TCP_TESTS, cwd=tmp_path, timeout=300)
     lines = proc.stdout.strip().splitlines()
     assert lines, f"no summary (status {proc.returncode}):\n{proc.stderr[-4000:]}"
     summary = json.loads(lines[-1])

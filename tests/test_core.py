@@ -1,4 +1,4 @@
-"""The Cython layer: fastaccept.Ring and fastaccept.Acceptor through the extension."""
+"""fastaccept._core, the extension: Ring, Acceptor and close_fd (the Cython layer over src/)."""
 from __future__ import annotations
 
 import errno
@@ -10,7 +10,7 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import FD_TABLE_SIZE_SRC, no_new_fds, open_fds, run_child_json
+from fa_testutil import fork, no_new_fds, open_fds, run_child_json, wait_child
 
 
 # -- Ring ------------------------------------------------------------------
@@ -195,8 +195,6 @@ def running(listener):
     yield make
     for r in made:
         r.close()
-
-
 
 
 def _close_fd(item) -> None:
@@ -399,25 +397,6 @@ def test_acceptor_counts_emfile_by_name_and_recovers(listener, running, wait_for
     r.stop()
 
 
-_FD_TABLE_CHILD = """
-import json, resource, socket
-import fastaccept
-""" + FD_TABLE_SIZE_SRC + """
-hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-lsock = socket.socket()
-lsock.bind(("127.0.0.1", 0))
-lsock.listen(16)
-out = {"before": fd_table_size()}
-resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard))
-fastaccept.Acceptor(lsock.fileno(), ring_size=65536).close()   # wants 66560: capped
-out["capped"] = fd_table_size()
-resource.setrlimit(resource.RLIMIT_NOFILE, (8192, hard))
-fastaccept.Acceptor(lsock.fileno(), ring_size=4096).close()
-out["grown"] = fd_table_size()
-print(json.dumps(out))
-"""
-
-
 def test_acceptor_grows_the_fd_table_for_a_full_ring(tmp_path):
     """At construction the fd table is sized for a full ring plus
     FA_FD_SLACK (1024), or up to RLIMIT_NOFILE when that is lower, so that
@@ -426,7 +405,7 @@ def test_acceptor_grows_the_fd_table_for_a_full_ring(tmp_path):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 8192:
         pytest.skip(f"the hard fd limit ({hard}) is below what the test grows to")
-    out = run_child_json(_FD_TABLE_CHILD, tmp_path)
+    out = run_child_json("acceptor_fd_table.py", cwd=tmp_path)
     # the kernel sizes tables in powers of two
     assert out["before"] < 1000 <= out["capped"] < 2000
     assert 4096 + 1024 <= out["grown"]
@@ -519,7 +498,7 @@ def test_acceptor_refuses_use_in_a_forked_child(listener):
     """The child of os.fork() has no accept thread: using the parent's
     Acceptor there raises instead of touching shared C state."""
     acceptor = fastaccept.Acceptor(listener.fileno())
-    pid = os.fork()
+    pid = fork()
     if pid == 0:                        # child: report through the exit status
         code = 1
         try:
@@ -529,7 +508,7 @@ def test_acceptor_refuses_use_in_a_forked_child(listener):
         except BaseException:
             code = 2
         os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    status = wait_child(pid, 30.0)
     acceptor.close()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 

@@ -14,7 +14,6 @@ import socket
 import socketserver
 import struct
 import subprocess
-import sys
 import threading
 import time
 from typing import Callable, List, Optional
@@ -23,22 +22,20 @@ import pytest
 
 from fastaccept.bench import loadgen
 from fastaccept.bench._loadgen import serve_inline
-from fa_testutil import FD_TABLE_SIZE_SRC, has_ipv6_loopback, read_to_eof, run_child_json
+from fa_testutil import (REPLY_OK, has_ipv6_loopback, read_line, read_request, read_to_eof,
+                         run_child_json, run_cli, start_child)
+from fastaccept import _kernel
 
 HOST = "127.0.0.1"
-REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+REPLY = REPLY_OK
 JOIN_S = 10.0
 
 
 class _ReplyHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         self.request.settimeout(JOIN_S)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = self.request.recv(4096)
-            if not chunk:
-                return
-            data += chunk
+        if not read_request(self.request):
+            return
         self.request.sendall(REPLY)
         with self.server.lock:
             self.server.handled += 1
@@ -316,14 +313,6 @@ def test_max_seconds_long_enough_changes_nothing(inline_server):
     assert inline_server.stop() == n
 
 
-def _somaxconn() -> int:
-    try:
-        with open("/proc/sys/net/core/somaxconn") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
-
-
 def test_burst_connect_time_leaves_out_the_other_connects(no_leaks):
     # A listener that never accepts, with room for the whole burst in its
     # queue: the kernel completes every handshake while connect() runs, so
@@ -344,7 +333,7 @@ def test_burst_connect_time_leaves_out_the_other_connects(no_leaks):
     # 100 the 90th percentile needs.
     n = 1000
     assert 4 * loadgen.HARVEST_EVERY < n // 10
-    if _somaxconn() < n:
+    if (_kernel.somaxconn() or 0) < n:
         pytest.skip(f"net.core.somaxconn is below {n}")
     with socket.socket() as lsock:
         lsock.bind((HOST, 0))
@@ -370,12 +359,7 @@ def test_close_without_reply_is_other(no_leaks):
     def close_after_request(conn: socket.socket) -> None:
         # read the request first: closing with unread data would send a RST
         conn.settimeout(JOIN_S)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        read_request(conn)
         conn.close()
 
     loop = AcceptLoop(close_after_request)
@@ -453,70 +437,15 @@ def test_too_many_at_once_for_the_fd_limit(no_leaks):
         loadgen.run(HOST, 9, connections=hard + 1, concurrency=hard + 1)
 
 
-_FD_LIMIT_CHILD = """
-import json, os, resource, socket, threading
-from fastaccept.bench import loadgen
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
-lsock = socket.socket()
-lsock.bind(("127.0.0.1", 0))
-lsock.listen(1024)
-stop_r, stop_w = os.pipe()
-served = []
-t = threading.Thread(target=lambda: served.append(
-    loadgen.serve_inline(lsock.fileno(), b"ok", stop_r)))
-t.start()
-try:
-    result = loadgen.run("127.0.0.1", lsock.getsockname()[1], connections=400,
-                         concurrency=200, timeout=10)
-finally:
-    os.write(stop_w, b"x")
-    t.join(10)
-print(json.dumps({"completed": result.completed, "served": served,
-                  "soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "hard": hard}))
-"""
-
-
 def test_raises_the_soft_fd_limit_when_needed(no_leaks, tmp_path):
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1024:
         pytest.skip(f"the hard fd limit ({hard}) leaves no room above the test's soft limit")
-    out = run_child_json(_FD_LIMIT_CHILD, tmp_path)
+    out = run_child_json("loadgen_fd_limit.py", cwd=tmp_path)
     assert out["completed"] == 400
     assert out["served"] == [400]
     assert out["soft"] > 128
-
-
-_FD_TABLE_CHILD = """
-import json, os, resource, socket
-from fastaccept.bench import loadgen
-resource.setrlimit(resource.RLIMIT_NOFILE, (8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-""" + FD_TABLE_SIZE_SRC + """
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-port = s.getsockname()[1]
-s.close()                               # nothing listens there: every connect is refused
-out = {"before": fd_table_size(), "open_before": len(os.listdir("/proc/self/fd"))}
-# Hold the numbers up to 8 below the table's end: one connection's epoll fd
-# and socket still fit, so only the growth for the slack can enlarge it.
-held = []
-while True:
-    fd = os.dup(0)
-    if fd >= out["before"] - 8:
-        os.close(fd)
-        break
-    held.append(fd)
-loadgen.run("127.0.0.1", port, connections=1, concurrency=1, timeout=5.0)
-out["one"] = fd_table_size()
-for fd in held:
-    os.close(fd)
-result = loadgen.run("127.0.0.1", port, connections=3000, burst=True, timeout=5.0)
-out["burst"] = fd_table_size()
-out["refused"] = result.failures["refused"]
-out["open_after"] = len(os.listdir("/proc/self/fd"))
-print(json.dumps(out))
-"""
 
 
 def test_grows_the_fd_table_before_the_load(tmp_path):
@@ -528,7 +457,7 @@ def test_grows_the_fd_table_before_the_load(tmp_path):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 8192:
         pytest.skip(f"the hard fd limit ({hard}) is below what the test grows to")
-    out = run_child_json(_FD_TABLE_CHILD, tmp_path)
+    out = run_child_json("loadgen_fd_table.py", cwd=tmp_path)
     assert out["one"] > out["before"]
     assert out["refused"] == 3000
     assert 3000 + 64 <= out["burst"]
@@ -657,13 +586,6 @@ def test_serve_inline_large_response(no_leaks):
         server.close()
 
 
-def _accept_queue_length(lsock: socket.socket) -> int:
-    # struct tcp_info: for a listening socket Linux reports the accept queue
-    # length in tcpi_unacked (a u32 at offset 24)
-    info = lsock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    return struct.unpack_from("I", info, 24)[0]
-
-
 def test_serve_inline_stop_closes_open_clients(inline_server, wait_for):
     with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as c:
         # c never sends a request. A second client's round trip, then an
@@ -671,7 +593,7 @@ def test_serve_inline_stop_closes_open_clients(inline_server, wait_for):
         with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as d:
             d.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert read_to_eof(d) == REPLY
-        wait_for(lambda: _accept_queue_length(inline_server.lsock) == 0,
+        wait_for(lambda: _kernel.listen_queue(inline_server.lsock)[0] == 0,
                  what="the accept queue to drain")
         assert inline_server.stop() == 1
         assert c.recv(100) == b""    # closed by the stop, without a reply
@@ -681,26 +603,11 @@ def test_serve_inline_request_after_accept(inline_server, wait_for):
     # The request comes only after the server accepted the connection: its
     # first read says EAGAIN, so the client must wait in the epoll set.
     with socket.create_connection((HOST, inline_server.port), timeout=JOIN_S) as c:
-        wait_for(lambda: _accept_queue_length(inline_server.lsock) == 0,
+        wait_for(lambda: _kernel.listen_queue(inline_server.lsock)[0] == 0,
                  what="the server to accept")
         c.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert read_to_eof(c) == REPLY
     assert inline_server.stop() == 1
-
-
-_EMFILE_CHILD = """
-import os, resource, socket, sys
-from fastaccept.bench._loadgen import serve_inline
-lsock = socket.socket()
-lsock.bind(("127.0.0.1", 0))
-lsock.listen(64)
-print(lsock.getsockname()[1], flush=True)
-# room for the epoll fd and about three clients, no more
-used = len(os.listdir("/proc/self/fd"))
-resource.setrlimit(resource.RLIMIT_NOFILE,
-                   (used + 3, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-print(serve_inline(lsock.fileno(), sys.argv[1].encode(), 0), flush=True)
-"""
 
 
 def test_serve_inline_recovers_from_emfile(no_leaks, tmp_path):
@@ -708,12 +615,11 @@ def test_serve_inline_recovers_from_emfile(no_leaks, tmp_path):
     # stdin. Twenty clients wait in its accept queue; it can hold only a few
     # at a time, so it must pause on EMFILE and resume as it closes clients.
     n = 20
-    child = subprocess.Popen([sys.executable, "-c", _EMFILE_CHILD, REPLY.decode()],
-                             cwd=str(tmp_path), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = start_child("inline_emfile.py", REPLY.decode(), cwd=tmp_path,
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     clients: List[socket.socket] = []
     try:
-        port = int(child.stdout.readline())
+        port = int(read_line(child.stdout.fileno(), JOIN_S, child))
         for _ in range(n):
             clients.append(socket.create_connection((HOST, port), timeout=JOIN_S))
         for c in clients:
@@ -753,16 +659,9 @@ def test_serve_inline_not_a_socket(no_leaks):
 
 
 
-def _cli(args: List[str], cwd: str) -> subprocess.CompletedProcess:
-    # run from a directory without the source tree, so the installed package
-    # (with its built extensions) is the one imported
-    return subprocess.run([sys.executable, "-m", "fastaccept", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_cli_load_json(inline_server, tmp_path):
-    proc = _cli(["load", HOST, str(inline_server.port), "-n", "60", "-c", "8", "--json"],
-                str(tmp_path))
+    proc = run_cli("load", HOST, inline_server.port, "-n", "60", "-c", "8", "--json",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["connections"] == 60
@@ -773,22 +672,22 @@ def test_cli_load_json(inline_server, tmp_path):
 
 
 def test_cli_load_text_and_burst(inline_server, tmp_path):
-    proc = _cli(["load", HOST, str(inline_server.port), "-n", "40", "--burst",
-                 "--timeout", "10"], str(tmp_path))
+    proc = run_cli("load", HOST, inline_server.port, "-n", "40", "--burst", "--timeout", "10",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "completed 40/40" in proc.stdout
     assert inline_server.stop() == 40
 
 
 def test_cli_load_bad_argument(tmp_path, no_leaks):
-    proc = _cli(["load", HOST, "9", "-n", "0"], str(tmp_path))
+    proc = run_cli("load", HOST, "9", "-n", "0", cwd=tmp_path)
     assert proc.returncode == 2
     assert "connections" in proc.stderr
 
 
 def test_cli_load_max_seconds(inline_server, tmp_path):
-    proc = _cli(["load", HOST, str(inline_server.port), "-n", "30", "-c", "4",
-                 "--max-seconds", "600", "--json"], str(tmp_path))
+    proc = run_cli("load", HOST, inline_server.port, "-n", "30", "-c", "4",
+                   "--max-seconds", "600", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["completed"] == 30
@@ -797,6 +696,6 @@ def test_cli_load_max_seconds(inline_server, tmp_path):
 
 
 def test_cli_load_bad_max_seconds(tmp_path, no_leaks):
-    proc = _cli(["load", HOST, "9", "--max-seconds", "0"], str(tmp_path))
+    proc = run_cli("load", HOST, "9", "--max-seconds", "0", cwd=tmp_path)
     assert proc.returncode == 2
     assert "max_seconds" in proc.stderr
