@@ -17,7 +17,16 @@ itself is ``prometheus_client``'s. Metric names (all prefixed ``fastaccept_``):
     accepted_total, handled_total, handler_errors_total      counters
     accept_errors_total{errno="EMFILE"}                      counter per errno name
     emfile_pauses_total, ring_full_waits_total, shed_total   counters
+    dispatched_total, kept_total                             counters: connections sent
+                                                             to a worker after waiting
+                                                             in C; given back (KEEP)
+    idle_closed_total, peer_closed_total, stop_closed_total  counters: closed by C (idle
+                                                             past idle_timeout, peer gone,
+                                                             idle at a stop)
+    max_connections_pauses_total                             counter
     ring_depth, ring_high_water, ring_capacity                gauges (connections)
+    conns_open, conns_waiting                                gauges: open connections,
+                                                             and those waiting in C
     workers, workers_busy                                    gauges
     kernel_queue_depth, kernel_backlog                       gauges: the listening
                                                              socket's accept queue
@@ -41,7 +50,7 @@ PREFIX = "fastaccept_"
 
 #: (stats key, help) of the plain counters; the metric is PREFIX + the key.
 COUNTERS = (
-    ("accepted", "Connections accept4() returned and the ring took."),
+    ("accepted", "Connections taken from the kernel accept queue (shed ones included)."),
     ("handled", "Connections whose handler returned or raised."),
     ("handler_errors", "Handlers that raised (and sockets that could not be wrapped)."),
     ("emfile_pauses", "Back-offs of the accept loop on EMFILE, ENFILE, ENOBUFS or ENOMEM."),
@@ -49,12 +58,22 @@ COUNTERS = (
      "leaving connections in the kernel queue."),
     ("shed", "Connections answered from C with shed_response and closed because the ring "
      "was full (overload='shed')."),
+    ("dispatched", "Connections handed to a worker after waiting in C for their bytes "
+     "(or for ring space)."),
+    ("kept", "Connections a handler gave back (KEEP) to wait in C for their next request."),
+    ("idle_closed", "Connections closed by C after idle_timeout with nothing for a worker."),
+    ("peer_closed", "Connections closed by C because the peer left while they waited."),
+    ("stop_closed", "Idle connections closed by C (a FIN) at a stop."),
+    ("max_connections_pauses", "Times the accept loop stopped accepting at max_connections."),
 )
 #: (stats key, help) of the gauges; the metric is PREFIX + the key.
 GAUGES = (
     ("ring_depth", "Accepted connections waiting in the ring for a worker."),
     ("ring_high_water", "Most connections the ring has held at once."),
     ("ring_capacity", "Slots of the ring."),
+    ("conns_open", "Open connections: waiting in C, queued in the ring or in a handler."),
+    ("conns_waiting", "Connections waiting in C (in the accept loop's epoll set, or ready "
+     "for ring space): no thread holds them."),
     ("workers", "Worker threads."),
     ("workers_busy", "Workers running a handler now."),
     ("kernel_queue_depth", "Connections waiting in the listening socket's kernel accept "

@@ -33,7 +33,10 @@ class FakeServer:
                    "ring_full_waits": 4, "shed": 11, "ring_depth": 1, "ring_high_water": 7,
                    "ring_capacity": 64, "workers": 8, "workers_busy": 5,
                    "kernel_queue_depth": 6, "kernel_backlog": 128, "listen_overflows": 50,
-                   "listen_drops": 55, "listen_counters_scope": "namespace"}
+                   "listen_drops": 55, "listen_counters_scope": "namespace",
+                   "dispatched": 21, "kept": 22, "idle_closed": 23, "peer_closed": 24,
+                   "stop_closed": 25, "max_connections_pauses": 26, "conns_open": 27,
+                   "conns_waiting": 28}
         self.st.update(overrides)
 
     def stats(self) -> dict:
@@ -61,6 +64,14 @@ def test_metric_names_types_and_values_from_stats():
     assert get("fastaccept_workers_busy") == 5
     assert get("fastaccept_kernel_queue_depth") == 6
     assert get("fastaccept_kernel_backlog") == 128
+    assert get("fastaccept_dispatched_total") == 21
+    assert get("fastaccept_kept_total") == 22
+    assert get("fastaccept_idle_closed_total") == 23
+    assert get("fastaccept_peer_closed_total") == 24
+    assert get("fastaccept_stop_closed_total") == 25
+    assert get("fastaccept_max_connections_pauses_total") == 26
+    assert get("fastaccept_conns_open") == 27
+    assert get("fastaccept_conns_waiting") == 28
     assert get("fastaccept_tcpext_listen_overflows_total") == 50
     assert get("fastaccept_tcpext_listen_drops_total") == 55
     # the histogram, in seconds
@@ -176,3 +187,29 @@ def test_tcpserver_is_collected_before_and_while_serving(no_leaks, wait_for):
         t.join(10.0)
         server.server_close()
     assert not t.is_alive()
+
+
+def test_connections_waiting_in_c_are_a_gauge(server_factory, wait_for):
+    import fastaccept
+
+    def handler(conn, addr):
+        conn.sendall(conn.recv(1024))
+        return fastaccept.KEEP
+
+    server = server_factory(handler, workers=1)
+    get = _registry(server).get_sample_value
+    clients: List[socket.socket] = []
+    try:
+        for _ in range(3):
+            clients.append(socket.create_connection(server.address, timeout=10.0))
+        clients[0].sendall(b"hi")
+        assert clients[0].recv(16) == b"hi"
+        wait_for(lambda: get("fastaccept_conns_waiting") == 3, 10.0, "3 waiting in C")
+        assert get("fastaccept_conns_open") == 3
+        assert get("fastaccept_kept_total") == 1
+        assert get("fastaccept_workers_busy") == 0
+    finally:
+        for c in clients:
+            c.close()
+    wait_for(lambda: get("fastaccept_peer_closed_total") == 3, 10.0, "3 closed by C")
+    assert get("fastaccept_conns_waiting") == 0
