@@ -10,14 +10,14 @@ from Cython.Build import cythonize  # noqa: E402  (after the platform check)
 
 C_FLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11"]
 HEADERS = ["src/fa_ring.h", "src/fa_park.h", "src/fa_accept.h", "src/fa_accept_errno.h",
-           "src/fa_fdtable.h", "src/fa_hist.h"]
+           "src/fa_fdtable.h", "src/fa_hist.h", "src/fa_http.h"]
 LOADGEN_HEADERS = ["src/fa_loadgen.h", "src/fa_inline.h", "src/fa_accept_errno.h",
                    "src/fa_fdtable.h"]
 
 extensions = [
     Extension(
         "fastaccept._core",
-        sources=["fastaccept/_core.pyx", "src/fa_accept.c"],
+        sources=["fastaccept/_core.pyx", "src/fa_accept.c", "src/fa_http.c"],
         include_dirs=["src"],
         depends=HEADERS,
         extra_compile_args=C_FLAGS,
