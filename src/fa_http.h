@@ -46,10 +46,13 @@
  *             part of a request-target, and proxies disagree on cutting it).
  *             Its form must fit the method (§3.2):
  *               origin-form    "/" ...       any method but CONNECT
- *               absolute-form  scheme "://" authority [path/query]; a
- *                              non-empty authority of the Host characters
- *                              below, so no userinfo "@" * (RFC 9110 §4.2.4:
- *                              treat it as an error)   any method but CONNECT
+ *               absolute-form  scheme "://" authority [path/query]; the
+ *                              scheme letters only * (RFC 3986 allows digits
+ *                              "+-." after the first; no HTTP scheme has
+ *                              them), a non-empty authority of the Host
+ *                              characters below, so no userinfo "@" *
+ *                              (RFC 9110 §4.2.4: treat it as an error)
+ *                                                      any method but CONNECT
  *               authority-form host ":" 1*DIGIT, host non-empty  CONNECT only
  *               asterisk-form  "*"                       OPTIONS only
  *             Anything else is 400.
