@@ -106,6 +106,15 @@ static void check_head_invariants(const uint8_t *d, size_t len, const fa_http_li
     size_t n = (size_t)rc;
     CHECK(n <= len && n <= lim->max_head && h->head_len == n);
     CHECK(n >= 4 && memcmp(d + n - 4, "\r\n\r\n", 4) == 0);
+    /* no CTL but HTAB and the CRLFs, no DEL; CR and LF only as CRLF */
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = d[i];
+        CHECK((c >= 0x20 && c != 0x7f) || c == '\t' || c == '\r' || c == '\n');
+        if (c == '\r')
+            CHECK(i + 1 < n && d[i + 1] == '\n');
+        if (c == '\n')
+            CHECK(i > 0 && d[i - 1] == '\r');
+    }
     CHECK(h->method_len > 0 && h->method_off + h->method_len < n);
     CHECK(h->target_off == h->method_off + h->method_len + 1);
     CHECK(d[h->method_off + h->method_len] == ' ');

@@ -596,6 +596,24 @@ def test_every_byte_in_each_position(byte: int) -> None:
     expect(req(b"GET / HTTP/1.1", b"Host: a" + b + b"b", host=False), byte in HOST_CHARS)
 
 
+@pytest.mark.parametrize("byte, accepted", [
+    (0x00, False), (0x01, False), (0x08, False), (0x0a, False), (0x0b, False), (0x0d, False),
+    (0x1f, False), (0x7f, False), (0x09, True), (0x20, True), (0x21, True), (0x7e, True),
+    (0x80, True), (0xff, True),
+])
+def test_byte_at_every_offset_of_a_long_line(byte: int, accepted: bool) -> None:
+    """The scan for line ends takes eight bytes at a time: a byte must be
+    judged alike at every offset within a word, and in the tail."""
+    for offset in range(40):
+        value = bytearray(b"v" * 40)
+        value[offset] = byte
+        data = H(b"X-Long: v" + bytes(value) + b"v")
+        assert status(data) == (len(data) if accepted else -400), (offset, data)
+        line = req(b"GET /" + b"p" * offset + bytes([byte]) + b"p" * (40 - offset) + b" HTTP/1.1")
+        assert status(line) == (len(line) if accepted and byte not in (0x20, 0x09, 0x7f)
+                                and byte < 0x80 else -400), (offset, line)
+
+
 @pytest.mark.parametrize("value, expected", [
     (b"", b""), (b" ", b""), (b" \t ", b""), (b"a", b"a"), (b" a ", b"a"), (b"\ta\t", b"a"),
     (b"a b", b"a b"), (b"  a \t b  ", b"a \t b"), (b"\x80", b"\x80"), (b":", b":"),
@@ -715,6 +733,9 @@ def test_chunked_simple_and_pipelined() -> None:
     (b"1\r\n\r\r\n0\r\n\r\n", b"\r"),           # data is data, whatever it holds
     (b"2\r\n\r\n\r\n0\r\n\r\n", b"\r\n"),
     (b"1\r\nx\r\n0\r\nA: b\r\nC-D:\te \xff\r\nE:\r\n\r\n", b"x"),
+    # each size starts afresh: 40 one-digit sizes are not a 40-digit one
+    (b"1\r\nx\r\n" * 40 + b"0\r\n\r\n", b"x" * 40),
+    (b"00000000001\r\nx\r\n" * 20 + b"0\r\n\r\n", b"x" * 20),
 ])
 def test_chunked_valid(body: bytes, data: bytes) -> None:
     assert decode_chunked(body) == (data, len(body), True)
