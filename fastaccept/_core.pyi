@@ -75,7 +75,10 @@ HTTP_MAX_CHUNK_LINE: int
 HTTP_MAX_TRAILER: int
 HTTP_MAX_BODY_LIMIT: int
 
-# The dict of a parsed head: method, target, path, query (str); version
+# The dict of a parsed head: method, target, path, query (str; path is the
+# target up to the first "?", query what follows it, so for absolute-form the
+# path still holds the scheme and authority, and for "*" or authority-form it
+# is the whole target); version
 # ("HTTP/1.0" or "HTTP/1.1"); headers (list of (name, value) bytes in order,
 # values without the whitespace around them); content_length (int or None);
 # chunked, keep_alive, expect_continue, upgrade (bool).
