@@ -151,3 +151,62 @@ cdef extern from "fa_hist.h" nogil:
     uint64_t fa_hist_quantile_us(const uint64_t *counts, uint64_t total, double q)
     uint64_t fa_hist_bucket_low(unsigned int idx)
     unsigned int fa_hist_index(uint64_t us)
+
+
+# ---------------------------------------------------------------------------
+# HTTP/1.1 request heads, chunked bodies and percent-decoding (src/fa_http.h)
+
+from libc.stdint cimport uint8_t, uint16_t
+
+
+cdef extern from "fa_http.h" nogil:
+    unsigned int FA_HTTP_DEFAULT_MAX_REQUEST_LINE
+    unsigned int FA_HTTP_DEFAULT_MAX_FIELDS
+    unsigned int FA_HTTP_DEFAULT_MAX_HEAD
+    unsigned int FA_HTTP_MAX_CHUNK_LINE
+    unsigned int FA_HTTP_MAX_TRAILER
+
+    ctypedef struct fa_http_limits:
+        uint32_t max_request_line
+        uint32_t max_fields
+        uint32_t max_head
+
+    ctypedef struct fa_http_field:
+        uint32_t name_off
+        uint32_t name_len
+        uint32_t value_off
+        uint32_t value_len
+
+    ctypedef struct fa_http_head:
+        uint32_t head_len
+        uint32_t method_off
+        uint32_t method_len
+        uint32_t target_off
+        uint32_t target_len
+        uint32_t path_len
+        uint32_t nfields
+        int64_t content_length
+        uint8_t version_minor
+        uint8_t chunked
+        uint8_t keep_alive
+        uint8_t expect_continue
+        uint8_t upgrade
+
+    ctypedef struct fa_http_scan:
+        uint32_t pos
+
+    void fa_http_scan_init(fa_http_scan *s)
+    int fa_http_parse_head(const char *buf, size_t len, fa_http_scan *scan,
+                           const fa_http_limits *lim, fa_http_head *out,
+                           fa_http_field *fields)
+
+    ctypedef struct fa_http_chunked:
+        uint64_t max_body
+        uint64_t body
+        uint16_t state
+        int status
+
+    void fa_http_chunked_init(fa_http_chunked *c, uint64_t max_body)
+    int fa_http_chunked_feed(fa_http_chunked *c, const char *inp, size_t len, char *out,
+                             size_t *consumed, size_t *produced)
+    size_t fa_http_unquote(const char *inp, size_t len, char *out)

@@ -83,3 +83,101 @@ class Acceptor:
     def discard(self) -> int: ...
     def close_inherited(self) -> int: ...
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------
+# HTTP/1.1 request heads, chunked bodies and percent-decoding (src/fa_http.h)
+
+HTTP_DEFAULT_MAX_REQUEST_LINE: int
+HTTP_DEFAULT_MAX_FIELDS: int
+HTTP_DEFAULT_MAX_HEAD: int
+HTTP_MAX_LIMIT: int
+HTTP_MAX_FIELDS_LIMIT: int
+HTTP_MAX_CHUNK_LINE: int
+HTTP_MAX_TRAILER: int
+HTTP_MAX_BODY_LIMIT: int
+
+# The dict of a parsed head: method, target, path, query (str; path is the
+# target up to the first "?", query what follows it, so for absolute-form the
+# path still holds the scheme and authority, and for "*" or authority-form it
+# is the whole target); version
+# ("HTTP/1.0" or "HTTP/1.1"); headers (list of (name, value) bytes in order,
+# values without the whitespace around them); content_length (int or None);
+# chunked, keep_alive, expect_continue, upgrade (bool).
+_RequestHead: TypeAlias = Dict[str, Any]
+# (head_len, head) when complete; (0, None) when more bytes are needed;
+# (-status, None) when rejected: -400, -414, -431, -501 or -505.
+_HeadResult: TypeAlias = Tuple[int, Optional[_RequestHead]]
+
+class HTTPError(ValueError):
+    """Malformed or oversized HTTP input; ``status`` is the status to answer."""
+
+    status: int
+    def __init__(self, status: int, message: Optional[str] = None) -> None: ...
+
+def parse_request_head(data: bytes, max_request_line: int = 8192, max_fields: int = 100,
+                       max_head: int = 65536) -> _HeadResult:
+    """Parse the request head at the start of data, strictly (RFC 9112).
+
+    Returns (head_len, head) when the head is complete (head_len counts any
+    leading empty lines and the final CRLFCRLF; what follows is the body or
+    the next request), (0, None) when more bytes are needed, or
+    (-status, None) when the request must be answered with that status and
+    the connection closed. max_request_line bounds the request line without
+    its CRLF (414), max_fields the field lines (431), max_head the whole head
+    (431). Raises TypeError for data that is not bytes-like and TypeError or
+    ValueError, naming the argument, for a bad limit."""
+    ...
+
+@disjoint_base
+class HeadParser:
+    """A request head fed as it arrives: the parser resumes where it stopped,
+    so a head fed a byte at a time costs O(n) in all."""
+
+    def __new__(cls, max_request_line: int = 8192, max_fields: int = 100,
+                max_head: int = 65536) -> HeadParser: ...
+    def feed(self, data: bytes) -> _HeadResult:
+        """Append data and parse everything fed so far, as parse_request_head
+        would; offsets count from the first byte fed. Once the result is
+        final (complete or rejected) it is returned again and data ignored."""
+        ...
+    @property
+    def buffered(self) -> bytes:
+        """Every byte fed so far."""
+        ...
+    @property
+    def scanned(self) -> int:
+        """Bytes the scan for the end of the head has examined so far."""
+        ...
+
+@disjoint_base
+class ChunkedDecoder:
+    """Decoder of one chunked request body (RFC 9112 §7.1), fed in pieces.
+
+    Chunk extensions and trailer fields are validated and discarded."""
+
+    def __new__(cls, max_body: int) -> ChunkedDecoder: ...
+    def feed(self, data: bytes) -> Tuple[bytes, int, bool]:
+        """Decode the next bytes of the body; return (data decoded from them,
+        bytes of data consumed, done). consumed < len(data) only when done:
+        the next request starts at data[consumed:]. After done, feed consumes
+        nothing. Raises HTTPError with status 400 (malformed) or 413 (a chunk
+        would take the body past max_body), and again on every later feed."""
+        ...
+    @property
+    def done(self) -> bool:
+        """True once the last chunk, the trailer and the final CRLF were read."""
+        ...
+    @property
+    def body_len(self) -> int:
+        """Data bytes decoded so far."""
+        ...
+    @property
+    def max_body(self) -> int:
+        """The largest body this decoder accepts."""
+        ...
+
+def unquote(data: bytes) -> bytes:
+    """Percent-decode data: %XX (hex, either case) becomes one byte; any other
+    "%" stays as it is. Equal to urllib.parse.unquote_to_bytes on bytes."""
+    ...

@@ -655,3 +655,197 @@ cdef class Acceptor:
         if self.pid == getpid():
             fa_acceptor_destroy(&self.a)
         self.ready = False
+
+
+# ---------------------------------------------------------------------------
+# HTTP/1.1 request heads, chunked bodies and percent-decoding (src/fa_http.h)
+#
+# The HTTP server calls this C from the accept loop, without the GIL; these
+# wrappers give Python callers and the tests the same parser.
+
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+
+HTTP_DEFAULT_MAX_REQUEST_LINE = FA_HTTP_DEFAULT_MAX_REQUEST_LINE
+HTTP_DEFAULT_MAX_FIELDS = FA_HTTP_DEFAULT_MAX_FIELDS
+HTTP_DEFAULT_MAX_HEAD = FA_HTTP_DEFAULT_MAX_HEAD
+#: Largest max_request_line and max_head (offsets are 32-bit; this leaves room).
+HTTP_MAX_LIMIT = 1 << 30
+#: Largest max_fields.
+HTTP_MAX_FIELDS_LIMIT = 1 << 16
+#: Longest chunk-size line and trailer section a ChunkedDecoder takes.
+HTTP_MAX_CHUNK_LINE = FA_HTTP_MAX_CHUNK_LINE
+HTTP_MAX_TRAILER = FA_HTTP_MAX_TRAILER
+#: Largest max_body.
+HTTP_MAX_BODY_LIMIT = 2**63 - 1
+
+# Fields up to this many are collected on the stack, not in PyMem_Malloc'ed
+# memory (an enum so that Cython takes it as an array size).
+cdef enum:
+    _STACK_FIELDS = 128
+
+
+class HTTPError(ValueError):
+    """Malformed or oversized HTTP input; ``status`` is the status to answer."""
+
+    def __init__(self, status, message=None):
+        self.status = status
+        super().__init__(message or f"HTTP {status}")
+
+
+cdef bytes _as_bytes(str name, object data):
+    if isinstance(data, bytes):
+        return <bytes>data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{name} must be bytes, got {type(data).__name__}")
+
+
+cdef int _http_limits(fa_http_limits *lim, object max_request_line, object max_fields,
+                      object max_head) except -1:
+    lim.max_request_line = _int_arg("max_request_line", max_request_line, 1, HTTP_MAX_LIMIT)
+    lim.max_fields = _int_arg("max_fields", max_fields, 0, HTTP_MAX_FIELDS_LIMIT)
+    lim.max_head = _int_arg("max_head", max_head, 1, HTTP_MAX_LIMIT)
+    return 0
+
+
+cdef object _head_dict(const char *b, fa_http_head *h, fa_http_field *f):
+    cdef uint32_t i
+    cdef uint32_t t = h.target_off
+    cdef uint32_t m = h.method_off
+    headers = []
+    for i in range(h.nfields):
+        headers.append((b[f[i].name_off:f[i].name_off + f[i].name_len],
+                        b[f[i].value_off:f[i].value_off + f[i].value_len]))
+    target = b[t:t + h.target_len].decode("ascii")
+    return {
+        "method": b[m:m + h.method_len].decode("ascii"),
+        "target": target,
+        "path": target[:h.path_len],
+        "query": target[h.path_len + 1:],
+        "version": "HTTP/1.1" if h.version_minor == 1 else "HTTP/1.0",
+        "headers": headers,
+        "content_length": None if h.content_length < 0 else h.content_length,
+        "chunked": bool(h.chunked),
+        "keep_alive": bool(h.keep_alive),
+        "expect_continue": bool(h.expect_continue),
+        "upgrade": bool(h.upgrade),
+    }
+
+
+cdef object _parse_head(const char *buf, size_t n, fa_http_scan *scan, fa_http_limits *lim):
+    cdef fa_http_head h
+    cdef fa_http_field small[_STACK_FIELDS]
+    cdef fa_http_field *fields = small
+    cdef int rc
+    if lim.max_fields > _STACK_FIELDS:
+        fields = <fa_http_field *>PyMem_Malloc(lim.max_fields * sizeof(fa_http_field))
+        if fields == NULL:
+            raise MemoryError()
+    try:
+        rc = fa_http_parse_head(buf, n, scan, lim, &h, fields)
+        if rc <= 0:
+            return (rc, None)
+        return (rc, _head_dict(buf, &h, fields))
+    finally:
+        if fields != small:
+            PyMem_Free(fields)
+
+
+def parse_request_head(data, max_request_line=HTTP_DEFAULT_MAX_REQUEST_LINE,
+                       max_fields=HTTP_DEFAULT_MAX_FIELDS, max_head=HTTP_DEFAULT_MAX_HEAD):
+    """Parse the request head at the start of data (see _core.pyi)."""
+    cdef fa_http_limits lim
+    cdef fa_http_scan scan
+    cdef bytes b = _as_bytes("data", data)
+    _http_limits(&lim, max_request_line, max_fields, max_head)
+    fa_http_scan_init(&scan)
+    return _parse_head(PyBytes_AS_STRING(b), len(b), &scan, &lim)
+
+
+cdef class HeadParser:
+    """A request head fed as it arrives (see _core.pyi)."""
+    cdef fa_http_scan scan
+    cdef fa_http_limits lim
+    cdef bytearray buf
+    cdef object result
+
+    def __cinit__(self, max_request_line=HTTP_DEFAULT_MAX_REQUEST_LINE,
+                  max_fields=HTTP_DEFAULT_MAX_FIELDS, max_head=HTTP_DEFAULT_MAX_HEAD):
+        _http_limits(&self.lim, max_request_line, max_fields, max_head)
+        fa_http_scan_init(&self.scan)
+        self.buf = bytearray()
+        self.result = None
+
+    def feed(self, data):
+        """Append data and parse everything fed so far; once the result is
+        final (complete or rejected) it is returned again and data ignored."""
+        cdef bytes more = _as_bytes("data", data)
+        if self.result is not None:
+            return self.result
+        self.buf += more
+        r = _parse_head(PyByteArray_AS_STRING(self.buf), len(self.buf), &self.scan, &self.lim)
+        if r[0] != 0:
+            self.result = r
+        return r
+
+    @property
+    def buffered(self):
+        """Every byte fed so far."""
+        return bytes(self.buf)
+
+    @property
+    def scanned(self):
+        """Bytes the scan for the end of the head has examined so far."""
+        return self.scan.pos
+
+
+cdef class ChunkedDecoder:
+    """Decoder of one chunked request body (see _core.pyi)."""
+    cdef fa_http_chunked c
+
+    def __cinit__(self, max_body):
+        fa_http_chunked_init(&self.c, _int_arg("max_body", max_body, 0, HTTP_MAX_BODY_LIMIT))
+
+    def feed(self, data):
+        """Decode the next bytes; return (body bytes, bytes consumed, done)."""
+        cdef bytearray buf = bytearray(_as_bytes("data", data))
+        cdef char *p = PyByteArray_AS_STRING(buf)
+        cdef size_t consumed = 0
+        cdef size_t produced = 0
+        # in place: the decoder never writes ahead of what it has read
+        rc = fa_http_chunked_feed(&self.c, p, len(buf), p, &consumed, &produced)
+        if rc < 0:
+            if rc == -413:
+                raise HTTPError(413, f"chunked body larger than max_body ({self.c.max_body})")
+            raise HTTPError(-rc, "malformed chunked body")
+        return (p[:produced], consumed, rc == 1)
+
+    @property
+    def done(self):
+        """True once the last chunk, the trailer and the final CRLF were read."""
+        cdef size_t consumed, produced
+        # an empty feed consumes nothing and tells the state
+        return fa_http_chunked_feed(&self.c, "", 0, NULL, &consumed, &produced) == 1
+
+    @property
+    def body_len(self):
+        """Data bytes decoded so far."""
+        return self.c.body
+
+    @property
+    def max_body(self):
+        """The largest body this decoder accepts."""
+        return self.c.max_body
+
+
+def unquote(data):
+    """Percent-decode data exactly like urllib.parse.unquote_to_bytes."""
+    cdef bytes src = _as_bytes("data", data)
+    cdef Py_ssize_t n = len(src)
+    if n == 0:
+        return b""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    cdef size_t m = fa_http_unquote(PyBytes_AS_STRING(src), n, PyBytes_AS_STRING(out))
+    return out if <Py_ssize_t>m == n else out[:m]
