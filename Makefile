@@ -3,7 +3,7 @@
 PYTHON ?= python3
 CC = gcc
 STRESS_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc
-STRESS_SRC = tests/c/stress_ring.c src/fa_accept.c src/fa_park.c src/fa_conn.c
+STRESS_SRC = tests/c/stress_ring.c src/fa_accept.c src/fa_park.c src/fa_conn.c src/fa_http.c
 STRESS_DEPS = $(STRESS_SRC) $(wildcard src/*.h)
 # GCC cannot instrument standalone fences for TSan (-Wtsan); see tests/test_c_stress.py.
 TSAN = -fsanitize=thread -Wno-tsan

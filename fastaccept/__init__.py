@@ -44,6 +44,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
 
 from fastaccept.server import KEEP, Server  # noqa: E402
 from fastaccept.tcpserver import TCPServer  # noqa: E402
+from fastaccept.http.wsgi import WSGIServer  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Server", "TCPServer", "KEEP", "Acceptor", "Ring", "__version__"]
+__all__ = ["Server", "TCPServer", "WSGIServer", "KEEP", "Acceptor", "Ring", "__version__"]

@@ -1,6 +1,7 @@
 """Command line: ``fastaccept VERB`` (also ``python -m fastaccept VERB``).
 
     serve   a demo server answering every connection with a fixed HTTP 200 (fastaccept.demo)
+    wsgi    serve a WSGI application over HTTP/1.1 (fastaccept.http.command)
     bench   benchmark fastaccept against reference servers (fastaccept.bench)
     load    open many connections to a server from C (fastaccept.bench.loadgen)
     monitor watch any listening TCP port's kernel accept queue (fastaccept.monitor)
@@ -20,6 +21,8 @@ from typing import List, Optional
 #: verb -> (module, its help, its description or None, the function that runs it)
 VERBS = {
     "serve": ("fastaccept.demo", "run a demo server that answers HTTP 200 \"ok\"", None, "run"),
+    "wsgi": ("fastaccept.http.command", "serve a WSGI application (MODULE:APP) over HTTP/1.1",
+             None, "run"),
     "bench": ("fastaccept.bench.runner", "benchmark fastaccept against reference servers",
               "Run the load scenarios against every reference server, interleaved, and print "
               "a table of medians.", "main"),

@@ -64,13 +64,14 @@ cdef extern from "fa_conn.h" nogil:
 
     ctypedef struct fa_conns:
         fa_list idle
+        fa_list head
         fa_list ready
 
     ctypedef struct fa_backq:
         pass
 
     int fa_list_pop(fa_conns *t, fa_list *l)
-    int fa_backq_pop(fa_backq *q)
+    int fa_backq_pop(fa_backq *q, void **data, uint32_t *len)
 
 
 cdef extern from "fa_accept.h" nogil:
@@ -120,7 +121,7 @@ cdef extern from "fa_accept.h" nogil:
     void fa_acceptor_abort(fa_acceptor *a)
     void fa_acceptor_destroy(fa_acceptor *a)
     void fa_acceptor_finish(fa_acceptor *a, int fd)
-    int fa_acceptor_keep(fa_acceptor *a, int fd)
+    int fa_acceptor_keep(fa_acceptor *a, int fd, void *data, uint32_t len)
     uint64_t fa_stat_accepted(fa_acceptor *a)
     uint64_t fa_stat_batches(fa_acceptor *a)
     uint64_t fa_stat_naps(fa_acceptor *a)
@@ -135,6 +136,8 @@ cdef extern from "fa_accept.h" nogil:
     uint64_t fa_stat_max_conns_pauses(fa_acceptor *a)
     uint64_t fa_stat_waiting(fa_acceptor *a)
     int64_t fa_stat_open(fa_acceptor *a)
+    uint64_t fa_stat_http_requests(fa_acceptor *a)
+    uint64_t fa_stat_http_rejected(fa_acceptor *a, int status)
     uint64_t fa_stat_errors(fa_acceptor *a, int err)
 
 
@@ -210,3 +213,16 @@ cdef extern from "fa_http.h" nogil:
     int fa_http_chunked_feed(fa_http_chunked *c, const char *inp, size_t len, char *out,
                              size_t *consumed, size_t *produced)
     size_t fa_http_unquote(const char *inp, size_t len, char *out)
+
+
+# The HTTP side of the accept loop (src/fa_accept.h): a request the loop
+# parsed, as it reaches a worker, and the switch that makes the loop parse.
+cdef extern from "fa_accept.h" nogil:
+    ctypedef struct fa_http_req:
+        fa_http_head head
+        uint32_t len
+        fa_http_field fields[1]
+
+    char *fa_http_req_buf(fa_http_req *r)
+    int fa_acceptor_set_http(fa_acceptor *a, const fa_http_limits *lim, uint64_t head_ns,
+                             uint64_t max_body)

@@ -11,8 +11,8 @@ import os as _os
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free
-from libc.string cimport memset
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 from posix.types cimport pid_t
 from posix.unistd cimport close, getpid
 
@@ -76,14 +76,21 @@ END_LISTEN_CHOICES = ("release", "keep")
 DISPATCH_CHOICES = ("readable", "accept")
 DEFAULT_MAX_CONNECTIONS = FA_MAX_CONNS_DEFAULT
 MAX_CONNECTIONS = FA_MAX_CONNS_MAX
+#: The statuses the accept loop answers itself (malformed or oversized heads).
+HTTP_REJECTED = (400, 408, 413, 414, 431, 501, 505)
 #: The keys of Acceptor.stats(), in order.
 STATS_KEYS = ("accepted", "accept_errors", "emfile_pauses", "shed", "ring_depth",
               "ring_high_water", "ring_full_waits", "ring_capacity", "accept_batches",
               "accept_naps", "workers_parked", "worker_wakeups", "worker_sleeps",
               "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us",
               "conns_open", "conns_waiting", "dispatched", "kept", "idle_closed",
-              "peer_closed", "stop_closed", "max_connections_pauses")
+              "peer_closed", "stop_closed", "max_connections_pauses", "http_requests",
+              "http_rejected")
 MAX_SHED_RESPONSE = FA_SHED_RESPONSE_MAX
+
+
+# A request the accept loop parsed (defined with the HTTP code, below).
+cdef class Request
 
 
 # Bumped in every forked child, so objects can tell they were inherited.
@@ -152,19 +159,29 @@ cdef int64_t _timeout_ns(object timeout) except -2:
     return <int64_t>(t * 1e9)
 
 
-cdef inline object _entry(fa_conn *c, fa_hist *waits):
-    """The (fd, addr, accepted_ns) tuple of a popped entry; records its queue
-    wait (from the moment it was ready for a worker) in waits unless that is
-    NULL. Bytes the loop read for it are freed here (nothing reads them yet)."""
+cdef inline object _entry(fa_conn *c, fa_hist *waits, bint with_request):
+    """The tuple of a popped entry: (fd, addr, accepted_ns), or with_request
+    (fd, addr, Request or None). Records its queue wait (from the moment it
+    was ready for a worker) in waits unless that is NULL. Without
+    with_request the bytes the loop read for it are freed here."""
+    cdef Request req
     if waits != NULL:
         fa_hist_record_ns(waits, fa_now_ns() - c.ready_ns)
+    if with_request:
+        if c.data == NULL:
+            return (c.fd, _peer_address(c), None)
+        req = Request.__new__(Request)
+        req.r = <fa_http_req *>c.data
+        c.data = NULL
+        return (c.fd, _peer_address(c), req)
     if c.data != NULL:
         free(c.data)
         c.data = NULL
     return (c.fd, _peer_address(c), c.accepted_ns)
 
 
-cdef object _pop(fa_ring *ring, fa_lot *lot, fa_hist *waits, object timeout):
+cdef object _pop(fa_ring *ring, fa_lot *lot, fa_hist *waits, object timeout,
+                 bint with_request):
     """Shared by Ring.pop and Acceptor.pop: wait without the GIL.
 
     When waits is not NULL, each entry's queue wait (accept to pop) is
@@ -176,14 +193,14 @@ cdef object _pop(fa_ring *ring, fa_lot *lot, fa_hist *waits, object timeout):
     # Ready work is taken with the GIL held: releasing and re-taking it for
     # a pop that cannot block would cost a GIL hand-off per connection.
     if fa_try_pop(ring, lot, &c) == 0:
-        return _entry(&c, waits)
+        return _entry(&c, waits, with_request)
     if left_ns >= 0:
         deadline_ns = fa_now_ns() + <uint64_t>left_ns
     while True:
         with nogil:
             rc = fa_pop_wait(ring, lot, &c, left_ns)
         if rc == 0:
-            return _entry(&c, waits)
+            return _entry(&c, waits, with_request)
         if rc == -EINTR:
             # A signal interrupted the wait: let Python run its handlers
             # (Ctrl-C raises here in the main thread), then wait on.
@@ -207,6 +224,57 @@ def close_fd(int fd):
     if close(fd) < 0:
         err = errno
         raise OSError(err, _os.strerror(err))
+
+
+cdef object _hist_cumulative(fa_hist *h, object bounds_us):
+    """(cumulative counts at each bound and in all, sum_us) of a histogram."""
+    bounds = [_int_arg("bounds_us", b) for b in bounds_us]
+    if any(b < 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(f"bounds_us must increase from 0 or more, got {bounds!r}")
+    cdef uint64_t counts[FA_HIST_BUCKETS]
+    cdef uint64_t total = fa_hist_snapshot(h, counts)
+    cdef uint64_t sum_us = fa_hist_sum_us(h)
+    cdef unsigned int i = 0
+    cdef uint64_t below = 0
+    out = []
+    for b in bounds:
+        # bucket i holds [low(i), low(i+1)); its integer values are all <= b
+        # once low(i+1) <= b + 1
+        while i < FA_HIST_BUCKETS - 1 and fa_hist_bucket_low(i + 1) <= b + 1:
+            below += counts[i]
+            i += 1
+        out.append(below)
+    out.append(total)
+    return out, sum_us
+
+
+cdef class Histogram:
+    """A latency histogram any thread records into without a lock (the C
+    histogram of the queue waits: 16 buckets per power of two, 1 us to
+    134 s): the HTTP server's request latencies."""
+    cdef fa_hist h
+
+    def __cinit__(self):
+        fa_hist_init(&self.h)
+
+    def record_ns(self, uint64_t ns):
+        """Record one duration, in nanoseconds."""
+        fa_hist_record_ns(&self.h, ns)
+
+    def record_since(self, uint64_t start_ns):
+        """Record the time from start_ns (CLOCK_MONOTONIC, as time.monotonic_ns()) to now."""
+        cdef uint64_t now = fa_now_ns()
+        fa_hist_record_ns(&self.h, now - start_ns if now > start_ns else 0)
+
+    def quantiles_us(self, qs):
+        """[(q, value in us)] for each q in qs (0 < q <= 1), and the count."""
+        cdef uint64_t counts[FA_HIST_BUCKETS]
+        cdef uint64_t total = fa_hist_snapshot(&self.h, counts)
+        return [fa_hist_quantile_us(counts, total, q) for q in qs], total
+
+    def cumulative(self, bounds_us):
+        """As Acceptor.queue_wait_histogram, for this histogram."""
+        return _hist_cumulative(&self.h, bounds_us)
 
 
 cdef class Ring:
@@ -284,7 +352,7 @@ cdef class Ring:
         """Return (fd, None, queued_ns), or None on timeout or once closed and empty."""
         self.waiters += 1
         try:
-            return _pop(&self.ring, &self.lot, NULL, timeout)
+            return _pop(&self.ring, &self.lot, NULL, timeout, False)
         finally:
             self.waiters -= 1
 
@@ -327,7 +395,10 @@ cdef class Acceptor:
     def __cinit__(self, int fd, ring_size=4096, max_batch=DEFAULT_MAX_BATCH,
                   spin_us=DEFAULT_SPIN_US, overload="queue", shed_response=b"",
                   nap_us=DEFAULT_NAP_US, end_listen="release", dispatch="accept",
-                  idle_timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS):
+                  idle_timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS, http=False,
+                  max_request_line=FA_HTTP_DEFAULT_MAX_REQUEST_LINE,
+                  max_fields=FA_HTTP_DEFAULT_MAX_FIELDS, max_head=FA_HTTP_DEFAULT_MAX_HEAD,
+                  head_timeout=None, max_body=None):
         cap = _int_arg("ring_size", ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
@@ -352,6 +423,20 @@ cdef class Acceptor:
         if idle_timeout is not None and idle_ns <= 0:
             raise ValueError(f"idle_timeout must be None or > 0, got {idle_timeout!r}")
         conns = _int_arg("max_connections", max_connections, 1, FA_MAX_CONNS_MAX)
+        cdef fa_http_limits lim
+        cdef int64_t head_ns = 0
+        cdef uint64_t body_max = 0
+        if http:
+            _http_limits(&lim, max_request_line, max_fields, max_head)
+            if lim.max_request_line < 16 or lim.max_head < 64 or lim.max_fields < 1:
+                raise ValueError("max_request_line must be >= 16, max_head >= 64 and "
+                                 "max_fields >= 1")
+            if head_timeout is not None:
+                head_ns = _timeout_ns(head_timeout)
+                if head_ns <= 0:
+                    raise ValueError(f"head_timeout must be None or > 0, got {head_timeout!r}")
+            if max_body is not None:
+                body_max = _int_arg("max_body", max_body, 1, HTTP_MAX_BODY_LIMIT)
         if fd < 0:
             raise ValueError(f"fd must be a listening socket's descriptor, got {fd}")
         rc = fa_acceptor_init(&self.a, fd, cap, batch)
@@ -363,6 +448,8 @@ cdef class Acceptor:
         rc = fa_acceptor_set_conns(
             &self.a, FA_DISPATCH_READABLE if dispatch == "readable" else FA_DISPATCH_ACCEPT,
             <uint64_t>idle_ns, conns)
+        if rc == 0 and http:
+            rc = fa_acceptor_set_http(&self.a, &lim, <uint64_t>head_ns, body_max)
         if rc < 0:
             fa_acceptor_destroy(&self.a)
             raise _os_error(rc)
@@ -486,13 +573,24 @@ cdef class Acceptor:
             self.state = STOPPED_EARLY
             fa_lot_close(&self.a.lot)
 
+    def pop_entry(self, timeout=None):
+        """Return (fd, peer_address, request), or None on timeout or once the
+        ring is closed and empty: ``request`` is the Request the loop parsed
+        (HTTP), or None. Waits without the GIL."""
+        self._check()
+        self.waiters += 1
+        try:
+            return _pop(&self.a.ring, &self.a.lot, &self.waits, timeout, True)
+        finally:
+            self.waiters -= 1
+
     def pop(self, timeout=None):
         """Return (fd, peer_address, accepted_ns), or None on timeout or
         once the ring is closed and empty. Waits without the GIL."""
         self._check()
         self.waiters += 1
         try:
-            return _pop(&self.a.ring, &self.a.lot, &self.waits, timeout)
+            return _pop(&self.a.ring, &self.a.lot, &self.waits, timeout, False)
         finally:
             self.waiters -= 1
 
@@ -504,12 +602,27 @@ cdef class Acceptor:
         self._check()
         fa_acceptor_finish(&self.a, fd)
 
-    def keep(self, int fd):
+    def keep(self, int fd, rest=None):
         """Give a popped connection back to the loop, to wait in C for its
-        next request (the handler's KEEP). Return True if the loop took it;
-        False if it was closed instead (the loop stops, or is gone)."""
+        next request (the handler's KEEP), with ``rest``: bytes already read
+        from it past the request just served (an HTTP server's pipelined
+        next request, or its start), which the loop parses first. Return
+        True if the loop took it; False if it was closed instead (the loop
+        stops, or is gone)."""
+        cdef const unsigned char[:] view
+        cdef void *data = NULL
+        cdef Py_ssize_t n = 0
         self._check()
-        return fa_acceptor_keep(&self.a, fd) == 1
+        if rest is not None and len(rest):
+            view = rest
+            n = view.shape[0]
+            if n > 0xFFFFFFFF:
+                raise ValueError("rest must be shorter than 4 GiB")
+            data = malloc(n)
+            if data == NULL:
+                raise MemoryError()
+            memcpy(data, &view[0], n)
+        return fa_acceptor_keep(&self.a, fd, data, <uint32_t>n) == 1
 
     def stats(self):
         """Return the loop's counters as a dict (keys: STATS_KEYS)."""
@@ -548,6 +661,9 @@ cdef class Acceptor:
             "peer_closed": fa_stat_peer_closed(&self.a),
             "stop_closed": fa_stat_stop_closed(&self.a),
             "max_connections_pauses": fa_stat_max_conns_pauses(&self.a),
+            "http_requests": fa_stat_http_requests(&self.a),
+            "http_rejected": {st: fa_stat_http_rejected(&self.a, st) for st in HTTP_REJECTED
+                              if fa_stat_http_rejected(&self.a, st)},
         }
 
     def queue_wait_histogram(self, bounds_us):
@@ -562,24 +678,7 @@ cdef class Acceptor:
         for a bound that is not an int, ValueError unless the bounds increase
         from 0 or more."""
         self._check()
-        bounds = [_int_arg("bounds_us", b) for b in bounds_us]
-        if any(b < 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
-            raise ValueError(f"bounds_us must increase from 0 or more, got {bounds!r}")
-        cdef uint64_t counts[FA_HIST_BUCKETS]
-        cdef uint64_t total = fa_hist_snapshot(&self.waits, counts)
-        cdef uint64_t sum_us = fa_hist_sum_us(&self.waits)
-        cdef unsigned int i = 0
-        cdef uint64_t below = 0
-        out = []
-        for b in bounds:
-            # bucket i holds [low(i), low(i+1)); its integer values are all <= b
-            # once low(i+1) <= b + 1
-            while i < FA_HIST_BUCKETS - 1 and fa_hist_bucket_low(i + 1) <= b + 1:
-                below += counts[i]
-                i += 1
-            out.append(below)
-        out.append(total)
-        return out, sum_us
+        return _hist_cumulative(&self.waits, bounds_us)
 
     def discard(self):
         """Close every accepted connection still queued; return how many.
@@ -621,18 +720,22 @@ cdef class Acceptor:
             n += 1
         # ... and of the connections waiting in C, or on their way back
         cdef int fd
-        for lst in (0, 1):
+        for lst in (0, 1, 2):
             while True:
                 fd = fa_list_pop(&self.a.conns,
-                                 &self.a.conns.idle if lst == 0 else &self.a.conns.ready)
+                                 &self.a.conns.idle if lst == 0 else
+                                 &self.a.conns.head if lst == 1 else &self.a.conns.ready)
                 if fd < 0:
                     break
                 close(fd)
                 n += 1
+        cdef void *data
+        cdef uint32_t dlen
         while True:
-            fd = fa_backq_pop(&self.a.back)
+            fd = fa_backq_pop(&self.a.back, &data, &dlen)
             if fd < 0:
                 break
+            free(data)
             close(fd)
             n += 1
         if self.a.epoll_fd >= 0:
@@ -849,3 +952,293 @@ def unquote(data):
     cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
     cdef size_t m = fa_http_unquote(PyBytes_AS_STRING(src), n, PyBytes_AS_STRING(out))
     return out if <Py_ssize_t>m == n else out[:m]
+
+
+# ---------------------------------------------------------------------------
+# Requests the accept loop parsed, and the worker's side of HTTP: the WSGI
+# environ built from the parsed head in one pass, and a send that does not
+# give up the GIL while the socket takes the bytes at once.
+
+from cpython.dict cimport PyDict_Copy
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+
+cdef extern from "<sys/uio.h>" nogil:
+    cdef struct iovec:
+        void *iov_base
+        size_t iov_len
+
+cdef extern from "<sys/socket.h>" nogil:
+    cdef struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    Py_ssize_t sendmsg(int fd, const msghdr *msg, int flags)
+    int MSG_DONTWAIT
+    int MSG_NOSIGNAL
+
+cdef extern from "<poll.h>" nogil:
+    cdef struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    short POLLOUT
+
+cdef extern from "<errno.h>" nogil:
+    int EWOULDBLOCK
+
+#: WSGI environ keys of header names already seen (bytes name -> key, or
+#: None for a name the environ leaves out); bounded, so hostile names cannot
+#: grow it.
+cdef dict _env_keys = {}
+cdef int _ENV_KEYS_MAX = 512
+cdef dict _methods = {}
+
+
+cdef object _env_key(const char *name, uint32_t n):
+    """HTTP_FOO_BAR for "Foo-Bar"; CONTENT_TYPE, CONTENT_LENGTH; None for a
+    name with "_" (it would be indistinguishable from one with "-": a
+    client could spoof a header a proxy in front set)."""
+    cdef bytes raw = name[:n]
+    cdef object key = _env_keys.get(raw, False)
+    if key is not False:
+        return key
+    cdef str text = raw.decode("latin-1")
+    if "_" in text:
+        key = None
+    else:
+        up = text.upper().replace("-", "_")
+        key = up if up in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + up
+    if len(_env_keys) < _ENV_KEYS_MAX:
+        _env_keys[raw] = key
+    return key
+
+
+cdef class Request:
+    """One HTTP/1.1 request head as the accept loop parsed it, and every byte
+    the loop read from the connection after it (``rest``: the body's start,
+    or the next pipelined request). Owns its C block."""
+    cdef fa_http_req *r
+
+    def __dealloc__(self):
+        free(self.r)
+        self.r = NULL
+
+    cdef inline char *_buf(self):
+        return fa_http_req_buf(self.r)
+
+    @property
+    def method(self):
+        """The request method (str)."""
+        cdef char *b = self._buf()
+        return PyUnicode_DecodeLatin1(b + self.r.head.method_off, self.r.head.method_len, NULL)
+
+    @property
+    def target(self):
+        """The request-target as sent (str)."""
+        cdef char *b = self._buf()
+        return PyUnicode_DecodeLatin1(b + self.r.head.target_off, self.r.head.target_len, NULL)
+
+    @property
+    def version_minor(self):
+        """0 for HTTP/1.0, 1 for HTTP/1.1."""
+        return self.r.head.version_minor
+
+    @property
+    def headers(self):
+        """[(name, value)] as bytes, in order (values without surrounding OWS)."""
+        cdef char *b = self._buf()
+        cdef uint32_t i
+        cdef fa_http_field *f
+        out = []
+        for i in range(self.r.head.nfields):
+            f = &self.r.fields[i]
+            out.append((b[f.name_off:f.name_off + f.name_len],
+                        b[f.value_off:f.value_off + f.value_len]))
+        return out
+
+    @property
+    def content_length(self):
+        """The body's length (int), or None: no Content-Length."""
+        return None if self.r.head.content_length < 0 else self.r.head.content_length
+
+    @property
+    def chunked(self):
+        """True if the body is chunked."""
+        return bool(self.r.head.chunked)
+
+    @property
+    def keep_alive(self):
+        """True if the client may send another request on this connection."""
+        return bool(self.r.head.keep_alive)
+
+    @property
+    def expect_continue(self):
+        """True for an HTTP/1.1 Expect: 100-continue."""
+        return bool(self.r.head.expect_continue)
+
+    @property
+    def upgrade(self):
+        """True for an HTTP/1.1 Connection: upgrade with an Upgrade field."""
+        return bool(self.r.head.upgrade)
+
+    @property
+    def head_len(self):
+        """Bytes of the head."""
+        return self.r.head.head_len
+
+    @property
+    def rest(self):
+        """The bytes read after the head (bytes)."""
+        cdef char *b = self._buf()
+        return b[self.r.head.head_len:self.r.len]
+
+    def environ(self, dict base):
+        """A WSGI environ: a copy of ``base`` plus this request's keys.
+
+        REQUEST_METHOD, PATH_INFO (the path percent-decoded, as latin-1),
+        QUERY_STRING, SERVER_PROTOCOL, CONTENT_TYPE and CONTENT_LENGTH when
+        sent, and HTTP_* for every other field (several of one name joined
+        with ","; a name with "_" left out)."""
+        cdef char *b = self._buf()
+        cdef fa_http_head *h = &self.r.head
+        cdef dict env = PyDict_Copy(base)
+        cdef uint32_t i, t = h.target_off, plen = h.path_len, start = 0
+        cdef fa_http_field *f
+        cdef object key, old
+        cdef bytes mraw = b[h.method_off:h.method_off + h.method_len]
+        cdef object method = _methods.get(mraw)
+        cdef char *path
+        cdef size_t n
+        cdef char small[512]
+        cdef char *out = small
+        if method is None:
+            method = mraw.decode("latin-1")
+            if len(_methods) < 64:
+                _methods[mraw] = method
+        env["REQUEST_METHOD"] = method
+        # origin-form "/p"; absolute-form "http://host/p": the path after the
+        # authority; "*" (OPTIONS) and authority-form (CONNECT) have no path:
+        # PATH_INFO "", which PEP 3333 allows and "*" would not
+        if plen and b[t] != 47:             # not "/"
+            if plen > 3:
+                for i in range(plen - 2):
+                    if b[t + i] == 58 and b[t + i + 1] == 47 and b[t + i + 2] == 47:  # "://"
+                        start = i + 3
+                        while start < plen and b[t + start] != 47:
+                            start += 1
+                        break
+            if start == 0:
+                start = plen
+        path = b + t + start
+        n = plen - start
+        if n > sizeof(small):
+            out = <char *>malloc(n)
+            if out == NULL:
+                raise MemoryError()
+        try:
+            n = fa_http_unquote(path, n, out)
+            env["PATH_INFO"] = PyUnicode_DecodeLatin1(out, n, NULL)
+        finally:
+            if out != small:
+                free(out)
+        if h.path_len < h.target_len:
+            env["QUERY_STRING"] = PyUnicode_DecodeLatin1(b + t + h.path_len + 1,
+                                                         h.target_len - h.path_len - 1, NULL)
+        else:
+            env["QUERY_STRING"] = ""
+        env["SERVER_PROTOCOL"] = "HTTP/1.1" if h.version_minor == 1 else "HTTP/1.0"
+        for i in range(h.nfields):
+            f = &self.r.fields[i]
+            key = _env_key(b + f.name_off, f.name_len)
+            if key is None:
+                continue
+            value = PyUnicode_DecodeLatin1(b + f.value_off, f.value_len, NULL)
+            if key in env:
+                env[key] = env[key] + "," + value
+            else:
+                env[key] = value
+        return env
+
+
+def send_all(int fd, bufs, timeout=None):
+    """Send every byte of ``bufs`` (a sequence of bytes-like objects) on fd,
+    in as few sendmsg() calls as the socket allows; return the bytes sent.
+
+    Each call is nonblocking and made with the GIL held, so a response the
+    send buffer takes at once (nearly all) costs one system call and no GIL
+    hand-off; only when the buffer is full does it release the GIL and poll,
+    at most ``timeout`` seconds (None: for ever) per wait. Raise TimeoutError
+    then, or OSError with the errno (BrokenPipeError, ConnectionResetError)."""
+    cdef iovec iov[16]
+    cdef msghdr msg
+    cdef list views = [memoryview(x) for x in bufs]
+    cdef Py_ssize_t nb = len(views), first = 0, k
+    cdef size_t off = 0, total = 0, sent_now
+    cdef Py_ssize_t rc
+    cdef int err, prc
+    cdef pollfd pfd
+    cdef int64_t wait_ns = _timeout_ns(timeout)
+    cdef const unsigned char[:] v
+    cdef int ms = -1 if wait_ns < 0 else <int>((wait_ns + 999999) // 1000000)
+    cdef list cviews = []
+    for x in views:
+        cviews.append(x.cast("B") if x.ndim == 1 and x.format != "B" else x)
+    while first < nb:
+        k = 0
+        memset(&msg, 0, sizeof(msg))
+        while first + k < nb and k < 16:
+            v = cviews[first + k]
+            if k == 0:
+                iov[0].iov_base = <void *>(&v[0] + off) if v.shape[0] > off else NULL
+                iov[0].iov_len = v.shape[0] - off
+            else:
+                iov[k].iov_base = <void *>&v[0] if v.shape[0] else NULL
+                iov[k].iov_len = v.shape[0]
+            k += 1
+        msg.msg_iov = iov
+        msg.msg_iovlen = k
+        rc = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+        if rc < 0:
+            err = errno
+            if err == EINTR:
+                PyErr_CheckSignals()
+                continue
+            if err != EAGAIN and err != EWOULDBLOCK:
+                raise OSError(err, _os.strerror(err))
+            pfd.fd = fd
+            pfd.events = POLLOUT
+            with nogil:
+                prc = poll(&pfd, 1, ms)
+            if prc == 0:
+                raise TimeoutError("timed out")
+            if prc < 0:
+                err = errno
+                if err == EINTR:
+                    PyErr_CheckSignals()
+                    continue
+                raise OSError(err, _os.strerror(err))
+            continue
+        sent_now = <size_t>rc
+        total += sent_now
+        # advance past what went out
+        while sent_now and first < nb:
+            v = cviews[first]
+            if v.shape[0] - off <= sent_now:
+                sent_now -= v.shape[0] - off
+                first += 1
+                off = 0
+            else:
+                off += sent_now
+                sent_now = 0
+        while first < nb:
+            v = cviews[first]
+            if v.shape[0] != off:
+                break
+            first += 1
+            off = 0
+    return total

@@ -45,15 +45,17 @@ Handler = Callable[[_socket.socket, Any], Any]
 
 
 class _Keep:
-    """The type of KEEP (one instance)."""
+    """The type of KEEP. ``rest``: bytes already read from the connection
+    past the request just served (an HTTP server's next pipelined request),
+    which the accept loop parses first; KEEP itself has none."""
 
-    __slots__ = ()
+    __slots__ = ("rest",)
+
+    def __init__(self, rest: Optional[bytes] = None) -> None:
+        self.rest = rest
 
     def __repr__(self) -> str:
-        return "fastaccept.KEEP"
-
-    def __reduce__(self) -> str:
-        return "KEEP"
+        return "fastaccept.KEEP" if self.rest is None else f"fastaccept.KEEP(rest={self.rest!r})"
 
 
 #: What a handler returns to keep its connection open: the server gives it
@@ -247,7 +249,8 @@ class Server:
             acceptor = Acceptor(self._sock.fileno(), self._ring_size, self._max_batch,
                                 self._spin_us, self._overload, self._shed_response,
                                 self._nap_us, self._end_listen, self._dispatch,
-                                self._idle_timeout, self._max_connections)
+                                self._idle_timeout, self._max_connections,
+                                **self._acceptor_options())
             self._acceptor = acceptor
             self._counts = []
             running = threading.Event()
@@ -276,6 +279,10 @@ class Server:
         running.wait()
         log.info("serving on %s (backlog %s) with %d workers and a ring of %d",
                  self._address, self._backlog, self._workers_n, self._ring_size)
+
+    def _acceptor_options(self) -> Dict[str, Any]:
+        """More keyword arguments of the Acceptor (the HTTP server's: its parser)."""
+        return {}
 
     def _abandon_start(self, acceptor: Acceptor) -> None:
         """Undo a start() that failed half way; runs with the lock held."""
@@ -540,8 +547,9 @@ class Server:
 
     def _worker_main(self, acceptor: Acceptor, counts: WorkerCounts) -> None:
         _lower_priority(self._worker_nice)
-        pop, finish, keep = acceptor.pop, acceptor.finish, acceptor.keep
-        process = self.process_connection
+        pop, finish, keep = acceptor.pop_entry, acceptor.finish, acceptor.keep
+        # (conn, addr), or (conn, addr, request) for the HTTP server's step
+        process: Callable[..., Any] = self.process_connection
         family, type_, proto = self._family, self._type, self._proto
         while True:
             try:
@@ -550,7 +558,7 @@ class Server:
                 return      # the acceptor was closed under a late worker
             if item is None:
                 return
-            fd, addr, _ = item
+            fd, addr, request = item
             try:
                 conn = _socket.socket(family, type_, proto, fd)
             except OSError:
@@ -560,7 +568,8 @@ class Server:
             counts.conn = conn
             result = None
             try:
-                result = process(conn, addr)
+                # the request the accept loop parsed, for the HTTP server
+                result = process(conn, addr) if request is None else process(conn, addr, request)
             except BaseException:
                 # Not only Exception: a KeyboardInterrupt or SystemExit raised
                 # by a handler would otherwise end this worker silently and
@@ -577,8 +586,8 @@ class Server:
             # then it is only counted out
             fd = -1 if result is _TAKEN else conn.detach()
             try:
-                if result is KEEP:
-                    keep(fd)
+                if result.__class__ is _Keep:
+                    keep(fd, result.rest)
                 else:
                     finish(fd)
             except (ValueError, RuntimeError):

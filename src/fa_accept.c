@@ -25,6 +25,7 @@
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -158,6 +159,43 @@ int fa_acceptor_set_conns(fa_acceptor *a, int dispatch, uint64_t idle_ns, uint32
     return 0;
 }
 
+int fa_acceptor_set_http(fa_acceptor *a, const fa_http_limits *lim, uint64_t head_ns,
+                         uint64_t max_body)
+{
+    if (lim->max_request_line < 16 || lim->max_fields < 1 || lim->max_head < 64 ||
+        lim->max_fields > (1u << 20) || lim->max_head > (1u << 30))
+        return -EINVAL;
+    fa_http_field *fields = malloc((size_t)lim->max_fields * sizeof *fields);
+    /* room for a whole head in one read, when it comes whole */
+    uint32_t cap = lim->max_head + 4096u < 65536u ? lim->max_head + 4096u : 65536u;
+    char *rbuf = malloc(cap);
+    if (fields == NULL || rbuf == NULL) {
+        free(fields);
+        free(rbuf);
+        return -ENOMEM;
+    }
+    free(a->http_fields);
+    free(a->rbuf);
+    a->http_fields = fields;
+    a->rbuf = rbuf;
+    a->rbuf_cap = cap;
+    a->http_lim = *lim;
+    a->head_ns = head_ns;
+    a->max_body = max_body;
+    a->http = 1;
+    a->dispatch = FA_DISPATCH_READABLE;
+    return 0;
+}
+
+uint64_t fa_stat_http_rejected(fa_acceptor *a, int status)
+{
+    static const int statuses[FA_HTTP_REJECT_SLOTS] = {400, 408, 413, 414, 431, 501, 505};
+    for (int i = 0; i < FA_HTTP_REJECT_SLOTS; i++)
+        if (statuses[i] == status)
+            return fa_stat_load(&a->stats.http_rejected[i]);
+    return 0;
+}
+
 int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns)
 {
     if (spin_ns > FA_SPIN_MAX_NS)
@@ -201,18 +239,29 @@ int fa_acceptor_set_overload(fa_acceptor *a, int policy, const void *response, s
     return 0;
 }
 
+/* Frees what a slot holds besides its connection: the bytes of a head on
+ * its way, a request ready for the ring. */
+static void slot_release(fa_slot *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->buf_len = s->buf_cap = 0;
+    free(s->req);
+    s->req = NULL;
+    s->state = FA_SLOT_FREE;
+}
+
 /* Closes every connection still waiting in the table (an acceptor torn
  * down without running, or after an abort). */
 static void close_waiting_all(fa_acceptor *a)
 {
-    int fd;
-    while ((fd = fa_list_pop(&a->conns, &a->conns.idle)) >= 0) {
-        a->conns.slots[fd].state = FA_SLOT_FREE;
-        close(fd);
-    }
-    while ((fd = fa_list_pop(&a->conns, &a->conns.ready)) >= 0) {
-        a->conns.slots[fd].state = FA_SLOT_FREE;
-        close(fd);
+    fa_list *lists[] = {&a->conns.idle, &a->conns.head, &a->conns.ready};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        int fd;
+        while ((fd = fa_list_pop(&a->conns, lists[i])) >= 0) {
+            slot_release(&a->conns.slots[fd]);
+            close(fd);
+        }
     }
     atomic_store_explicit(&a->stats.waiting, 0, memory_order_relaxed);
 }
@@ -226,11 +275,19 @@ void fa_acceptor_destroy(fa_acceptor *a)
         close_waiting_all(a);
     if (a->back.slots != NULL) {
         int fd;
-        while ((fd = fa_backq_pop(&a->back)) >= 0)
+        void *data;
+        uint32_t len;
+        while ((fd = fa_backq_pop(&a->back, &data, &len)) >= 0) {
+            free(data);
             close(fd);
+        }
         fa_backq_destroy(&a->back);
     }
     fa_conns_destroy(&a->conns);
+    free(a->http_fields);
+    free(a->rbuf);
+    a->http_fields = NULL;
+    a->rbuf = NULL;
     if (a->epoll_fd >= 0)
         close(a->epoll_fd);
     if (a->wake_fd >= 0)
@@ -281,18 +338,24 @@ void fa_acceptor_finish(fa_acceptor *a, int fd)
 static void close_backq(fa_acceptor *a)
 {
     int fd;
-    while ((fd = fa_backq_pop(&a->back)) >= 0)
+    void *data;
+    uint32_t len;
+    while ((fd = fa_backq_pop(&a->back, &data, &len)) >= 0) {
+        free(data);
         fa_acceptor_finish(a, fd);
+    }
 }
 
-int fa_acceptor_keep(fa_acceptor *a, int fd)
+int fa_acceptor_keep(fa_acceptor *a, int fd, void *data, uint32_t len)
 {
     if (fd < 0) {
+        free(data);
         fa_acceptor_finish(a, fd);
         return 0;
     }
     if (atomic_load(&a->stopping) || atomic_load(&a->loop_done) ||
-        fa_backq_push(&a->back, fd) < 0) {
+        fa_backq_push(&a->back, fd, data, len) < 0) {
+        free(data);
         fa_acceptor_finish(a, fd);
         return 0;
     }
@@ -354,6 +417,13 @@ static void close_conn(fa_acceptor *a, int fd)
     atomic_fetch_sub_explicit(&a->open, 1, memory_order_relaxed);
 }
 
+/* Takes slot s of a waiting connection off its list. */
+static void unlist(fa_acceptor *a, int fd, fa_slot *s)
+{
+    fa_list_remove(&a->conns, s->list == FA_ON_HEAD ? &a->conns.head : &a->conns.idle, fd);
+    gauge_add(&a->stats.waiting, -1);
+}
+
 /* What a peek says about a connection's input. */
 enum peeked { HAS_DATA, NO_DATA, GONE };
 
@@ -371,13 +441,14 @@ static enum peeked peek(int fd)
 }
 
 /* Pushes the connection of slot s (descriptor fd) into the ring, or, with
- * the ring full, sheds it (shed policy) or keeps it ready in the FIFO.
- * Returns 1 if it reached the ring. */
+ * the ring full, sheds it (shed policy) or keeps it ready in the FIFO. An
+ * HTTP request ready in s->req goes with it. Returns 1 if it reached the
+ * ring. */
 static int dispatch(fa_acceptor *a, int fd, fa_slot *s)
 {
     if (fa_ring_full(&a->ring)) {
         if (a->overload == FA_OVERLOAD_SHED) {
-            s->state = FA_SLOT_FREE;
+            slot_release(s);
             shed(a, fd);
             return 0;
         }
@@ -394,24 +465,28 @@ static int dispatch(fa_acceptor *a, int fd, fa_slot *s)
     c.accepted_ns = s->accepted_ns;
     c.ready_ns = fa_now_ns();
     c.kind = s->kept ? FA_CONN_RESUMED : FA_CONN_NEW;
-    c.data = NULL;
-    c.data_len = 0;
+    c.data = s->req;
+    c.data_len = s->req != NULL ? ((fa_http_req *)s->req)->len : 0;
+    s->req = NULL;
     s->state = FA_SLOT_FREE;        /* out: in the ring, then a worker's */
     if (fa_ring_push(&a->ring, &c) < 0) {
         /* Unreachable with one producer (fullness was checked above); if
          * it ever happens, close rather than leak. */
+        free(c.data);
         close_conn(a, fd);
         count_errno(a, ENOBUFS);
         return 0;
     }
     if (s->waited)
         count(&a->stats.dispatched);
+    if (c.data != NULL)
+        count(&a->stats.http_requests);
     return 1;
 }
 
-/* Puts a connection in the epoll set (one-shot) to wait for input, with
- * an idle deadline. Returns 0, or -1 (it was closed: epoll refused it). */
-static int start_waiting(fa_acceptor *a, int fd, fa_slot *s, int registered)
+/* Arms the connection in the epoll set (one-shot) to wait for input.
+ * Returns 0, or -1 (epoll refused it: errno). */
+static int arm(fa_acceptor *a, int fd, fa_slot *s, int registered)
 {
     s->gen++;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
@@ -421,38 +496,286 @@ static int start_waiting(fa_acceptor *a, int fd, fa_slot *s, int registered)
         rc = epoll_ctl(a->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
     if (rc < 0 && !registered && errno == EEXIST)
         rc = epoll_ctl(a->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
-    if (rc < 0) {
+    return rc;
+}
+
+/* Puts a connection in the epoll set (one-shot) to wait for input, on list
+ * `list` with that list's deadline from now. A slot already waiting on that
+ * list keeps its place and deadline (a head that came in pieces). Returns
+ * 0, or -1 (it was closed: epoll refused it). */
+static int start_waiting(fa_acceptor *a, int fd, fa_slot *s, int registered, int list)
+{
+    if (arm(a, fd, s, registered) < 0) {
         /* ENOMEM/ENOSPC (max_user_watches): nothing can wait for it */
         count_errno(a, errno);
-        s->state = FA_SLOT_FREE;
+        if (s->state == FA_SLOT_WAITING)
+            unlist(a, fd, s);
+        slot_release(s);
         close_conn(a, fd);
         return -1;
     }
+    if (s->state == FA_SLOT_WAITING && s->list == list)
+        return 0;
+    if (s->state == FA_SLOT_WAITING)
+        unlist(a, fd, s);
+    uint64_t timeout = list == FA_ON_HEAD ? a->head_ns : a->idle_ns;
     s->state = FA_SLOT_WAITING;
     s->waited = 1;
-    s->deadline_ns = a->idle_ns ? fa_now_ns() + a->idle_ns : 0;
-    fa_list_push(&a->conns, &a->conns.idle, fd);
+    s->list = (uint8_t)list;
+    s->deadline_ns = timeout ? fa_now_ns() + timeout : 0;
+    fa_list_push(&a->conns, list == FA_ON_HEAD ? &a->conns.head : &a->conns.idle, fd);
     gauge_add(&a->stats.waiting, 1);
+    return 0;
+}
+
+/* Closes a waiting (or just accepted) connection whose peer left. */
+static void peer_gone(fa_acceptor *a, int fd, fa_slot *s)
+{
+    if (s->state == FA_SLOT_WAITING)
+        unlist(a, fd, s);
+    slot_release(s);
+    close_conn(a, fd);
+    count(&a->stats.peer_closed);
+}
+
+/* ---- HTTP: heads parsed here, before any worker wakes ---- */
+
+/* The HTTP statuses the loop answers itself, for the stats. */
+static const int http_reject_statuses[FA_HTTP_REJECT_SLOTS] = {400, 408, 413, 414, 431, 501,
+                                                               505};
+
+static const char *http_reason(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+/* The body of a rejection: what was wrong, naming the limit. */
+static int http_reject_body(fa_acceptor *a, int status, char *out, size_t cap)
+{
+    const fa_http_limits *l = &a->http_lim;
+    switch (status) {
+    case 408:
+        return snprintf(out, cap, "request head not complete within %llu ms\n",
+                        (unsigned long long)(a->head_ns / 1000000u));
+    case 413:
+        return snprintf(out, cap, "request body larger than max_body (%llu bytes)\n",
+                        (unsigned long long)a->max_body);
+    case 414:
+        return snprintf(out, cap, "request line longer than max_request_line (%u bytes)\n",
+                        l->max_request_line);
+    case 431:
+        return snprintf(out, cap, "request head larger than max_head (%u bytes) or with more "
+                        "fields than max_fields (%u)\n", l->max_head, l->max_fields);
+    case 501:
+        return snprintf(out, cap, "transfer coding not implemented (only chunked)\n");
+    case 505:
+        return snprintf(out, cap, "HTTP version not supported (HTTP/1.0 and HTTP/1.1 only)\n");
+    default:
+        return snprintf(out, cap, "malformed request (RFC 9112)\n");
+    }
+}
+
+/* Answers a request the loop refuses (status) and closes the connection:
+ * the answer in one nonblocking send, a FIN, the input left discarded so
+ * the close is no reset, as shed does. Counted by status. */
+static void http_reject(fa_acceptor *a, int fd, fa_slot *s, int status)
+{
+    char body[256], resp[512];
+    int blen = http_reject_body(a, status, body, sizeof body);
+    if (blen < 0 || (size_t)blen >= sizeof body)
+        blen = 0;
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %d %s\r\nServer: fastaccept\r\nContent-Type: text/plain; "
+                     "charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%.*s",
+                     status, http_reason(status), blen, blen, body);
+    if (s->state == FA_SLOT_WAITING)
+        unlist(a, fd, s);
+    slot_release(s);
+    if (n > 0 && (size_t)n < sizeof resp)
+        while (send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR)
+            ;
+    shutdown(fd, SHUT_WR);
+    char sink[4096];
+    for (uint32_t taken = 0; taken < FA_SHED_DISCARD_MAX;) {
+        ssize_t r = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        taken += (uint32_t)r;
+    }
+    close_conn(a, fd);
+    for (int i = 0; i < FA_HTTP_REJECT_SLOTS; i++)
+        if (http_reject_statuses[i] == status)
+            count(&a->stats.http_rejected[i]);
+}
+
+/* A complete head at buf[0, len) (parsed into a->http_head and
+ * a->http_fields): the request goes to the ring with every byte read so
+ * far, or is refused (413). Returns 1 if it reached the ring. */
+static int http_complete(fa_acceptor *a, int fd, fa_slot *s, const char *buf, uint32_t len)
+{
+    const fa_http_head *h = &a->http_head;
+    if (a->max_body && h->content_length > 0 && (uint64_t)h->content_length > a->max_body) {
+        http_reject(a, fd, s, 413);
+        return 0;
+    }
+    size_t fields = (size_t)h->nfields * sizeof(fa_http_field);
+    fa_http_req *r = malloc(sizeof *r + fields + len);
+    if (r == NULL) {
+        count_errno(a, ENOMEM);
+        if (s->state == FA_SLOT_WAITING)
+            unlist(a, fd, s);
+        slot_release(s);
+        close_conn(a, fd);
+        return 0;
+    }
+    r->head = *h;
+    r->len = len;
+    memcpy(r->fields, a->http_fields, fields);
+    memcpy(fa_http_req_buf(r), buf, len);
+    if (s->state == FA_SLOT_WAITING)
+        unlist(a, fd, s);
+    free(s->buf);
+    s->buf = NULL;
+    s->buf_len = s->buf_cap = 0;
+    s->req = r;
+    return dispatch(a, fd, s);
+}
+
+/* Parses what slot s (or buf) holds. Returns 1 (complete), 0 (more
+ * needed), or -status. */
+static int http_parse(fa_acceptor *a, fa_slot *s, const char *buf, uint32_t len)
+{
+    return fa_http_parse_head(buf, len, &s->scan, &a->http_lim, &a->http_head, a->http_fields);
+}
+
+/* Keeps the bytes of an unfinished head in the slot. Returns 0 or -1. */
+static int http_keep_bytes(fa_slot *s, const char *buf, uint32_t len, uint32_t max)
+{
+    uint32_t cap = len * 2 < 1024 ? 1024 : len * 2;
+    if (cap > max)
+        cap = max;
+    if (cap < len)
+        cap = len;
+    s->buf = malloc(cap);
+    if (s->buf == NULL)
+        return -1;
+    memcpy(s->buf, buf, len);
+    s->buf_len = len;
+    s->buf_cap = cap;
+    return 0;
+}
+
+/*
+ * An HTTP connection that may have input: read what it has (nonblocking),
+ * parse, and dispatch it once its head is complete, refuse it on a bad
+ * head, close it if the peer left, or let it wait in the epoll set (on the
+ * head list once it has sent part of a head, else on `list`). Bytes it
+ * brought (s->buf, from a worker) are parsed first. Returns 1 if it
+ * reached the ring.
+ */
+static int http_input(fa_acceptor *a, int fd, fa_slot *s, int registered, int list)
+{
+    /* The most a head can need: max_head, plus a read's worth past it. */
+    uint32_t max = a->http_lim.max_head + 4096u;
+    if (s->buf != NULL && s->buf_len > 0) {
+        int rc = http_parse(a, s, s->buf, s->buf_len);
+        if (rc > 0)
+            return http_complete(a, fd, s, s->buf, s->buf_len);
+        if (rc < 0) {
+            http_reject(a, fd, s, -rc);
+            return 0;
+        }
+    }
+    for (int reads = 0; reads < 8; reads++) {
+        ssize_t n;
+        if (s->buf == NULL) {
+            while ((n = recv(fd, a->rbuf, a->rbuf_cap, MSG_DONTWAIT)) < 0 && errno == EINTR)
+                ;
+            if (n > 0) {
+                /* most heads arrive whole: parse them where they were read */
+                fa_http_scan_init(&s->scan);
+                int rc = http_parse(a, s, a->rbuf, (uint32_t)n);
+                if (rc > 0)
+                    return http_complete(a, fd, s, a->rbuf, (uint32_t)n);
+                if (rc < 0) {
+                    http_reject(a, fd, s, -rc);
+                    return 0;
+                }
+                if (http_keep_bytes(s, a->rbuf, (uint32_t)n, max) < 0) {
+                    count_errno(a, ENOMEM);
+                    peer_gone(a, fd, s);
+                    return 0;
+                }
+                list = FA_ON_HEAD;
+                continue;
+            }
+        } else {
+            if (s->buf_len == s->buf_cap) {
+                uint32_t cap = s->buf_cap * 2 > max ? max : s->buf_cap * 2;
+                char *grown = cap > s->buf_cap ? realloc(s->buf, cap) : NULL;
+                if (grown == NULL) {        /* cannot happen: the parser stops at max_head */
+                    http_reject(a, fd, s, 431);
+                    return 0;
+                }
+                s->buf = grown;
+                s->buf_cap = cap;
+            }
+            while ((n = recv(fd, s->buf + s->buf_len, s->buf_cap - s->buf_len, MSG_DONTWAIT)) < 0 &&
+                   errno == EINTR)
+                ;
+            if (n > 0) {
+                s->buf_len += (uint32_t)n;
+                int rc = http_parse(a, s, s->buf, s->buf_len);
+                if (rc > 0)
+                    return http_complete(a, fd, s, s->buf, s->buf_len);
+                if (rc < 0) {
+                    http_reject(a, fd, s, -rc);
+                    return 0;
+                }
+                list = FA_ON_HEAD;
+                continue;
+            }
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            /* EOF or a reset: before a complete head, there is nothing to
+             * answer */
+            peer_gone(a, fd, s);
+            return 0;
+        }
+        break;      /* nothing more for now */
+    }
+    start_waiting(a, fd, s, registered, s->buf != NULL ? FA_ON_HEAD : list);
     return 0;
 }
 
 /* A connection that is to wait for input: if its input is there already,
  * dispatch it at once (1 if it reached the ring); if the peer is gone,
- * close it; else let it wait. */
-static int wait_or_dispatch(fa_acceptor *a, int fd, fa_slot *s, int registered)
+ * close it; else let it wait on `list`. */
+static int wait_or_dispatch(fa_acceptor *a, int fd, fa_slot *s, int registered, int list)
 {
+    if (a->http)
+        return http_input(a, fd, s, registered, list);
     switch (peek(fd)) {
     case HAS_DATA:
         return dispatch(a, fd, s);
     case GONE:
-        s->state = FA_SLOT_FREE;
-        close_conn(a, fd);
-        count(&a->stats.peer_closed);
+        peer_gone(a, fd, s);
         return 0;
     case NO_DATA:
         break;
     }
-    start_waiting(a, fd, s, registered);
+    start_waiting(a, fd, s, registered, list);
     return 0;
 }
 
@@ -462,17 +785,28 @@ static uint32_t take_back(fa_acceptor *a)
 {
     uint32_t pushed = 0;
     int fd;
-    while ((fd = fa_backq_pop(&a->back)) >= 0) {
+    void *data;
+    uint32_t len;
+    while ((fd = fa_backq_pop(&a->back, &data, &len)) >= 0) {
         fa_slot *s = fa_conns_slot(&a->conns, fd);
         if (s == NULL) {            /* out of memory: nothing can wait for it */
+            free(data);
             count_errno(a, ENOMEM);
             close_conn(a, fd);
             continue;
         }
         s->kept = 1;
         s->waited = 0;
+        s->state = FA_SLOT_FREE;
+        s->buf = data;
+        s->buf_len = s->buf_cap = data != NULL ? len : 0;
+        if (s->buf != NULL && len == 0) {
+            free(s->buf);
+            s->buf = NULL;
+        }
+        fa_http_scan_init(&s->scan);
         count(&a->stats.kept);
-        pushed += (uint32_t)wait_or_dispatch(a, fd, s, 1);
+        pushed += (uint32_t)wait_or_dispatch(a, fd, s, 1, FA_ON_IDLE);
     }
     return pushed;
 }
@@ -485,6 +819,7 @@ static uint32_t dispatch_ready(fa_acceptor *a)
     while (a->conns.ready.head >= 0 && !fa_ring_full(&a->ring)) {
         int fd = fa_list_pop(&a->conns, &a->conns.ready);
         gauge_add(&a->stats.waiting, -1);
+        a->conns.slots[fd].state = FA_SLOT_FREE;
         pushed += (uint32_t)dispatch(a, fd, &a->conns.slots[fd]);
     }
     return pushed;
@@ -497,19 +832,20 @@ static int on_conn_event(fa_acceptor *a, uint64_t cookie, uint32_t events)
     fa_slot *s = fa_conns_peek(&a->conns, fd);
     if (s == NULL || s->state != FA_SLOT_WAITING || s->gen != fa_cookie_gen(cookie))
         return 0;                   /* stale: that connection is gone */
-    fa_list_remove(&a->conns, &a->conns.idle, fd);
-    gauge_add(&a->stats.waiting, -1);
+    if (a->http)
+        return http_input(a, fd, s, 1, s->list);
+    unlist(a, fd, s);
+    s->state = FA_SLOT_FREE;
     if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && peek(fd) != HAS_DATA) {
         /* the peer left (or reset) with nothing for a worker */
-        s->state = FA_SLOT_FREE;
-        close_conn(a, fd);
-        count(&a->stats.peer_closed);
+        peer_gone(a, fd, s);
         return 0;
     }
     return dispatch(a, fd, s);
 }
 
-/* Closes the waiting connections whose idle deadline has passed. */
+/* Closes the waiting connections whose deadline has passed: idle ones with
+ * a FIN, an HTTP head that did not complete in time with a 408. */
 static void expire(fa_acceptor *a, uint64_t now)
 {
     fa_conns *t = &a->conns;
@@ -518,11 +854,24 @@ static void expire(fa_acceptor *a, uint64_t now)
         fa_slot *s = &t->slots[fd];
         if (s->deadline_ns == 0 || s->deadline_ns > now)
             break;
-        fa_list_remove(t, &t->idle, fd);
-        gauge_add(&a->stats.waiting, -1);
-        s->state = FA_SLOT_FREE;
+        unlist(a, fd, s);
+        slot_release(s);
         close_conn(a, fd);          /* nothing unread: a FIN */
         count(&a->stats.idle_closed);
+    }
+    while (t->head.head >= 0) {
+        int fd = t->head.head;
+        fa_slot *s = &t->slots[fd];
+        if (s->deadline_ns == 0 || s->deadline_ns > now)
+            break;
+        if (s->buf == NULL) {       /* a new connection that sent nothing */
+            unlist(a, fd, s);
+            slot_release(s);
+            close_conn(a, fd);
+            count(&a->stats.idle_closed);
+        } else {
+            http_reject(a, fd, s, 408);
+        }
     }
 }
 
@@ -589,11 +938,14 @@ static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
         s->state = FA_SLOT_FREE;
         s->kept = 0;
         s->waited = 0;
+        s->buf = NULL;
+        s->req = NULL;
+        s->buf_len = s->buf_cap = 0;
         s->addrlen = addrlen;
         memcpy(&s->addr, &addr, addrlen);
         s->accepted_ns = fa_now_ns();
         if (readable)
-            *pushed += (uint32_t)wait_or_dispatch(a, fd, s, 0);
+            *pushed += (uint32_t)wait_or_dispatch(a, fd, s, 0, a->http ? FA_ON_HEAD : FA_ON_IDLE);
         else
             *pushed += (uint32_t)dispatch(a, fd, s);
     }
@@ -714,23 +1066,36 @@ static uint32_t handle_events(fa_acceptor *a, const struct epoll_event *events, 
 }
 
 /* At a stop, once nothing more comes in: every connection still waiting
- * is served if its input has come, else closed with a FIN (nothing is
- * unread on it, so the close is no reset). Returns how many reached the
+ * is served if its input has come (for HTTP: a whole head), else closed
+ * with a FIN (everything readable was read, so the close is no reset; a
+ * head cut short by the stop is closed too). Returns how many reached the
  * ring. */
 static uint32_t settle_idle(fa_acceptor *a)
 {
     uint32_t pushed = 0;
-    int fd;
-    while ((fd = fa_list_pop(&a->conns, &a->conns.idle)) >= 0) {
-        fa_slot *s = &a->conns.slots[fd];
-        gauge_add(&a->stats.waiting, -1);
-        if (peek(fd) == HAS_DATA) {
-            pushed += (uint32_t)dispatch(a, fd, s);     /* or the ready FIFO */
-            continue;
+    fa_list *lists[] = {&a->conns.idle, &a->conns.head};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        int fd;
+        while ((fd = lists[i]->head) >= 0) {
+            fa_slot *s = &a->conns.slots[fd];
+            if (a->http) {
+                if (http_input(a, fd, s, 1, s->list))
+                    pushed++;
+                else if (s->state != FA_SLOT_WAITING)
+                    continue;       /* refused, gone, or ready for space */
+            } else if (peek(fd) == HAS_DATA) {
+                unlist(a, fd, s);
+                s->state = FA_SLOT_FREE;
+                pushed += (uint32_t)dispatch(a, fd, s);     /* or the ready FIFO */
+                continue;
+            }
+            if (s->state != FA_SLOT_WAITING)
+                continue;
+            unlist(a, fd, s);
+            slot_release(s);
+            close_conn(a, fd);
+            count(&a->stats.stop_closed);
         }
-        s->state = FA_SLOT_FREE;
-        close_conn(a, fd);
-        count(&a->stats.stop_closed);
     }
     return pushed;
 }
@@ -890,7 +1255,7 @@ int fa_acceptor_run(fa_acceptor *a)
         int accept_now = 0;
         if (spin_until_ns && now < spin_until_ns && may_accept) {
             /* A burst is arriving: look without sleeping. */
-            if (a->conns.idle.len)
+            if (a->conns.idle.len + a->conns.head.len)
                 n = epoll_wait(a->epoll_fd, events, FA_EVENTS, 0);
             accept_now = 1;
         } else if (nap_next && !pushed) {
@@ -901,7 +1266,7 @@ int fa_acceptor_run(fa_acceptor *a)
             count(&a->stats.naps);
             fa_nap(&a->ring, &a->lot, (int64_t)a->nap_ns);
             accept_now = may_accept;
-            if (a->conns.idle.len)
+            if (a->conns.idle.len + a->conns.head.len)
                 n = epoll_wait(a->epoll_fd, events, FA_EVENTS, 0);
         } else {
             spin_until_ns = 0;
@@ -991,16 +1356,14 @@ int fa_acceptor_run(fa_acceptor *a)
     close_backq(a);
     {
         /* after an abort or an error: nobody will serve these */
-        int fd;
-        while ((fd = fa_list_pop(&a->conns, &a->conns.idle)) >= 0) {
-            a->conns.slots[fd].state = FA_SLOT_FREE;
-            close_conn(a, fd);
-            count(&a->stats.stop_closed);
-        }
-        while ((fd = fa_list_pop(&a->conns, &a->conns.ready)) >= 0) {
-            a->conns.slots[fd].state = FA_SLOT_FREE;
-            close_conn(a, fd);
-            count(&a->stats.stop_closed);
+        fa_list *lists[] = {&a->conns.idle, &a->conns.head, &a->conns.ready};
+        for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+            int fd;
+            while ((fd = fa_list_pop(&a->conns, lists[i])) >= 0) {
+                slot_release(&a->conns.slots[fd]);
+                close_conn(a, fd);
+                count(&a->stats.stop_closed);
+            }
         }
         atomic_store_explicit(&a->stats.waiting, 0, memory_order_relaxed);
     }

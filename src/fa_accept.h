@@ -148,6 +148,25 @@
 #define FA_END_RELEASE 0
 #define FA_END_KEEP 1
 
+/* HTTP rejections the loop counts (400 408 413 414 431 501 505). */
+#define FA_HTTP_REJECT_SLOTS 7
+
+/* What the loop hands a worker with an HTTP request (fa_conn.data): the
+ * parsed head, its fields, then every byte read from the connection so far
+ * (the head, and whatever came after it: the body's start, the next
+ * pipelined request). One allocation; the popper frees it. Offsets in head
+ * and fields are into fa_http_req_buf(). */
+typedef struct fa_http_req {
+    fa_http_head head;
+    uint32_t len;                   /* bytes at fa_http_req_buf() */
+    fa_http_field fields[];         /* head.nfields of them, then the bytes */
+} fa_http_req;
+
+static inline char *fa_http_req_buf(fa_http_req *r)
+{
+    return (char *)(r->fields + r->head.nfields);
+}
+
 /* Overload policies (fa_acceptor_set_overload). */
 #define FA_OVERLOAD_QUEUE 0
 #define FA_OVERLOAD_SHED 1
@@ -176,6 +195,8 @@ typedef struct fa_accept_stats {
     _Atomic uint64_t stop_closed;       /* closed here, idle, at a stop */
     _Atomic uint64_t max_conns_pauses;  /* times accepting stopped at max_conns */
     _Atomic uint64_t waiting;           /* gauge: connections waiting here now */
+    _Atomic uint64_t http_requests;     /* HTTP heads parsed here and dispatched */
+    _Atomic uint64_t http_rejected[FA_HTTP_REJECT_SLOTS];  /* answered here and closed */
     _Atomic uint64_t errors[FA_ERRNO_SLOTS];   /* accept4 failures by errno */
 } fa_accept_stats;
 
@@ -200,6 +221,14 @@ typedef struct fa_acceptor {
     uint32_t shed_len;
     char *shed_response;    /* owned: copied by set_overload, freed by destroy */
     int listening;          /* the listener is in the epoll set (loop only) */
+    int http;               /* heads are read and parsed here (fa_acceptor_set_http) */
+    fa_http_limits http_lim;
+    uint64_t head_ns;       /* a request head must be complete this long after it starts */
+    uint64_t max_body;      /* Content-Length above it: 413 from here (0: no limit) */
+    fa_http_head http_head; /* the parser's output (loop only) */
+    fa_http_field *http_fields;     /* http_lim.max_fields of them (loop only) */
+    char *rbuf;             /* where the loop reads heads into (loop only) */
+    uint32_t rbuf_cap;
     alignas(FA_CACHE_LINE) _Atomic int64_t open;   /* open connections of ours */
     _Atomic uint32_t loop_sleeping;     /* the loop may sleep in epoll_wait: kick it */
     _Atomic uint32_t accept_paused;     /* at max_conns: a close must kick */
@@ -220,6 +249,17 @@ int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t 
  * FA_MAX_CONNS_MAX). Returns 0, -EINVAL, or -ENOMEM (the previous setting is
  * kept). Call before fa_acceptor_run. */
 int fa_acceptor_set_conns(fa_acceptor *a, int dispatch, uint64_t idle_ns, uint32_t max_conns);
+
+/* Makes the loop an HTTP/1.1 front: it reads every connection's request
+ * head and parses it (fa_http.h, with these limits) before a worker sees
+ * it, and pushes it with an fa_http_req in fa_conn.data. A head not
+ * complete head_ns after its first byte (or after the accept, for a new
+ * connection) gets a 408, a malformed one its 4xx/5xx, a Content-Length
+ * above max_body (0: none) a 413, all from here; a kept connection idle
+ * past idle_ns is closed with a FIN. Implies FA_DISPATCH_READABLE. Returns
+ * 0, -EINVAL or -ENOMEM. Call before fa_acceptor_run. */
+int fa_acceptor_set_http(fa_acceptor *a, const fa_http_limits *lim, uint64_t head_ns,
+                         uint64_t max_body);
 
 /* Sets how long the loop keeps polling after its last accepted connection
  * (0: sleep in epoll_wait at once). Returns 0 or -EINVAL above FA_SPIN_MAX_NS.
@@ -264,11 +304,12 @@ void fa_acceptor_abort(fa_acceptor *a);
  * open connections. Any thread. */
 void fa_acceptor_finish(fa_acceptor *a, int fd);
 
-/* A worker gives a connection back to wait for its next request. Returns 1
- * when the loop takes it, 0 when it was closed instead (the server stops, or
- * the way back was full) and counted out like fa_acceptor_finish. Any
- * thread. */
-int fa_acceptor_keep(fa_acceptor *a, int fd);
+/* A worker gives a connection back to wait for its next request, with the
+ * bytes it already read past the request it served (data, len: malloc'd,
+ * or NULL; they become the loop's). Returns 1 when the loop takes it, 0
+ * when it was closed instead (the server stops, or the way back was full)
+ * and counted out like fa_acceptor_finish. Any thread. */
+int fa_acceptor_keep(fa_acceptor *a, int fd, void *data, uint32_t len);
 
 /* Frees everything; closes the fds still queued in the ring, waiting here
  * or on the way back (not listen_fd). Call only when no thread runs or
@@ -293,6 +334,9 @@ static inline uint64_t fa_stat_peer_closed(fa_acceptor *a) { return fa_stat_load
 static inline uint64_t fa_stat_stop_closed(fa_acceptor *a) { return fa_stat_load(&a->stats.stop_closed); }
 static inline uint64_t fa_stat_max_conns_pauses(fa_acceptor *a) { return fa_stat_load(&a->stats.max_conns_pauses); }
 static inline uint64_t fa_stat_waiting(fa_acceptor *a) { return fa_stat_load(&a->stats.waiting); }
+static inline uint64_t fa_stat_http_requests(fa_acceptor *a) { return fa_stat_load(&a->stats.http_requests); }
+/* Rejections with `status` (400 408 413 414 431 501 505), 0 for another. */
+uint64_t fa_stat_http_rejected(fa_acceptor *a, int status);
 static inline int64_t fa_stat_open(fa_acceptor *a)
 {
     return atomic_load_explicit(&a->open, memory_order_relaxed);

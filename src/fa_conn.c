@@ -17,6 +17,7 @@ int fa_conns_init(fa_conns *t, uint32_t initial)
 {
     memset(t, 0, sizeof *t);
     t->idle.head = t->idle.tail = -1;
+    t->head.head = t->head.tail = -1;
     t->ready.head = t->ready.tail = -1;
     uint32_t cap = FA_CONNS_MIN;
     while (cap < initial && cap < (1u << 30))
@@ -32,6 +33,8 @@ int fa_conns_init(fa_conns *t, uint32_t initial)
 
 void fa_conns_destroy(fa_conns *t)
 {
+    for (uint32_t i = 0; t->slots != NULL && i < t->cap; i++)
+        free(t->slots[i].buf);
     free(t->slots);
     t->slots = NULL;
     t->cap = 0;
@@ -122,7 +125,7 @@ void fa_backq_destroy(fa_backq *q)
 
 /* The algorithm of fa_ring_push/fa_ring_pop (see fa_ring.h), with the
  * descriptor as the whole entry. */
-int fa_backq_push(fa_backq *q, int fd)
+int fa_backq_push(fa_backq *q, int fd, void *data, uint32_t len)
 {
     uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
     fa_backq_slot *s;
@@ -141,11 +144,13 @@ int fa_backq_push(fa_backq *q, int fd)
         }
     }
     s->fd = fd;
+    s->data = data;
+    s->len = len;
     atomic_store_explicit(&s->seq, t + 1, memory_order_release);
     return 0;
 }
 
-int fa_backq_pop(fa_backq *q)
+int fa_backq_pop(fa_backq *q, void **data, uint32_t *len)
 {
     uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
     fa_backq_slot *s;
@@ -164,6 +169,8 @@ int fa_backq_pop(fa_backq *q)
         }
     }
     int fd = (int)s->fd;
+    *data = s->data;
+    *len = s->len;
     atomic_store_explicit(&s->seq, h + q->mask + 1, memory_order_release);
     return fd;
 }

@@ -40,12 +40,19 @@
 #include <sys/socket.h>
 
 #include "fa_config.h"
+#include "fa_http.h"
 
 /* What a slot holds. */
 enum fa_slot_state {
     FA_SLOT_FREE = 0,       /* no connection of ours waits on this descriptor */
-    FA_SLOT_WAITING,        /* in the epoll set, armed, on the idle list */
+    FA_SLOT_WAITING,        /* in the epoll set, armed, on the idle or head list */
     FA_SLOT_READY,          /* readable, waiting for ring space, on the ready list */
+};
+
+/* Which list a waiting slot is on (fa_slot.list). */
+enum fa_slot_list {
+    FA_ON_IDLE = 0,         /* nothing of a request yet: the idle deadline */
+    FA_ON_HEAD,             /* an HTTP request head on its way: the head deadline */
 };
 
 typedef struct fa_slot {
@@ -54,7 +61,14 @@ typedef struct fa_slot {
     uint8_t state;                  /* enum fa_slot_state */
     uint8_t kept;                   /* it came back from a worker (KEEP) */
     uint8_t waited;                 /* it waited here (counted as dispatched) */
+    uint8_t list;                   /* enum fa_slot_list, while WAITING */
     socklen_t addrlen;
+    /* HTTP: the bytes of a request head read so far (NULL when none), and
+     * the parser's progress through them */
+    char *buf;
+    uint32_t buf_len, buf_cap;
+    fa_http_scan scan;
+    void *req;                      /* HTTP: a complete request (fa_http_req) while READY */
     uint64_t deadline_ns;           /* when an idle wait ends (0: never) */
     uint64_t accepted_ns;           /* accept4's return, for the ring entry */
     struct sockaddr_storage addr;   /* the peer, as accept4 returned it */
@@ -68,7 +82,8 @@ typedef struct fa_list {
 typedef struct fa_conns {
     fa_slot *slots;
     uint32_t cap;                   /* slots allocated */
-    fa_list idle;                   /* WAITING, by deadline */
+    fa_list idle;                   /* WAITING with nothing yet, by idle deadline */
+    fa_list head;                   /* WAITING in an HTTP head, by head deadline */
     fa_list ready;                  /* READY, first come first served */
 } fa_conns;
 
@@ -95,12 +110,19 @@ void fa_list_remove(fa_conns *t, fa_list *l, int fd);
 /* Removes and returns l's first descriptor, or -1. */
 int fa_list_pop(fa_conns *t, fa_list *l);
 
-/* The earliest idle deadline, or 0 when nothing waits with a deadline.
- * Every waiter has a deadline or none does (one idle timeout for all), so
- * the head of the idle list tells. */
+/* The earliest deadline of list l, or 0 when nothing on it has one. Every
+ * slot on a list has a deadline or none does (one timeout per list), so
+ * the head of the list tells. */
+static inline uint64_t fa_list_next_deadline(fa_conns *t, fa_list *l)
+{
+    return l->head >= 0 ? t->slots[l->head].deadline_ns : 0;
+}
+
+/* The earliest deadline of all, or 0 for none. */
 static inline uint64_t fa_conns_next_deadline(fa_conns *t)
 {
-    return t->idle.head >= 0 ? t->slots[t->idle.head].deadline_ns : 0;
+    uint64_t a = fa_list_next_deadline(t, &t->idle), b = fa_list_next_deadline(t, &t->head);
+    return a == 0 ? b : b == 0 ? a : a < b ? a : b;
 }
 
 /* The 64-bit epoll cookie of a waiting connection: its descriptor and its
@@ -118,6 +140,8 @@ static inline uint32_t fa_cookie_gen(uint64_t cookie) { return (uint32_t)(cookie
 typedef struct fa_backq_slot {
     _Atomic uint64_t seq;
     int64_t fd;
+    void *data;                     /* bytes already read past its last request */
+    uint32_t len;
 } fa_backq_slot;
 
 typedef struct fa_backq {
@@ -130,10 +154,12 @@ typedef struct fa_backq {
 /* capacity is rounded up to a power of two. Returns 0 or -ENOMEM/-EINVAL. */
 int fa_backq_init(fa_backq *q, uint64_t capacity);
 void fa_backq_destroy(fa_backq *q);
-/* Returns 0, or -EAGAIN when full. Any thread. */
-int fa_backq_push(fa_backq *q, int fd);
-/* Returns a descriptor, or -1 when empty. Any thread (the loop, or a worker
- * that found the loop gone). */
-int fa_backq_pop(fa_backq *q);
+/* Returns 0, or -EAGAIN when full. Any thread. data (len bytes, malloc'd,
+ * may be NULL) goes with fd: bytes a worker read past the request it served
+ * (the start of the next one), now the loop's to use and free. */
+int fa_backq_push(fa_backq *q, int fd, void *data, uint32_t len);
+/* Returns a descriptor, or -1 when empty, with its bytes in *data, *len.
+ * Any thread (the loop, or a worker that found the loop gone). */
+int fa_backq_pop(fa_backq *q, void **data, uint32_t *len);
 
 #endif /* FA_CONN_H */

@@ -100,6 +100,31 @@ def server_factory(no_leaks):
         pytest.fail(f"servers did not shut down within 10 s: {stuck}", pytrace=False)
 
 
+@pytest.fixture
+def wsgi_factory(no_leaks):
+    """Return make(app, start=True, validate=True, **kwargs) -> a
+    fastaccept.WSGIServer on port 0, the app wrapped in wsgiref.validate
+    unless validate=False. Shut down in teardown, then the leak check."""
+    from wsgiref.validate import validator
+
+    servers: List[Any] = []
+
+    def make(app: Any, *, start: bool = True, validate: bool = True, **kwargs: Any) -> Any:
+        kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("port", 0)
+        server = fastaccept.WSGIServer(validator(app) if validate else app, **kwargs)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    stuck = [repr(s) for s in servers if not s.shutdown(timeout=10.0)]
+    servers.clear()
+    if stuck:
+        pytest.fail(f"servers did not shut down within 10 s: {stuck}", pytrace=False)
+
+
 def http_get(address: Any, timeout: float = 10.0, request: bytes = REQUEST) -> bytes:
     """Send one HTTP/1.0 request to address and return everything up to EOF."""
     with socket.create_connection(tuple(address[:2]), timeout=timeout) as sock:

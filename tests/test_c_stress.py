@@ -160,7 +160,7 @@ def test_stress(name: str, tmp_path: Path) -> None:
 
 
 #: The C the stress program links with: the product's loop and parking.
-CORE_C = [SRC / "fa_accept.c", SRC / "fa_park.c", SRC / "fa_conn.c"]
+CORE_C = [SRC / "fa_accept.c", SRC / "fa_park.c", SRC / "fa_conn.c", SRC / "fa_http.c"]
 #: Every C file and header under src/, the bench's instruments included.
 C_FILES = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.c"))
 HEADERS = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.h"))

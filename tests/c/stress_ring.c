@@ -5,7 +5,8 @@
  *
  * Build (tests/test_c_stress.py and `make debug` do this):
  *   gcc -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc \
- *       tests/c/stress_ring.c src/fa_accept.c src/fa_park.c -o stress_ring
+ *       tests/c/stress_ring.c src/fa_accept.c src/fa_park.c src/fa_conn.c \
+ *       src/fa_http.c -o stress_ring
  * plus -fsanitize=thread -Wno-tsan (GCC cannot instrument standalone fences
  * and says so; TSan treats them as no-ops, and no data access relies on them
  * for happens-before), or -fsanitize=address,undefined.
@@ -1231,7 +1232,7 @@ static void *d_worker_main(void *arg)
         me->served++;
         /* release before giving it back: once kept, the loop may hand it on */
         atomic_store(&me->busy[c.fd], 0);
-        fa_acceptor_keep(me->a, c.fd);
+        fa_acceptor_keep(me->a, c.fd, NULL, 0);
         progress();
     }
     return NULL;
