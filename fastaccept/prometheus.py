@@ -35,10 +35,19 @@ itself is ``prometheus_client``'s. Metric names (all prefixed ``fastaccept_``):
     tcpext_listen_overflows_total, tcpext_listen_drops_total counters of the whole
                                                              network namespace, once
                                                              per scrape, no server label
+  and for a WSGIServer:
+    http_requests_total                                      counter: requests served
+    http_responses_total{class="2xx"}                        counter per status class
+    http_app_errors_total                                    counter
+    http_rejected_total{status="431"}                        counter: heads refused
+                                                             from C, by status
+    http_request_seconds                                     histogram: a worker taking
+                                                             the request to the end of
+                                                             its response
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Mapping, Union
+from typing import Any, Dict, Iterator, List, Mapping, Tuple, Union
 
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
@@ -169,6 +178,8 @@ class Collector:
                              sum_value=sum_us / 1e6)
         yield waits
 
+        yield from self._collect_http(labels, snaps)
+
         # The TcpExt counters are the same for every server of the namespace:
         # one series, from the first server's reading.
         first = snaps[0][2] if snaps else {}
@@ -178,6 +189,46 @@ class Collector:
             if first.get(key) is not None:
                 family.add_metric([], first[key])
             yield family
+
+
+    def _collect_http(self, labels: List[str],
+                      snaps: List[Tuple[List[str], Any, Dict[str, Any]]]) -> Iterator[Metric]:
+        """The HTTP server's families (servers without HTTP stats add nothing)."""
+        http = [(values, server, st) for values, server, st in snaps if "requests" in st]
+        if not http:
+            return
+        requests = CounterMetricFamily(PREFIX + "http_requests", HTTP_HELP["requests"],
+                                       labels=labels)
+        responses = CounterMetricFamily(PREFIX + "http_responses", HTTP_HELP["responses"],
+                                        labels=labels + ["class"])
+        app_errors = CounterMetricFamily(PREFIX + "http_app_errors", HTTP_HELP["app_errors"],
+                                         labels=labels)
+        rejected = CounterMetricFamily(PREFIX + "http_rejected", HTTP_HELP["rejected"],
+                                       labels=labels + ["status"])
+        latency = HistogramMetricFamily(PREFIX + "http_request_seconds", HTTP_HELP["latency"],
+                                        labels=labels)
+        for values, server, st in http:
+            requests.add_metric(values, st["requests"])
+            for cls, n in sorted(st.get("responses", {}).items()):
+                responses.add_metric(values + [cls], n)
+            app_errors.add_metric(values, st.get("app_errors", 0))
+            for status, n in sorted(st.get("http_rejected", {}).items()):
+                rejected.add_metric(values + [str(status)], n)
+            histogram = getattr(server, "latency_histogram", None)
+            if histogram is not None:
+                buckets, sum_us = histogram()
+                latency.add_metric(values, [(_le(b), c) for b, c in buckets],
+                                   sum_value=sum_us / 1e6)
+        yield from (requests, responses, app_errors, rejected, latency)
+
+
+HTTP_HELP = {
+    "requests": "HTTP requests a worker served (each request of a kept connection counts).",
+    "responses": "HTTP responses by status class.",
+    "app_errors": "Requests whose WSGI application raised.",
+    "rejected": "Request heads refused from C, by status (malformed, oversized, too slow).",
+    "latency": "From a worker taking an HTTP request to the end of its response.",
+}
 
 
 def _le(bound_us: float) -> str:

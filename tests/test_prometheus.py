@@ -213,3 +213,26 @@ def test_connections_waiting_in_c_are_a_gauge(server_factory, wait_for):
             c.close()
     wait_for(lambda: get("fastaccept_peer_closed_total") == 3, 10.0, "3 closed by C")
     assert get("fastaccept_conns_waiting") == 0
+
+
+def test_wsgi_server_http_families(wsgi_factory, wait_for):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = wsgi_factory(app)
+    get = _registry(server).get_sample_value
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n" * 3)
+        data = b""
+        while data.count(b"ok") < 3:
+            data += sock.recv(4096)
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n\r\n")         # no Host: 400 from C
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
+    wait_for(lambda: get("fastaccept_http_requests_total") == 3, 10.0, "3 requests")
+    assert get("fastaccept_http_responses_total", {"class": "2xx"}) == 3
+    assert get("fastaccept_http_app_errors_total") == 0
+    wait_for(lambda: get("fastaccept_http_rejected_total", {"status": "400"}) == 1, 10.0,
+             "a 400 from C")
+    assert get("fastaccept_http_request_seconds_count") == 3
