@@ -203,12 +203,17 @@ class ServerProcess:
     """
 
     def __init__(self, kind: str, *, backlog: int, workers: int, sleep_ms: float = 0.0,
-                 cpu_iters: int = 0, source: Optional[str] = None) -> None:
+                 cpu_iters: int = 0, source: Optional[str] = None,
+                 protocol: str = "http-close", fds: Optional[int] = None,
+                 max_connections: Optional[int] = None) -> None:
         self.kind = kind
         self.backlog = backlog
         self.workers = workers
         self.sleep_ms = sleep_ms
         self.cpu_iters = cpu_iters
+        self.protocol = protocol
+        self.fds = fds
+        self.max_connections = max_connections
         self.source = source or cpu_source()
         self.sock: Optional[socket.socket] = None
         self.proc: Optional[subprocess.Popen[bytes]] = None
@@ -229,6 +234,13 @@ class ServerProcess:
                    "--fd", str(sock.fileno()), "--backlog", str(self.backlog),
                    "--workers", str(self.workers), "--sleep-ms", repr(self.sleep_ms),
                    "--cpu-iters", str(self.cpu_iters), "--parent", str(os.getpid())]
+            # Only when asked, so the command line of the first scenarios stays as it was.
+            if self.protocol != "http-close":
+                cmd += ["--protocol", self.protocol]
+            if self.fds is not None:
+                cmd += ["--fds", str(self.fds)]
+            if self.max_connections is not None:
+                cmd += ["--max-connections", str(self.max_connections)]
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=self._stderr, pass_fds=(sock.fileno(),),
                                          cwd=PACKAGE_PARENT)
