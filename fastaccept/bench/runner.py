@@ -35,7 +35,9 @@ A ``requests`` scenario (keep-alive) measures instead:
 
     req/s           complete responses / the measured window
     CPU us/req      the server's CPU time over the run / complete responses
-    req p50, p99    a request's send start -> the end of its response
+    req p50 ... max a request's send start -> the end of its response (the max
+                    shows clients left waiting for their first response
+                    behind a thread held by another connection)
     failures        connections that did not get all their responses,
                     "closed" (the server ended a kept connection early) included
 
@@ -448,6 +450,7 @@ class RunResult:
     cpu_us_per_request: Optional[float] = None
     request_p50_ms: float = 0.0
     request_p99_ms: float = 0.0
+    request_max_ms: float = 0.0
     idle_connections: int = 0
     base_rtt_p50_ms: Optional[float] = None     # the same requests with no idle connection
     base_rtt_p99_ms: Optional[float] = None
@@ -570,6 +573,7 @@ def _take_load(result: RunResult, load: Any) -> None:
     result.requests_per_s = load.requests_per_s
     result.request_p50_ms = load.request_ms.p50
     result.request_p99_ms = load.request_ms.p99
+    result.request_max_ms = load.request_ms.max
     result.load = load.as_dict()
 
 
@@ -921,6 +925,7 @@ def summarize(report: BenchReport) -> Dict[str, Dict[str, Dict[str, Any]]]:
                 "cpu_us_per_request": _median([r.cpu_us_per_request for r in ok]),
                 "request_p50_ms": _median([r.request_p50_ms for r in ok]),
                 "request_p99_ms": _median([r.request_p99_ms for r in ok]),
+                "request_max_ms": _median([r.request_max_ms for r in ok]),
                 "rtt_p50_ms": _median([r.rtt_p50_ms for r in ok]),
                 "base_rtt_p50_ms": _median([r.base_rtt_p50_ms for r in ok]),
                 "base_rtt_p99_ms": _median([r.base_rtt_p99_ms for r in ok]),
@@ -1028,7 +1033,7 @@ def _connections_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
 
 def _requests_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
     lines = [f"{'server':<14}{'req/s':>8}{'CPU us/req':>12}{'req p50 ms':>12}"
-             f"{'req p99 ms':>12}  {'failures'}"]
+             f"{'req p99 ms':>12}{'req max ms':>12}  {'failures'}"]
     for label, row in rows.items():
         gone = _unmeasured(label, row)
         if gone:
@@ -1038,7 +1043,8 @@ def _requests_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
             f"{label:<14}{_fmt(row['requests_per_s'], '.0f'):>8}"
             f"{_fmt(row['cpu_us_per_request'], '.1f'):>12}"
             f"{_fmt(row['request_p50_ms'], '.3f'):>12}"
-            f"{_fmt(row['request_p99_ms'], '.2f'):>12}  {_failures_cell(row)}")
+            f"{_fmt(row['request_p99_ms'], '.2f'):>12}"
+            f"{_fmt(row['request_max_ms'], '.1f'):>12}  {_failures_cell(row)}")
     return lines
 
 

@@ -353,7 +353,7 @@ def test_tables_of_the_new_kinds():
         for label in ("fastaccept-8", "gthread", "threadpool"):
             r = _fake_run("keepalive", label, rep, 30.0)
             r.requests, r.requests_per_s, r.cpu_us_per_request = 5000, 40000.0 + rep, 11.5
-            r.request_p50_ms, r.request_p99_ms = 1.25, 4.5
+            r.request_p50_ms, r.request_p99_ms, r.request_max_ms = 1.25, 4.5, 650.0
             report.runs.append(r)
         for label in ("fastaccept-8", "gthread"):
             r = _fake_run("idle-1000", label, rep, 0.0)
@@ -366,8 +366,8 @@ def test_tables_of_the_new_kinds():
             r.listen_overflows = 7 * rep if label != "fastaccept-8" else 0
             report.runs.append(r)
     table = bench.format_table(report)
-    assert "req/s  CPU us/req  req p50 ms  req p99 ms  failures" in table
-    assert "fastaccept-8     40000        11.5       1.250        4.50  0" in table
+    assert "req/s  CPU us/req  req p50 ms  req p99 ms  req max ms  failures" in table
+    assert "fastaccept-8     40000        11.5       1.250        4.50       650.0  0" in table
     assert "(c-inline not run: it answers the http-close protocol in C" in table
     assert "RSS B/idle" in table
     assert "fastaccept-8        0.100      0.300      0.200      0.600   2.00   2.00" in table
