@@ -83,9 +83,8 @@ def ref_server() -> Iterator[Callable[..., bench.ServerProcess]]:
     started: List[bench.ServerProcess] = []
 
     def start(scenario: bench.Scenario, spec: bench.ServerSpec, cpu_iters: int = 0) -> Any:
-        server = bench.ServerProcess(spec.kind, backlog=scenario.backlog,
-                                     workers=spec.workers_for(scenario),
-                                     sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters)
+        # the scenario's protocol, and for idle ones the descriptors they need
+        server = bench.make_server(scenario, spec, cpu_iters=cpu_iters)
         started.append(server)
         return server.start()
 

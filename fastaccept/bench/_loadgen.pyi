@@ -6,10 +6,17 @@ MAX_CONCURRENCY: int
 MAX_REQUEST: int
 MAX_RESPONSE: int
 HARVEST_EVERY: int
+MAX_REQUESTS_PER_CONNECTION: int
+MAX_RESPONSE_LEN: int
+MAX_RESPONSE_HEAD: int
+FRAMING_EOF: int
+FRAMING_FIXED: int
+FRAMING_HTTP: int
 
 def load(family: int, ip: str, port: int, scope_id: int, connections: int,
          concurrency: int, timeout_ns: int, request: bytes,
-         max_ns: int = 0) -> Dict[str, Any]:
+         max_ns: int = 0, requests_per_conn: int = 1, framing: int = 0,
+         response_len: int = 0) -> Dict[str, Any]:
     """Run one load; return the raw counters and percentiles (nanoseconds) as a dict."""
     ...
 

@@ -30,6 +30,12 @@ cdef extern from "fa_loadgen.h" nogil:
     unsigned int FA_LOAD_MAX_CONCURRENCY
     unsigned int FA_LOAD_MAX_REQUEST
     unsigned int FA_LOAD_HARVEST_EVERY
+    unsigned int FA_LOAD_MAX_REQUESTS_PER_CONN
+    unsigned long long FA_LOAD_MAX_RESPONSE_LEN
+    unsigned int FA_LOAD_MAX_HEAD
+    int FA_LOAD_FRAMING_EOF
+    int FA_LOAD_FRAMING_FIXED
+    int FA_LOAD_FRAMING_HTTP
 
     ctypedef struct fa_load_config:
         uint64_t connections
@@ -38,6 +44,9 @@ cdef extern from "fa_loadgen.h" nogil:
         uint64_t max_ns
         const void *request
         size_t request_len
+        uint64_t requests_per_conn
+        int framing
+        uint64_t response_len
 
     ctypedef struct fa_load_percentiles:
         uint64_t p50_ns
@@ -53,11 +62,14 @@ cdef extern from "fa_loadgen.h" nogil:
         uint64_t reset
         uint64_t timeout
         uint64_t other
+        uint64_t closed
+        uint64_t requests
         uint64_t elapsed_ns
         uint64_t issue_ns
         int source_rotation
         fa_load_percentiles connect
         fa_load_percentiles rtt
+        fa_load_percentiles request
 
     ctypedef struct fa_load:
         pass
@@ -87,6 +99,13 @@ MAX_CONCURRENCY = FA_LOAD_MAX_CONCURRENCY
 MAX_REQUEST = FA_LOAD_MAX_REQUEST
 MAX_RESPONSE = FA_INLINE_MAX_RESPONSE
 HARVEST_EVERY = FA_LOAD_HARVEST_EVERY
+MAX_REQUESTS_PER_CONNECTION = FA_LOAD_MAX_REQUESTS_PER_CONN
+MAX_RESPONSE_LEN = FA_LOAD_MAX_RESPONSE_LEN
+MAX_RESPONSE_HEAD = FA_LOAD_MAX_HEAD
+#: Response framings, as ``load(framing=...)`` takes them.
+FRAMING_EOF = FA_LOAD_FRAMING_EOF
+FRAMING_FIXED = FA_LOAD_FRAMING_FIXED
+FRAMING_HTTP = FA_LOAD_FRAMING_HTTP
 
 
 cdef object _os_error(int rc):
@@ -102,13 +121,17 @@ cdef dict _percentiles(fa_load_percentiles *p):
 
 def load(int family, str ip not None, int port, uint32_t scope_id, uint64_t connections,
          uint32_t concurrency, uint64_t timeout_ns, bytes request not None,
-         uint64_t max_ns=0):
+         uint64_t max_ns=0, uint64_t requests_per_conn=1, int framing=FA_LOAD_FRAMING_EOF,
+         uint64_t response_len=0):
     """Run one load; return the raw counters and percentiles (nanoseconds) as a dict.
 
     ``family`` is AF_INET or AF_INET6 and ``ip`` a numeric address of it.
     ``max_ns`` 0 bounds the starts by the run's shape (see fa_loadgen.h).
-    Arguments are range-checked by ``fastaccept.bench.loadgen.run``; out-of-range
-    values here raise ValueError without naming which.
+    ``requests_per_conn`` responses per connection, framed by ``framing``
+    (FRAMING_EOF, FRAMING_FIXED with ``response_len`` bytes each, or
+    FRAMING_HTTP). Arguments are range-checked by
+    ``fastaccept.bench.loadgen.run``; out-of-range values here raise
+    ValueError without naming which.
     """
     cdef fa_load_config cfg
     cdef fa_load l
@@ -127,9 +150,13 @@ def load(int family, str ip not None, int port, uint32_t scope_id, uint64_t conn
     cfg.max_ns = max_ns
     cfg.request = <const char *>request
     cfg.request_len = len(request)
+    cfg.requests_per_conn = requests_per_conn
+    cfg.framing = framing
+    cfg.response_len = response_len
     rc = fa_load_init(&l, &cfg)
     if rc == -EINVAL:
-        raise ValueError("connections, concurrency, timeout or request out of range")
+        raise ValueError("connections, concurrency, timeout, request, requests_per_conn, "
+                         "framing or response_len out of range")
     if rc < 0:
         raise _os_error(rc)
     try:
@@ -152,11 +179,14 @@ def load(int family, str ip not None, int port, uint32_t scope_id, uint64_t conn
         "reset": r.reset,
         "timeout": r.timeout,
         "other": r.other,
+        "closed": r.closed,
+        "requests": r.requests,
         "elapsed_ns": r.elapsed_ns,
         "issue_ns": r.issue_ns,
         "source_rotation": bool(r.source_rotation),
         "connect": _percentiles(&r.connect),
         "rtt": _percentiles(&r.rtt),
+        "request": _percentiles(&r.request),
     }
 
 

@@ -15,6 +15,20 @@ keeping ``concurrency`` in flight. On an IPv4 loopback target each client
 socket is bound to its own source address in 127.0.0.0/8, so a long run does
 not run out of ephemeral ports.
 
+Keep-alive: with ``requests_per_connection`` R > 1 each connection sends its
+request R times, the next as soon as the response before it is complete
+(back to back, never pipelined), and closes after the R-th. Where a response
+ends is the ``framing``: ``"eof"`` (the server closes: the only framing of R
+= 1 before keep-alive, and still the default), ``"fixed"`` (exactly
+``response_len`` bytes, e.g. a line echo) or ``"http"`` (an HTTP/1.x head,
+then a body framed by ``Transfer-Encoding: chunked`` or ``Content-Length``,
+or running to EOF when it has neither)::
+
+    result = loadgen.run("127.0.0.1", 8080, connections=256, concurrency=256,
+                         requests_per_connection=100, framing="fixed",
+                         request=b"ping\n")
+    print(result.requests_per_s, result.request_ms.p99, result.failures["closed"])
+
 Connect time (``connect_ms``) runs from just before a connection's
 ``connect()`` to the moment the client saw it writable (handshake done). The
 client never sleeps while it has connections to start: after every
@@ -51,12 +65,21 @@ from fastaccept.bench import _loadgen
 from fastaccept.bench._loadgen import serve_inline
 
 __all__ = ["Percentiles", "LoadResult", "run", "serve_inline", "FAILURE_KINDS",
-           "HARVEST_EVERY"]
+           "FRAMINGS", "HARVEST_EVERY", "default_request"]
 
 log = logging.getLogger("fastaccept")
 
-FAILURE_KINDS = ("refused", "reset", "timeout", "other")
+FAILURE_KINDS = ("refused", "reset", "timeout", "other", "closed")
+#: Where a response ends: at the server's EOF, after ``response_len`` bytes, or
+#: as its HTTP/1.x head says.
+FRAMINGS = ("eof", "fixed", "http")
+_FRAMING_CODES = {"eof": _loadgen.FRAMING_EOF, "fixed": _loadgen.FRAMING_FIXED,
+                  "http": _loadgen.FRAMING_HTTP}
 DEFAULT_REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+#: The default request of the "fixed" framing: one line, echoed.
+LINE_REQUEST = b"ping\n"
+MAX_REQUESTS_PER_CONNECTION = _loadgen.MAX_REQUESTS_PER_CONNECTION
+MAX_RESPONSE_LEN = _loadgen.MAX_RESPONSE_LEN
 MAX_CONNECTIONS = _loadgen.MAX_CONNECTIONS
 MAX_CONCURRENCY = _loadgen.MAX_CONCURRENCY
 MAX_REQUEST = _loadgen.MAX_REQUEST
@@ -89,9 +112,20 @@ class LoadResult:
     run's bound on starting connections (``max_seconds``, see ``run``)
     passed first.
 
-    failures: ``refused`` (ECONNREFUSED), ``reset`` (ECONNRESET or EPIPE),
-    ``timeout`` (no reply and EOF within ``timeout``), ``other`` (EOF
-    without a reply; no source port, fd or memory left; anything else).
+    A connection is completed when it received all its
+    ``requests_per_connection`` responses. failures: ``refused``
+    (ECONNREFUSED), ``reset`` (ECONNRESET or EPIPE), ``timeout`` (a response
+    not complete within ``timeout``), ``closed`` (the server ended a kept
+    connection, by EOF or reset, between two responses, before the last:
+    only with ``requests_per_connection`` > 1), ``other`` (EOF without a
+    reply or inside a response; a response its framing cannot parse, or
+    bytes beyond it; no source port, fd or memory left; anything else).
+
+    ``requests`` counts the complete responses, on every connection
+    (failed ones too: a connection "closed" after 3 of its 10 requests adds
+    3). ``request_ms`` covers each of them: from the start of its request's
+    send to the end of its response (with ``"eof"`` framing: the EOF);
+    ``requests_per_s`` is ``requests / elapsed_s``.
 
     ``elapsed_s`` runs from the first connect start to the end of the last
     connection (whatever its outcome); ``conn_per_s`` is ``completed /
@@ -99,7 +133,7 @@ class LoadResult:
     one: how long starting them all took (a burst's spread). ``connect_ms``
     covers every connection whose handshake completed (connect start to
     seen writable: see the module's docstring), ``rtt_ms`` the completed
-    ones (connect start to EOF after the reply).
+    ones (connect start to the end of the last response).
     """
 
     connections: int
@@ -110,6 +144,11 @@ class LoadResult:
     conn_per_s: float
     connect_ms: Percentiles
     rtt_ms: Percentiles
+    requests: int = 0
+    requests_per_s: float = 0.0
+    request_ms: Percentiles = Percentiles(0.0, 0.0, 0.0, 0.0)
+    requests_per_connection: int = 1
+    framing: str = "eof"
 
     def as_dict(self) -> Dict[str, Any]:
         """Return the result as plain dicts and numbers (JSON-ready)."""
@@ -123,6 +162,47 @@ def _check_request(request: Any) -> bytes:
     if len(data) > MAX_REQUEST:
         raise ValueError(f"request must be at most {MAX_REQUEST} bytes, got {len(data)}")
     return data
+
+
+def default_request(framing: str, host: str = "127.0.0.1", port: int = 80) -> bytes:
+    """The request ``run`` sends when given none: an HTTP/1.0 GET for ``"eof"``
+    (the server closes after it), an HTTP/1.1 GET with a Host field for
+    ``"http"`` (the server may keep the connection), one line for ``"fixed"``."""
+    if framing == "http":
+        shown = f"[{host}]" if ":" in host else host
+        try:
+            name = shown.encode("ascii")
+        except UnicodeError:
+            name = shown.encode("idna")
+        return b"GET / HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (name, port)
+    if framing == "fixed":
+        return LINE_REQUEST
+    return DEFAULT_REQUEST
+
+
+def _check_framing(framing: Any) -> str:
+    if not isinstance(framing, str):
+        raise TypeError(f"framing must be a str, got {type(framing).__name__}")
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    return framing
+
+
+def _response_len(framing: str, response_len: Any, requests: int, request: bytes) -> int:
+    """Check the framing options together; return the response length (0: none)."""
+    if framing == "fixed":
+        if response_len is None:
+            if not request:
+                raise ValueError("response_len must be given for framing 'fixed' with an "
+                                 "empty request (by default it is the request's length)")
+            return len(request)
+        return check_int("response_len", response_len, 1, MAX_RESPONSE_LEN)
+    if response_len is not None:
+        raise ValueError(f"response_len is for framing 'fixed' only, not {framing!r}")
+    if requests > 1 and framing == "eof":
+        raise ValueError("requests_per_connection must be 1 with framing 'eof' (the EOF that "
+                         "ends the response ends the connection): use 'fixed' or 'http'")
+    return 0
 
 
 def _resolve(host: Any, port: int) -> Tuple[int, str, int]:
@@ -177,30 +257,43 @@ def _percentiles(raw: Dict[str, int]) -> Percentiles:
 
 def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
         burst: bool = False, timeout: float = 10.0, max_seconds: Optional[float] = None,
-        request: bytes = DEFAULT_REQUEST) -> LoadResult:
+        request: Optional[bytes] = None, requests_per_connection: int = 1,
+        framing: str = "eof", response_len: Optional[int] = None) -> LoadResult:
     """Open ``connections`` TCP connections to (host, port) from C; return what was measured.
 
     At most ``concurrency`` connections are open at once (``burst=True``:
     all of them, started back to back without waiting for any reply; their
     round trips include the time the one client thread spent starting the
     rest, their connect times do not: see the module's docstring). Each one
-    connects, sends ``request`` (may be empty), reads until the server
-    closes, and closes. A connection fails as "timeout" after ``timeout``
-    seconds.
+    connects, sends ``request`` (may be empty with one request per
+    connection: the server speaks first), reads the response, and after
+    ``requests_per_connection`` responses (default 1) closes; with more than
+    one it sends the next request as soon as a response is complete.
+    ``framing`` says where a response ends: ``"eof"`` (the default; the
+    server closes, so one request per connection), ``"fixed"`` (after
+    ``response_len`` bytes; by default the request's length, for an echo) or
+    ``"http"`` (see the module's docstring). ``request`` None sends
+    ``default_request(framing, host, port)``.
+
+    ``timeout`` bounds each connection with one request (from its connect
+    start to its end) and each request with more (the first from the
+    connect start, each later one from the start of its send): it then
+    fails as "timeout".
 
     ``max_seconds`` bounds the run's length apart from ``timeout``: no
     connection starts later than ``max_seconds`` after the run started, so
-    the run ends within ``max_seconds + timeout`` (the connections still
-    open then finish or time out as usual; those never started are not
-    counted in ``connections``). ``None`` (the default) sets no bound of its
-    own: every connection is bounded by ``timeout`` and at most
-    ``concurrency`` are open at once (all of them with ``burst=True``), so
-    the run is bounded by its shape, and the starts stop after
-    ``(ceil(connections / concurrency) + 1) * (timeout + 0.064)`` seconds
-    (0.064: the longest back-off after running out of ports or fds), which
-    only a run starved of ports or fds comes near. A long soak
-    (say 1,000,000 connections at 20,000 conn/s, ``timeout=10``) needs no
-    ``max_seconds``; give one to cap its wall time.
+    the run ends within ``max_seconds + requests_per_connection * timeout``
+    (the connections still open then finish or time out as usual; those
+    never started are not counted in ``connections``). ``None`` (the
+    default) sets no bound of its own: every request is bounded by
+    ``timeout`` and at most ``concurrency`` connections are open at once
+    (all of them with ``burst=True``), so the run is bounded by its shape,
+    and the starts stop after ``(ceil(connections / concurrency) + 1) *
+    (requests_per_connection * timeout + 0.064)`` seconds (0.064: the
+    longest back-off after running out of ports or fds), which only a run
+    starved of ports or fds comes near. A long soak (say 1,000,000
+    connections at 20,000 conn/s, ``timeout=10``) needs no ``max_seconds``;
+    give one to cap its wall time.
 
     The GIL is released for the run, except for a moment after each signal
     (so Ctrl-C interrupts it). The process's RLIMIT_NOFILE soft limit is
@@ -220,7 +313,15 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
     timeout_s = check_seconds("timeout", timeout, MAX_TIMEOUT)
     assert timeout_s is not None
     max_s = check_seconds("max_seconds", max_seconds, MAX_SECONDS, allow_none=True)
+    per_conn = check_int("requests_per_connection", requests_per_connection, 1,
+                         MAX_REQUESTS_PER_CONNECTION)
+    framing = _check_framing(framing)
+    if request is None:
+        request = default_request(framing, host if isinstance(host, str) else "", port)
     data = _check_request(request)
+    fixed_len = _response_len(framing, response_len, per_conn, data)
+    if per_conn > 1 and not data:
+        raise ValueError("request must not be empty with requests_per_connection > 1")
     if burst and n > MAX_CONCURRENCY:
         raise ValueError(
             f"connections must be at most {MAX_CONCURRENCY} with burst=True, got {n}")
@@ -230,10 +331,12 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
 
     raw = _loadgen.load(family, ip, port, scope_id, n, open_at_once,
                         max(1, int(timeout_s * 1e9)), data,
-                        0 if max_s is None else max(1, int(max_s * 1e9)))
+                        0 if max_s is None else max(1, int(max_s * 1e9)),
+                        per_conn, _FRAMING_CODES[framing], fixed_len)
 
     elapsed_s = raw["elapsed_ns"] / 1e9
     completed = raw["completed"]
+    requests = raw["requests"]
     return LoadResult(
         connections=raw["attempted"],
         completed=completed,
@@ -243,6 +346,11 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
         conn_per_s=completed / elapsed_s if elapsed_s > 0 else 0.0,
         connect_ms=_percentiles(raw["connect"]),
         rtt_ms=_percentiles(raw["rtt"]),
+        requests=requests,
+        requests_per_s=requests / elapsed_s if elapsed_s > 0 else 0.0,
+        request_ms=_percentiles(raw["request"]),
+        requests_per_connection=per_conn,
+        framing=framing,
     )
 
 
@@ -250,7 +358,16 @@ def run(host: str, port: int, *, connections: int = 1000, concurrency: int = 64,
 
 #: The verb's description, for the dispatcher.
 VERB_DESCRIPTION = ("Connect, send one HTTP/1.0 request, read to EOF, close: N times, from one "
-                    "C epoll thread.")
+                    "C epoll thread. With --requests-per-connection R and a --framing of "
+                    "fixed or http, each connection sends R requests back to back.")
+
+
+def _escaped_bytes(text: str) -> bytes:
+    """--request's value: Python escapes (\\r \\n \\x00 ...) decoded, as latin-1 bytes."""
+    try:
+        return text.encode("latin-1").decode("unicode_escape").encode("latin-1")
+    except (UnicodeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"not a request: {e}") from e
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +381,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst", action="store_true",
                         help="open all connections at once (ignores -c)")
     parser.add_argument("--timeout", type=float, default=10.0,
-                        help="per-connection timeout in seconds (default 10)")
+                        help="timeout in seconds per connection, per request with "
+                        "--requests-per-connection above 1 (default 10)")
+    parser.add_argument("-r", "--requests-per-connection", type=int, default=1,
+                        help="requests each connection sends back to back before it closes "
+                        "(default 1; above 1 needs --framing fixed or http)")
+    parser.add_argument("--framing", choices=FRAMINGS, default="eof",
+                        help="where a response ends: eof (the server closes; the default), "
+                        "fixed (--response-len bytes) or http (Content-Length, chunked, or EOF)")
+    parser.add_argument("--response-len", type=int, default=None,
+                        help="bytes per response with --framing fixed (default: the "
+                        "request's length, for an echo)")
+    parser.add_argument("--request", type=_escaped_bytes, default=None,
+                        help="the request, with Python escapes such as \\r\\n (default: "
+                        "an HTTP/1.0 GET; with --framing http an HTTP/1.1 GET; with "
+                        "--framing fixed the line 'ping\\n')")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="start no connection later than this many seconds into the run, "
                         "which then ends within max-seconds + timeout (default: no bound but "
@@ -275,8 +406,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """The load verb: one run with parsed ``args``; print the result."""
     result = run(args.host, args.port, connections=args.connections,
-                         concurrency=args.concurrency, burst=args.burst, timeout=args.timeout,
-                         max_seconds=args.max_seconds)
+                 concurrency=args.concurrency, burst=args.burst, timeout=args.timeout,
+                 max_seconds=args.max_seconds, request=args.request,
+                 requests_per_connection=args.requests_per_connection, framing=args.framing,
+                 response_len=args.response_len)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2), flush=True)
         return 0
@@ -288,7 +421,13 @@ def main(args: argparse.Namespace) -> int:
           f"{result.elapsed_s:.3f} s (all started in {result.issue_s:.3f} s), "
           f"{result.conn_per_s:.0f} conn/s{cut}")
     print("failures: " + ", ".join(f"{k} {v}" for k, v in result.failures.items()))
-    for name, p in (("connect", result.connect_ms), ("rtt", result.rtt_ms)):
+    shown_ms = [("connect", result.connect_ms), ("rtt", result.rtt_ms)]
+    if result.requests_per_connection > 1 or result.framing != "eof":
+        print(f"requests: {result.requests} in {result.elapsed_s:.3f} s, "
+              f"{result.requests_per_s:.0f} req/s ({result.requests_per_connection} per "
+              f"connection, framing {result.framing})")
+        shown_ms.append(("request", result.request_ms))
+    for name, p in shown_ms:
         print(f"{name + ' ms:':12} p50 {p.p50:.3f}  p90 {p.p90:.3f}  p99 {p.p99:.3f}  "
               f"max {p.max:.3f}", flush=True)
     return 0

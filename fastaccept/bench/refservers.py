@@ -5,19 +5,39 @@
                   concurrent.futures.ThreadPoolExecutor(workers)
     socketserver  socketserver.ThreadingTCPServer (a thread per connection)
     fastaccept    fastaccept.Server(handler, workers=W, backlog=B)
+    gthread       the design of gunicorn's gthread worker, in pure Python: one
+                  thread polls (selectors) the listening socket and every
+                  connection waiting for its next request; a readable one goes
+                  to a ThreadPoolExecutor(workers), which runs the handler and
+                  gives a kept connection back to the polling thread (a queue
+                  and a wake-up socketpair in the same poller) to wait again
     c-inline      fastaccept.bench._loadgen.serve_inline: the C accept loop reads,
                   answers and closes in C with no Python at all; the ceiling
                   for this protocol on this machine (it ignores the handler work)
 
-All speak the same protocol: read until ``\\r\\n\\r\\n`` (or EOF), reply a
-fixed HTTP 200 with body "ok", close. The Python servers optionally sleep
-(``--sleep-ms``) or burn pure-Python CPU (``--cpu-ms`` / ``--cpu-iters``)
-before replying.
+Every server speaks every protocol (``--protocol``), except c-inline, which
+speaks only the first:
+
+    http-close    read until ``\\r\\n\\r\\n`` (or EOF), reply a fixed HTTP 200 with
+                  body "ok" (the demo reply), close. The default.
+    line-keep     read one line (up to ``\\n``), echo it, keep the connection for
+                  the next line: fastaccept's handler returns ``fastaccept.KEEP``
+                  (the connection waits in C), gthread's pool gives it back to
+                  the poller, and serial, threadpool and socketserver serve the
+                  connection's next line in the same thread until the client
+                  closes.
+    line-close    read one line, echo it, close: one connection per request.
+
+(A line echo echoes whatever complete lines one read brought: a client that
+sends one line at a time gets one line back each time.) The Python servers
+optionally sleep (``--sleep-ms``) or burn pure-Python CPU (``--cpu-ms`` /
+``--cpu-iters``) before each reply.
 
 Run one with::
 
-    python -m fastaccept.bench.refservers NAME [--backlog B] [--workers W]
-        [--sleep-ms S] [--cpu-ms C | --cpu-iters N] [--fd FD] [--parent PID]
+    python -m fastaccept.bench.refservers NAME [--protocol P] [--backlog B]
+        [--workers W] [--sleep-ms S] [--cpu-ms C | --cpu-iters N] [--fd FD]
+        [--parent PID] [--fds N] [--max-connections N]
 
 It binds 127.0.0.1:0 (or serves the listening socket inherited as ``--fd``),
 prints ``port N`` on stdout once it serves, and serves until SIGTERM or SIGINT;
@@ -27,25 +47,32 @@ process of its own so the bench can read its CPU time from outside.
 These servers exist to be measured: clients are trusted loopback load
 generators, so the handlers use plain blocking sockets without timeouts
 (a timeout would add a poll() per recv and distort the CPU figures).
+``--fds N`` raises the process's RLIMIT_NOFILE soft limit to at least N (for
+benches that hold thousands of idle connections); ``--max-connections``
+is fastaccept's ``max_connections`` (its default otherwise).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import errno
 import itertools
 import os
+import resource
+import selectors
 import signal
 import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Deque, List, Optional, Tuple, cast
 
 from fastaccept.demo import DEMO_REPLY
 
-__all__ = ["NAMES", "RESPONSE", "make_handler", "calibrate_cpu_iters", "burn", "main"]
+__all__ = ["NAMES", "PROTOCOLS", "RESPONSE", "make_handler", "calibrate_cpu_iters", "burn",
+           "raise_fd_limit", "main"]
 
 #: The demo server's reply: every reference server answers the same bytes.
 RESPONSE = DEMO_REPLY
@@ -54,9 +81,16 @@ MAX_REQUEST = 65536
 STOP_GRACE_S = 5.0
 PR_SET_PDEATHSIG = 1
 
-NAMES = ("serial", "threadpool", "socketserver", "fastaccept", "c-inline")
+NAMES = ("serial", "threadpool", "socketserver", "fastaccept", "gthread", "c-inline")
+#: What the servers speak (see the module's docstring); the first is the default.
+PROTOCOLS = ("http-close", "line-keep", "line-close")
+#: Servers that speak the http-close protocol only.
+HTTP_ONLY = ("c-inline",)
 
-Handler = Callable[[socket.socket, Any], None]
+#: handler(conn, addr) -> None: nothing was asked (the peer closed first);
+#: False: answered, close the connection; True: answered, keep it for the
+#: next request. The caller closes ``conn`` unless it keeps it.
+Handler = Callable[[socket.socket, Any], Optional[bool]]
 
 
 def burn(iterations: int) -> int:
@@ -97,40 +131,83 @@ def read_request(conn: socket.socket) -> bool:
     return True
 
 
-def make_handler(sleep_ms: float = 0.0, cpu_iters: int = 0) -> Handler:
-    """Return handler(conn, addr): read the request, do the work, reply 200 "ok".
+def read_lines(conn: socket.socket) -> bytes:
+    """Read until the data ends with a newline; b"" if the peer closed first."""
+    data = conn.recv(4096)
+    while data and not data.endswith(b"\n"):
+        if len(data) > MAX_REQUEST:
+            return b""
+        chunk = conn.recv(4096)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
 
-    The caller closes ``conn``.
+
+def make_handler(sleep_ms: float = 0.0, cpu_iters: int = 0,
+                 protocol: str = "http-close") -> Handler:
+    """Return handler(conn, addr) for ``protocol``: read one request, do the
+    work, answer; see ``Handler`` for what it returns.
+
+    http-close answers 200 "ok" and returns False; line-keep echoes the
+    line and returns True, line-close echoes it and returns False. The
+    caller closes ``conn`` unless it keeps it.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     sleep_s = sleep_ms / 1000.0
     response = RESPONSE
 
+    if protocol != "http-close":
+        keep = protocol == "line-keep"
+
+        def line_handler(conn: socket.socket, addr: Any) -> Optional[bool]:
+            data = read_lines(conn)
+            if not data:
+                return None
+            if sleep_s:
+                time.sleep(sleep_s)
+            if cpu_iters:
+                burn(cpu_iters)
+            conn.sendall(data)
+            return keep
+        return line_handler
+
     if not sleep_s and not cpu_iters:
-        def handler(conn: socket.socket, addr: Any) -> None:
+        def handler(conn: socket.socket, addr: Any) -> Optional[bool]:
             if read_request(conn):
                 conn.sendall(response)
+                return False
+            return None
         return handler
 
-    def working_handler(conn: socket.socket, addr: Any) -> None:
+    def working_handler(conn: socket.socket, addr: Any) -> Optional[bool]:
         if not read_request(conn):
-            return
+            return None
         if sleep_s:
             time.sleep(sleep_s)
         if cpu_iters:
             burn(cpu_iters)
         conn.sendall(response)
+        return False
     return working_handler
 
 
 def _serve_one(handler: Handler, conn: socket.socket, addr: Any,
                served: "itertools.count[int]") -> None:
+    """Serve every request of a connection in this thread, then close it."""
     try:
-        handler(conn, addr)
+        while True:
+            answered = handler(conn, addr)
+            if answered is None:
+                break
+            next(served)    # itertools.count is atomic under the GIL; += is not
+            if not answered:
+                break
     except OSError:
         pass            # the client went away: nothing to report in a benchmark
     finally:
         conn.close()
-        next(served)    # itertools.count is atomic under the GIL; += is not
 
 
 def _accept_failed(e: OSError) -> None:
@@ -242,10 +319,15 @@ class SocketServerServer(_RefServer):
         class RequestHandler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 try:
-                    handler(self.request, self.client_address)
+                    while True:
+                        answered = handler(self.request, self.client_address)
+                        if answered is None:
+                            break
+                        next(served)
+                        if not answered:
+                            break
                 except OSError:
                     pass
-                next(served)
 
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
@@ -265,24 +347,126 @@ class SocketServerServer(_RefServer):
 class FastacceptServer(_RefServer):
     """fastaccept.Server over the listening socket."""
 
+    max_connections: Optional[int] = None
+
     def start(self) -> None:
-        from fastaccept import Server
+        from fastaccept import KEEP, Server
 
         handler, served = self.handler, self.counter
 
-        def counted(conn: socket.socket, addr: Any) -> None:
+        def counted(conn: socket.socket, addr: Any) -> Any:
             try:
-                handler(conn, addr)
+                answered = handler(conn, addr)
             except OSError:
-                pass
+                return None
+            if answered is None:
+                return None
             next(served)
+            return KEEP if answered else None
 
         # timeout=None: no timeout, as the module docstring says (the default is 30 s)
-        self.server = Server(counted, sock=self.lsock, workers=self.workers, timeout=None)
+        if self.max_connections is None:
+            self.server = Server(counted, sock=self.lsock, workers=self.workers, timeout=None)
+        else:
+            self.server = Server(counted, sock=self.lsock, workers=self.workers, timeout=None,
+                                 max_connections=self.max_connections)
         self.server.start()
 
     def stop(self, deadline: float) -> bool:
         return self.server.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+
+
+class GthreadServer(_RefServer):
+    """One polling thread and a thread pool, as gunicorn's gthread worker is designed.
+
+    The polling thread's selector holds the listening socket, a wake-up
+    socketpair and every connection waiting for a request (new ones and
+    kept ones). A readable connection leaves the selector for the pool,
+    whose thread runs the handler; a kept connection goes back on a queue,
+    and a byte on the socketpair wakes the polling thread to register it
+    again. Nothing but the polling thread touches the selector.
+    """
+
+    def start(self) -> None:
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gthread")
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.back: Deque[Tuple[socket.socket, Any]] = collections.deque()
+        self.lsock.setblocking(False)
+        self.selector.register(self.lsock, selectors.EVENT_READ)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
+        self._spawn(self._loop, "gthread-poller")
+
+    def _loop(self) -> None:
+        lsock, wake_r, selector, stopping = self.lsock, self.wake_r, self.selector, self.stopping
+        submit, serve, register = self.pool.submit, self._serve, selector.register
+        unregister, back, read = selector.unregister, self.back, selectors.EVENT_READ
+        while not stopping.is_set():
+            for key, _ in selector.select():
+                sock = cast(socket.socket, key.fileobj)
+                if sock is lsock:
+                    try:
+                        conn, addr = lsock.accept()     # one per readiness, as gthread
+                    except OSError as e:
+                        _accept_failed(e)
+                        continue
+                    if conn.gettimeout() is not None:
+                        conn.setblocking(True)          # the handlers block
+                    register(conn, read, addr)
+                elif sock is wake_r:
+                    try:
+                        wake_r.recv(4096)
+                    except BlockingIOError:
+                        pass
+                    while back:
+                        conn, addr = back.popleft()
+                        register(conn, read, addr)
+                else:
+                    unregister(sock)
+                    submit(serve, sock, key.data)
+
+    def _serve(self, conn: socket.socket, addr: Any) -> None:
+        """In a pool thread: one request; then close or give the connection back."""
+        keep = False
+        try:
+            answered = self.handler(conn, addr)
+            if answered is not None:
+                next(self.counter)
+                keep = answered
+        except OSError:
+            pass
+        if not keep or self.stopping.is_set():
+            conn.close()
+            return
+        self.back.append((conn, addr))
+        try:
+            self.wake_w.send(b"x")
+        except BlockingIOError:
+            pass        # the socketpair is full: a wake-up is pending anyway
+        except OSError:
+            pass        # closed by stop(), which closes what is left on the queue
+
+    def stop(self, deadline: float) -> bool:
+        self.stopping.set()
+        try:
+            self.wake_w.send(b"x")
+        except OSError:
+            pass
+        joined = self._join(deadline)
+        self.pool.shutdown(wait=True)   # the requests in service are answered
+        if joined:
+            # Connections still waiting (in the selector, or given back since).
+            for key in list(self.selector.get_map().values()):
+                if key.fileobj is not self.lsock and key.fileobj is not self.wake_r:
+                    cast(socket.socket, key.fileobj).close()
+            self.selector.close()
+        while self.back:
+            self.back.popleft()[0].close()
+        self.wake_r.close()
+        self.wake_w.close()
+        return joined
 
 
 class InlineServer(_RefServer):
@@ -316,8 +500,22 @@ SERVER_CLASSES = {
     "threadpool": ThreadPoolServer,
     "socketserver": SocketServerServer,
     "fastaccept": FastacceptServer,
+    "gthread": GthreadServer,
     "c-inline": InlineServer,
 }
+
+
+def raise_fd_limit(fds: int) -> int:
+    """Raise RLIMIT_NOFILE's soft limit to at least ``fds`` (within the hard
+    limit); return the soft limit now. ValueError if the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= fds:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < fds:
+        raise ValueError(f"{fds} descriptors asked for, but RLIMIT_NOFILE's hard limit "
+                         f"is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (fds, hard))
+    return fds
 
 
 def _die_with_parent(parent: int) -> None:
@@ -336,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fastaccept.bench.refservers",
                                 description="run one reference server for the benchmarks")
     p.add_argument("name", choices=NAMES)
+    p.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0],
+                   help="what the server speaks (default http-close; see the module's "
+                        "docstring)")
     p.add_argument("--backlog", type=int, default=128,
                    help="listen backlog when binding (default 128)")
     p.add_argument("--workers", type=int, default=8,
@@ -350,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="port to bind on 127.0.0.1 (default 0)")
     p.add_argument("--parent", type=int, default=None,
                    help="exit when this process (the bench) dies")
+    p.add_argument("--fds", type=int, default=None,
+                   help="raise RLIMIT_NOFILE's soft limit to at least this (idle connections)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="fastaccept's max_connections (default: fastaccept's own)")
     return p
 
 
@@ -378,6 +583,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.workers < 1 or args.backlog < 1 or args.sleep_ms < 0 or args.cpu_ms < 0:
         print("workers and backlog must be >= 1, sleep-ms and cpu-ms >= 0", file=sys.stderr)
         return 2
+    if args.name in HTTP_ONLY and args.protocol != "http-close":
+        print(f"{args.name} answers http-close only (in C, without a handler): it cannot "
+              f"serve --protocol {args.protocol}", file=sys.stderr)
+        return 2
+    if args.fds is not None:
+        try:
+            raise_fd_limit(args.fds)
+        except ValueError as e:
+            print(f"--fds: {e}", file=sys.stderr)
+            return 2
     if args.parent is not None:
         _die_with_parent(args.parent)
     # Block the stop signals before any thread exists (threads inherit the
@@ -386,9 +601,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
 
     cpu_iters = args.cpu_iters if args.cpu_iters is not None else calibrate_cpu_iters(args.cpu_ms)
-    handler = make_handler(args.sleep_ms, cpu_iters)
+    handler = make_handler(args.sleep_ms, cpu_iters, args.protocol)
     lsock = _listening_socket(args)
     server = SERVER_CLASSES[args.name](lsock, handler, args.workers)
+    if isinstance(server, FastacceptServer) and args.max_connections is not None:
+        server.max_connections = args.max_connections
     try:
         server.start()
         print(f"port {lsock.getsockname()[1]}", flush=True)

@@ -1,13 +1,13 @@
 """Benchmark fastaccept against reference servers: ``python -m fastaccept bench``.
 
 Every scenario (``scenarios``) runs the load generator (``loadgen``, in this
-process) against each reference server (``refservers``, one
+process) against each of its reference servers (``refservers``, one
 process each), interleaved: for each repetition, every server once in turn,
 so slow drift of a noisy machine hits all servers alike. Each run gets a
 fresh server process (no state carried between runs: pool threads, TIME_WAIT
 sockets, allocator growth), warmed with a few connections before measuring.
 
-What one run measures:
+What one run of a ``connections`` scenario measures:
 
     conn/s          completed connections / the load generator's measured window
                     (first connect -> last end: when the accept queue
@@ -30,6 +30,28 @@ about the floor for this protocol, since on loopback most of the cost per
 connection is the kernel's TCP work). On a 2-core machine the client and the
 server share the cores, so conn/s is often bound by the client; CPU per
 connection is the capacity figure.
+
+A ``requests`` scenario (keep-alive) measures instead:
+
+    req/s           complete responses / the measured window
+    CPU us/req      the server's CPU time over the run / complete responses
+    req p50 ... max a request's send start -> the end of its response (the max
+                    shows clients left waiting for their first response
+                    behind a thread held by another connection)
+    failures        connections that did not get all their responses,
+                    "closed" (the server ended a kept connection early) included
+
+An ``idle`` scenario runs its real requests one at a time twice in one
+server's life: first alone (K = 0), then beside K idle connections that
+never send, opened from this process (64 at a time, each group established
+and out of the server's accept queue before the next). It shows both round
+trips (connect start -> EOF) at p50 and p99, their ratio, and the server's
+RSS growth per idle connection: VmRSS of /proc/PID/status just before the
+idle connections are opened and once they are all accepted and the server
+is quiet. Its failures add the idle connections the server closed before
+the end (``idle_lost``). This process and the server raise their
+RLIMIT_NOFILE soft limit for the K sockets; when the hard limit is too low,
+the row says so and is skipped.
 
 ListenOverflows is a per-network-namespace counter. When this process may
 create a namespace (root), ``main`` moves into a private one at start (with
@@ -61,17 +83,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fastaccept import _kernel
-from fastaccept.bench.scenarios import BASELINE, SCENARIOS, SERVERS, Scenario, ServerSpec
+from fastaccept.bench.scenarios import (BASELINE, IDLE_FD_HEADROOM, SCENARIOS, SERVERS, Scenario,
+                                        ServerSpec)
 
 __all__ = [
+    "HOST", "REQUEST", "LINE_REQUEST",
     "Scenario", "ServerSpec", "SCENARIOS", "SERVERS", "RunResult", "BenchReport",
     "ServerProcess", "ServerStartError", "QueueSampler", "read_netstat", "cpu_source",
-    "process_cpu_ns", "listen_queue", "enter_private_netns", "warm_client", "run_one",
-    "run_bench", "summarize", "format_table", "report_dict", "plot", "add_arguments", "main",
+    "process_cpu_ns", "read_rss_bytes", "listen_queue", "enter_private_netns", "warm_client",
+    "make_server", "request_load", "open_idle", "idle_lost", "close_idle", "idle_fd_shortfall",
+    "scenario_servers", "run_one", "run_bench", "summarize", "format_table", "report_dict",
+    "plot", "add_arguments", "main",
 ]
 
 HOST = "127.0.0.1"
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+LINE_REQUEST = b"ping\n"       # the line protocols' request (echoed)
 START_TIMEOUT_S = 30.0      # a server process has this long to print its port
 STOP_TIMEOUT_S = 15.0       # ... and this long to exit after SIGTERM
 IDLE_WAIT_S = 0.5           # at most this long for a server to go idle after a run
@@ -82,6 +109,9 @@ DEFAULT_REPS = 3
 WARM_CONNECTIONS = 64       # before measuring: pool threads exist, code paths are hot
 QUICK_WARM_CONNECTIONS = 16
 NETSTAT_PATH = "/proc/net/netstat"
+IDLE_GROUP = 64             # idle connections opened at once (half the idle backlog)
+IDLE_OPEN_TIMEOUT_S = 60.0  # for opening all of a run's idle connections
+POLL_INTERVAL_S = 0.001     # how often a wait for the accept queue to empty looks
 # ``python -m`` puts the working directory first on sys.path: children start
 # where this very fastaccept package lives, so they import it and not a source
 # tree that happens to be the working directory.
@@ -139,6 +169,24 @@ def cpu_source() -> str:
 def process_cpu_ns(pid: int, source: str) -> int:
     """Return the CPU time (user + system) process ``pid`` has used, in ns."""
     return _clock_cpu_ns(pid) if source == "cpu-clock" else _proc_stat_cpu_ns(pid)
+
+
+def read_rss_bytes(pid: int, path: Optional[str] = None) -> int:
+    """Return the resident set size (VmRSS of /proc/PID/status) of ``pid``, in bytes.
+
+    ``path`` reads another file of that format instead. A file without a
+    VmRSS line (a kernel thread, a zombie) raises OSError: a bench must not
+    report memory it could not read as zero.
+    """
+    path = path or f"/proc/{pid}/status"
+    with open(path) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                fields = line.split()
+                if len(fields) != 3 or fields[2] != "kB":
+                    raise OSError(errno.EINVAL, f"unexpected VmRSS line in {path}: {line!r}")
+                return int(fields[1]) * 1024
+    raise OSError(errno.ENODATA, f"no VmRSS in {path}")
 
 
 def listen_queue(sock: socket.socket) -> Tuple[int, int]:
@@ -203,12 +251,17 @@ class ServerProcess:
     """
 
     def __init__(self, kind: str, *, backlog: int, workers: int, sleep_ms: float = 0.0,
-                 cpu_iters: int = 0, source: Optional[str] = None) -> None:
+                 cpu_iters: int = 0, source: Optional[str] = None,
+                 protocol: str = "http-close", fds: Optional[int] = None,
+                 max_connections: Optional[int] = None) -> None:
         self.kind = kind
         self.backlog = backlog
         self.workers = workers
         self.sleep_ms = sleep_ms
         self.cpu_iters = cpu_iters
+        self.protocol = protocol
+        self.fds = fds
+        self.max_connections = max_connections
         self.source = source or cpu_source()
         self.sock: Optional[socket.socket] = None
         self.proc: Optional[subprocess.Popen[bytes]] = None
@@ -229,6 +282,13 @@ class ServerProcess:
                    "--fd", str(sock.fileno()), "--backlog", str(self.backlog),
                    "--workers", str(self.workers), "--sleep-ms", repr(self.sleep_ms),
                    "--cpu-iters", str(self.cpu_iters), "--parent", str(os.getpid())]
+            # Only when asked, so the command line of the first scenarios stays as it was.
+            if self.protocol != "http-close":
+                cmd += ["--protocol", self.protocol]
+            if self.fds is not None:
+                cmd += ["--fds", str(self.fds)]
+            if self.max_connections is not None:
+                cmd += ["--max-connections", str(self.max_connections)]
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=self._stderr, pass_fds=(sock.fileno(),),
                                          cwd=PACKAGE_PARENT)
@@ -264,6 +324,11 @@ class ServerProcess:
         """CPU time the server process has used so far, in ns."""
         assert self.proc is not None
         return process_cpu_ns(self.proc.pid, self.source)
+
+    def rss_bytes(self) -> int:
+        """The server process's resident set size now, in bytes."""
+        assert self.proc is not None
+        return read_rss_bytes(self.proc.pid)
 
     def wait_idle(self, max_wait_s: float = IDLE_WAIT_S) -> int:
         """Wait (bounded) until the server uses under 1% of a core; return its CPU ns."""
@@ -378,6 +443,24 @@ class RunResult:
     queue_samples: List[Tuple[float, int]] = field(default_factory=list)
     load: Dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None
+    # requests and idle scenarios
+    rtt_p50_ms: float = 0.0
+    requests: int = 0
+    requests_per_s: float = 0.0
+    cpu_us_per_request: Optional[float] = None
+    request_p50_ms: float = 0.0
+    request_p99_ms: float = 0.0
+    request_max_ms: float = 0.0
+    idle_connections: int = 0
+    base_rtt_p50_ms: Optional[float] = None     # the same requests with no idle connection
+    base_rtt_p99_ms: Optional[float] = None
+    rtt_p50_ratio: Optional[float] = None       # with / without the idle connections
+    rtt_p99_ratio: Optional[float] = None
+    rss_before: Optional[int] = None            # the server's VmRSS, bytes
+    rss_after: Optional[int] = None
+    rss_per_idle_conn: Optional[float] = None
+    base_load: Dict[str, Any] = field(default_factory=dict)
+    skipped: Optional[str] = None               # why the run did not happen
 
     @property
     def failed(self) -> int:
@@ -385,10 +468,50 @@ class RunResult:
         return sum(self.failures.values())
 
 
+def make_server(scenario: Scenario, spec: ServerSpec, *, cpu_iters: int = 0,
+                source: Optional[str] = None) -> ServerProcess:
+    """The server process (not started) of ``spec`` configured for ``scenario``."""
+    fds = scenario.server_fds()
+    return ServerProcess(spec.kind, backlog=scenario.backlog, workers=spec.workers_for(scenario),
+                         sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters, source=source,
+                         protocol=scenario.protocol, fds=fds,
+                         # fastaccept's default (10,000) would stop accepting at 10,000 idle
+                         max_connections=fds if spec.kind == "fastaccept" else None)
+
+
+def request_load(scenario: Scenario, quick: bool, timeout: float) -> Dict[str, Any]:
+    """The ``loadgen.run`` keyword arguments of one measured load of a
+    ``requests`` scenario."""
+    line = scenario.protocol.startswith("line-")
+    return {"connections": scenario.size(quick), "concurrency": scenario.concurrency,
+            "timeout": timeout, "max_seconds": timeout,
+            "requests_per_connection": scenario.per_connection(quick),
+            "framing": scenario.framing, "request": LINE_REQUEST if line else REQUEST}
+
+
+def scenario_servers(scenario: Scenario, servers: Sequence[str]) -> List[str]:
+    """The servers of ``servers`` that ``scenario`` runs, in their order."""
+    return [label for label in servers if label in scenario.servers]
+
+
 def run_one(scenario: Scenario, spec: ServerSpec, rep: int = 0, *, quick: bool = False,
             cpu_iters: int = 0, timeout_s: Optional[float] = None,
             source: Optional[str] = None) -> RunResult:
     """Start a fresh server, warm it, run one measured load against it, stop it."""
+    if scenario.kind == "requests":
+        return _run_requests(scenario, spec, rep, quick=quick, cpu_iters=cpu_iters,
+                             timeout_s=timeout_s, source=source)
+    if scenario.kind == "idle":
+        return _run_idle(scenario, spec, rep, quick=quick, cpu_iters=cpu_iters,
+                         timeout_s=timeout_s, source=source)
+    return _run_connections(scenario, spec, rep, quick=quick, cpu_iters=cpu_iters,
+                            timeout_s=timeout_s, source=source)
+
+
+def _run_connections(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
+                     cpu_iters: int, timeout_s: Optional[float],
+                     source: Optional[str]) -> RunResult:
+    """One run of a ``connections`` scenario."""
     from fastaccept.bench import loadgen
 
     result = RunResult(scenario.name, spec.label, rep)
@@ -433,6 +556,216 @@ def run_one(scenario: Scenario, spec: ServerSpec, rep: int = 0, *, quick: bool =
     if load.completed:
         result.cpu_us_per_conn = (cpu1 - cpu0) / 1000.0 / load.completed
         result.client_cpu_us_per_conn = (client1 - client0) / 1000.0 / load.completed
+    result.rtt_p50_ms = load.rtt_ms.p50
+    return result
+
+
+def _take_load(result: RunResult, load: Any) -> None:
+    """Copy what every kind reports of a load generator run into result."""
+    result.connections = load.connections
+    result.completed = load.completed
+    result.failures = dict(load.failures)
+    result.conn_per_s = load.conn_per_s
+    result.connect_p99_ms = load.connect_ms.p99
+    result.rtt_p50_ms = load.rtt_ms.p50
+    result.rtt_p99_ms = load.rtt_ms.p99
+    result.requests = load.requests
+    result.requests_per_s = load.requests_per_s
+    result.request_p50_ms = load.request_ms.p50
+    result.request_p99_ms = load.request_ms.p99
+    result.request_max_ms = load.request_ms.max
+    result.load = load.as_dict()
+
+
+def _run_requests(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
+                  cpu_iters: int, timeout_s: Optional[float],
+                  source: Optional[str]) -> RunResult:
+    """One run of a ``requests`` scenario: keep-alive, or a connection per request."""
+    from fastaccept.bench import loadgen
+
+    result = RunResult(scenario.name, spec.label, rep)
+    timeout = timeout_s if timeout_s is not None else scenario.timeout_s
+    measured = request_load(scenario, quick, timeout)
+    warm = dict(measured)
+    per_conn = scenario.per_connection(quick)
+    n_warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
+    warm.update(connections=8 if per_conn > 1 else n_warm, concurrency=8,
+                requests_per_connection=min(per_conn, 16))
+    server = make_server(scenario, spec, cpu_iters=cpu_iters, source=source)
+    try:
+        with server:
+            loadgen.run(HOST, server.port, **warm)
+            cpu0 = server.wait_idle()
+            net0 = read_netstat()
+            client0 = time.process_time_ns()
+            load = loadgen.run(HOST, server.port, **measured)
+            client1 = time.process_time_ns()
+            cpu1 = server.wait_idle()
+            net1 = read_netstat()
+    except (OSError, ServerStartError, ValueError) as e:
+        result.error = str(e)
+        return result
+    result.served = server.served
+    _take_load(result, load)
+    result.listen_overflows = net1.get("ListenOverflows", 0) - net0.get("ListenOverflows", 0)
+    result.listen_drops = net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0)
+    if load.completed:
+        result.cpu_us_per_conn = (cpu1 - cpu0) / 1000.0 / load.completed
+        result.client_cpu_us_per_conn = (client1 - client0) / 1000.0 / load.completed
+    if load.requests:
+        result.cpu_us_per_request = (cpu1 - cpu0) / 1000.0 / load.requests
+    return result
+
+
+# -- idle connections --------------------------------------------------------------
+
+def idle_fd_shortfall(k: int) -> Optional[str]:
+    """Make room for k idle sockets in this process (and the servers it
+    starts, which inherit its hard limit): raise RLIMIT_NOFILE's soft limit.
+    Return None, or why it cannot be done."""
+    from fastaccept.bench.refservers import raise_fd_limit
+
+    needed = k + IDLE_FD_HEADROOM + len(os.listdir("/proc/self/fd"))
+    try:
+        raise_fd_limit(needed)
+    except ValueError as e:
+        return (f"{k} idle connections need about {needed} descriptors in the bench and "
+                f"in the server: {e} (raise it: ulimit -Hn)")
+    return None
+
+
+def _wait_established(group: List[socket.socket], deadline: float) -> None:
+    """Wait until every socket of group finished its handshake (bounded)."""
+    poller = select.poll()
+    waiting = {s.fileno(): s for s in group}
+    for fd in waiting:
+        poller.register(fd, select.POLLOUT)
+    while waiting:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise TimeoutError(errno.ETIMEDOUT, f"{len(waiting)} idle connections still not "
+                               "established")
+        for fd, _ in poller.poll(left_ms):
+            err = waiting[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, f"idle connection: {os.strerror(err)}")
+            poller.unregister(fd)
+            del waiting[fd]
+
+
+def _wait_accepted(server: ServerProcess, deadline: float) -> None:
+    """Wait until the server's accept queue is empty (bounded)."""
+    while server.queue()[0] > 0:
+        if time.monotonic() >= deadline:
+            raise TimeoutError(errno.ETIMEDOUT, "the server did not accept the idle "
+                               f"connections (accept queue {server.queue()[0]})")
+        time.sleep(POLL_INTERVAL_S)     # a poll interval: the condition is re-checked
+
+
+def open_idle(server: ServerProcess, k: int,
+              timeout_s: float = IDLE_OPEN_TIMEOUT_S) -> List[socket.socket]:
+    """Open k connections to server that never send; return them once all are in.
+
+    They are opened IDLE_GROUP at a time: each group established and out of
+    the server's accept queue (accepted) before the next, so a small backlog
+    drops no SYN. OSError (TimeoutError past ``timeout_s``) if they cannot
+    be; then none is left open.
+    """
+    socks: List[socket.socket] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(socks) < k:
+            group = []
+            for _ in range(min(IDLE_GROUP, k - len(socks))):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.setblocking(False)
+                err = s.connect_ex((HOST, server.port))
+                if err not in (0, errno.EINPROGRESS):
+                    raise OSError(err, f"idle connection: {os.strerror(err)}")
+                group.append(s)
+            _wait_established(group, deadline)
+            _wait_accepted(server, deadline)
+    except BaseException:
+        close_idle(socks)
+        raise
+    return socks
+
+
+def idle_lost(socks: Sequence[socket.socket]) -> int:
+    """How many of the idle connections the server has closed (or written to)."""
+    poller = select.poll()
+    for s in socks:
+        poller.register(s.fileno(), select.POLLIN | select.POLLRDHUP)
+    return len(poller.poll(0))
+
+
+def close_idle(socks: Sequence[socket.socket]) -> None:
+    """Close the idle connections with a reset: no TIME_WAIT is left behind."""
+    linger = struct.pack("ii", 1, 0)
+    for s in socks:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        except OSError:
+            pass        # already reset by the peer: the close is all there is
+        s.close()
+
+
+def _run_idle(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
+              cpu_iters: int, timeout_s: Optional[float],
+              source: Optional[str]) -> RunResult:
+    """One run of an ``idle`` scenario (see the module's docstring)."""
+    from fastaccept.bench import loadgen
+
+    result = RunResult(scenario.name, spec.label, rep)
+    k = result.idle_connections = scenario.idle_connections
+    why = idle_fd_shortfall(k)
+    if why is not None:
+        result.skipped = why
+        return result
+    timeout = timeout_s if timeout_s is not None else scenario.timeout_s
+    n = scenario.size(quick)
+    requests: Dict[str, Any] = {"connections": n, "concurrency": 1, "timeout": timeout,
+                                "request": REQUEST}
+    server = make_server(scenario, spec, cpu_iters=cpu_iters, source=source)
+    try:
+        with server:
+            warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
+            loadgen.run(HOST, server.port, connections=warm, concurrency=min(8, warm),
+                        timeout=timeout, max_seconds=timeout, request=REQUEST)
+            server.wait_idle()
+            base = loadgen.run(HOST, server.port, **requests)
+            server.wait_idle()
+            rss0 = server.rss_bytes()
+            idle: List[socket.socket] = []
+            try:
+                idle = open_idle(server, k)
+                server.wait_idle()
+                rss1 = server.rss_bytes()
+                net0 = read_netstat()
+                load = loadgen.run(HOST, server.port, **requests)
+                net1 = read_netstat()
+                lost = idle_lost(idle)
+            finally:
+                close_idle(idle)
+    except (OSError, ServerStartError, ValueError) as e:
+        result.error = str(e)
+        return result
+    result.served = server.served
+    _take_load(result, load)
+    result.base_load = base.as_dict()
+    result.failures = {kind: load.failures[kind] + base.failures[kind] for kind in load.failures}
+    result.failures["idle_lost"] = lost
+    result.base_rtt_p50_ms = base.rtt_ms.p50
+    result.base_rtt_p99_ms = base.rtt_ms.p99
+    if base.rtt_ms.p50 > 0:
+        result.rtt_p50_ratio = load.rtt_ms.p50 / base.rtt_ms.p50
+    if base.rtt_ms.p99 > 0:
+        result.rtt_p99_ratio = load.rtt_ms.p99 / base.rtt_ms.p99
+    result.rss_before, result.rss_after = rss0, rss1
+    result.rss_per_idle_conn = (rss1 - rss0) / k if k else None
+    result.listen_overflows = net1.get("ListenOverflows", 0) - net0.get("ListenOverflows", 0)
+    result.listen_drops = net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0)
     return result
 
 
@@ -453,6 +786,7 @@ class BenchReport:
     runs: List[RunResult] = field(default_factory=list)
     elapsed_s: float = 0.0
     client_warmup: int = 0      # connections of the untimed burst before the first run
+    only: bool = False          # the servers were chosen (--only): say which a scenario skips
 
 
 Progress = Callable[[str], None]
@@ -493,28 +827,30 @@ def warm_client(connections: int, timeout_s: float = 10.0) -> int:
 
 def run_bench(scenarios: Sequence[str], servers: Sequence[str], *, reps: int = DEFAULT_REPS,
               quick: bool = False, timeout_s: Optional[float] = None, netns: str = "host",
-              netns_reason: str = "", progress: Optional[Progress] = None) -> BenchReport:
-    """Run every scenario against every server, interleaved, ``reps`` times."""
+              netns_reason: str = "", progress: Optional[Progress] = None,
+              only: bool = False) -> BenchReport:
+    """Run every scenario against each of its servers among ``servers``,
+    interleaved, ``reps`` times."""
     from fastaccept.bench.refservers import calibrate_cpu_iters
 
     source = cpu_source()
     # One calibration for every server, so they all do the same work.
     iters_per_ms = calibrate_cpu_iters(1.0)
     report = BenchReport(list(scenarios), list(servers), reps, quick, netns, netns_reason,
-                         source, iters_per_ms)
+                         source, iters_per_ms, only=only)
     bursts = [SCENARIOS[name] for name in scenarios if SCENARIOS[name].burst]
     if bursts:
         warm = max(sc.quick_connections if quick else sc.connections for sc in bursts)
         warm_client(warm)
         report.client_warmup = warm
-    total = len(scenarios) * reps * len(servers)
+    total = reps * sum(len(scenario_servers(SCENARIOS[name], servers)) for name in scenarios)
     t0 = time.monotonic()
     i = 0
     for name in scenarios:
         scenario = SCENARIOS[name]
         cpu_iters = round(iters_per_ms * scenario.cpu_ms)
         for rep in range(reps):
-            for label in servers:
+            for label in scenario_servers(scenario, servers):
                 i += 1
                 if progress:
                     progress(f"[{i}/{total} {_clock(time.monotonic() - t0)}] {name} "
@@ -537,6 +873,18 @@ def _clock(seconds: float) -> str:
 def _brief(r: RunResult) -> str:
     if r.error:
         return f"error: {r.error}"
+    if r.skipped:
+        return f"skipped: {r.skipped}"
+    kind = SCENARIOS[r.scenario].kind if r.scenario in SCENARIOS else "connections"
+    if kind == "requests":
+        cpu = "-" if r.cpu_us_per_request is None else f"{r.cpu_us_per_request:.0f} us/req"
+        return (f"{r.requests} requests, {r.completed}/{r.connections} connections ok, "
+                f"{r.requests_per_s:.0f} req/s, {cpu}, {r.failed} failures")
+    if kind == "idle":
+        rss = "-" if r.rss_per_idle_conn is None else f"{r.rss_per_idle_conn:.0f} B/idle conn"
+        return (f"{r.completed}/{r.connections} ok, rtt p50 {r.base_rtt_p50_ms or 0:.2f} -> "
+                f"{r.rtt_p50_ms:.2f} ms with {r.idle_connections} idle, {rss}, "
+                f"{r.failed} failures")
     cpu = "-" if r.cpu_us_per_conn is None else f"{r.cpu_us_per_conn:.0f} us/conn"
     return (f"{r.completed}/{r.connections} ok, {r.conn_per_s:.0f} conn/s, {cpu}, "
             f"{r.listen_overflows} overflows")
@@ -552,12 +900,13 @@ def summarize(report: BenchReport) -> Dict[str, Dict[str, Dict[str, Any]]]:
     out: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for name in report.scenarios:
         rows: Dict[str, Dict[str, Any]] = {}
-        for label in report.servers:
+        for label in scenario_servers(SCENARIOS[name], report.servers):
             runs = [r for r in report.runs if r.scenario == name and r.server == label]
-            ok = [r for r in runs if r.error is None]
+            ok = [r for r in runs if r.error is None and r.skipped is None]
             rows[label] = {
                 "runs": len(runs),
                 "errors": [r.error for r in runs if r.error],
+                "skipped": next((r.skipped for r in runs if r.skipped), None),
                 "conn_per_s": _median([r.conn_per_s for r in ok]),
                 "cpu_us_per_conn": _median([r.cpu_us_per_conn for r in ok]),
                 "client_cpu_us_per_conn": _median([r.client_cpu_us_per_conn for r in ok]),
@@ -570,6 +919,20 @@ def summarize(report: BenchReport) -> Dict[str, Dict[str, Dict[str, Any]]]:
                 "completed": _median([r.completed for r in ok]),
                 "connections": _median([r.connections for r in ok]),
                 "queue_max": _median([r.queue_max for r in ok]),
+                "listen_overflows_per_rep": [r.listen_overflows for r in ok],
+                "requests": _median([r.requests for r in ok]),
+                "requests_per_s": _median([r.requests_per_s for r in ok]),
+                "cpu_us_per_request": _median([r.cpu_us_per_request for r in ok]),
+                "request_p50_ms": _median([r.request_p50_ms for r in ok]),
+                "request_p99_ms": _median([r.request_p99_ms for r in ok]),
+                "request_max_ms": _median([r.request_max_ms for r in ok]),
+                "rtt_p50_ms": _median([r.rtt_p50_ms for r in ok]),
+                "base_rtt_p50_ms": _median([r.base_rtt_p50_ms for r in ok]),
+                "base_rtt_p99_ms": _median([r.base_rtt_p99_ms for r in ok]),
+                "rtt_p50_ratio": _median([r.rtt_p50_ratio for r in ok]),
+                "rtt_p99_ratio": _median([r.rtt_p99_ratio for r in ok]),
+                "rss_per_idle_conn": _median([r.rss_per_idle_conn for r in ok]),
+                "idle_lost": _median([r.failures.get("idle_lost") for r in ok]),
             }
         base = rows.get(BASELINE, {}).get("cpu_us_per_conn")
         for row in rows.values():
@@ -603,32 +966,106 @@ def format_table(report: BenchReport, summary: Optional[Dict[str, Any]] = None) 
     if report.client_warmup:
         lines.append(f"client: warmed by one untimed burst of {report.client_warmup} "
                      "connections to a server of its own before the first run")
-    header = (f"{'server':<14}{'conn/s':>8}{'CPU us/conn':>13}{'x c-inline':>12}"
-              f"{'connect p99 ms':>16}{'rtt p99 ms':>12}{'overflows':>11}  {'failures'}")
     for name in report.scenarios:
         scenario = SCENARIOS[name]
-        lines += ["", f"{name}: {scenario.describe(report.quick)}", header]
-        for label, row in summary[name].items():
-            if row["errors"] and row["conn_per_s"] is None:
-                lines.append(f"{label:<14}error: {row['errors'][0]}")
-                continue
-            fails = _fmt(row["failures"], ".0f")
-            if row["failures_max"] and row["failures_max"] != row["failures"]:
-                fails += f" (max {row['failures_max']})"
-            lines.append(
-                f"{label:<14}{_fmt(row['conn_per_s'], '.0f'):>8}"
-                f"{_fmt(row['cpu_us_per_conn'], '.1f'):>13}"
-                f"{_fmt(row['cpu_ratio'], '.2f'):>12}"
-                f"{_fmt(row['connect_p99_ms'], '.2f'):>16}"
-                f"{_fmt(row['rtt_p99_ms'], '.1f'):>12}"
-                f"{_fmt(row['listen_overflows'], '.0f'):>11}  {fails}")
-        if scenario.note and "serial" in summary[name]:
-            serial = summary[name]["serial"]["conn_per_s"]
+        lines += ["", f"{name}: {scenario.describe(report.quick)}"]
+        rows = summary[name]
+        if scenario.kind == "requests":
+            lines += _requests_rows(rows)
+        elif scenario.kind == "idle":
+            lines += _idle_rows(rows)
+        else:
+            lines += _connections_rows(rows)
+        if scenario.note and "serial" in rows:
+            serial = rows["serial"]["conn_per_s"]
             lines.append(f"  ({scenario.note}; measured {_fmt(serial, '.0f')} conn/s)")
-        if BASELINE in summary[name] and (scenario.sleep_ms or scenario.cpu_ms):
+        if BASELINE in rows and (scenario.sleep_ms or scenario.cpu_ms):
             lines.append(f"  ({BASELINE} answers in C and does not do the handler's work)")
+        if scenario.per_rep_overflows and report.reps > 1:
+            per_rep = "; ".join(
+                f"{label} {' '.join(str(o) for o in row['listen_overflows_per_rep']) or '-'}"
+                for label, row in rows.items())
+            lines.append(f"  (overflows per repetition: {per_rep})")
+        for label, why in scenario.skipped:
+            if label in report.servers:
+                lines.append(f"  ({label} {why})")
+        absent = [label for label in report.servers if label not in scenario.servers and
+                  label not in dict(scenario.skipped)]
+        if report.only and absent:
+            lines.append(f"  (not in this scenario: {', '.join(absent)})")
     lines += ["", f"took {_clock(report.elapsed_s)} (m:ss)"]
     return "\n".join(lines)
+
+
+def _failures_cell(row: Dict[str, Any]) -> str:
+    fails = _fmt(row["failures"], ".0f")
+    if row["failures_max"] and row["failures_max"] != row["failures"]:
+        fails += f" (max {row['failures_max']})"
+    return fails
+
+
+def _unmeasured(label: str, row: Dict[str, Any]) -> Optional[str]:
+    """The line of a server with nothing measured (skipped, or every run failed)."""
+    if row["skipped"] and row["conn_per_s"] is None:
+        return f"{label:<14}skipped: {row['skipped']}"
+    if row["errors"] and row["conn_per_s"] is None:
+        return f"{label:<14}error: {row['errors'][0]}"
+    return None
+
+
+def _connections_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    lines = [f"{'server':<14}{'conn/s':>8}{'CPU us/conn':>13}{'x c-inline':>12}"
+             f"{'connect p99 ms':>16}{'rtt p99 ms':>12}{'overflows':>11}  {'failures'}"]
+    for label, row in rows.items():
+        gone = _unmeasured(label, row)
+        if gone:
+            lines.append(gone)
+            continue
+        lines.append(
+            f"{label:<14}{_fmt(row['conn_per_s'], '.0f'):>8}"
+            f"{_fmt(row['cpu_us_per_conn'], '.1f'):>13}"
+            f"{_fmt(row['cpu_ratio'], '.2f'):>12}"
+            f"{_fmt(row['connect_p99_ms'], '.2f'):>16}"
+            f"{_fmt(row['rtt_p99_ms'], '.1f'):>12}"
+            f"{_fmt(row['listen_overflows'], '.0f'):>11}  {_failures_cell(row)}")
+    return lines
+
+
+def _requests_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    lines = [f"{'server':<14}{'req/s':>8}{'CPU us/req':>12}{'req p50 ms':>12}"
+             f"{'req p99 ms':>12}{'req max ms':>12}  {'failures'}"]
+    for label, row in rows.items():
+        gone = _unmeasured(label, row)
+        if gone:
+            lines.append(gone)
+            continue
+        lines.append(
+            f"{label:<14}{_fmt(row['requests_per_s'], '.0f'):>8}"
+            f"{_fmt(row['cpu_us_per_request'], '.1f'):>12}"
+            f"{_fmt(row['request_p50_ms'], '.3f'):>12}"
+            f"{_fmt(row['request_p99_ms'], '.2f'):>12}"
+            f"{_fmt(row['request_max_ms'], '.1f'):>12}  {_failures_cell(row)}")
+    return lines
+
+
+def _idle_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    lines = [f"{'':<14}{'alone (K=0)':>22}{'beside K idle':>22}{'ratio':>14}",
+             f"{'server':<14}{'rtt p50 ms':>11}{'p99 ms':>11}{'rtt p50 ms':>11}{'p99 ms':>11}"
+             f"{'x p50':>7}{'x p99':>7}{'RSS B/idle':>12}  {'failures'}"]
+    for label, row in rows.items():
+        gone = _unmeasured(label, row)
+        if gone:
+            lines.append(gone)
+            continue
+        lines.append(
+            f"{label:<14}{_fmt(row['base_rtt_p50_ms'], '.3f'):>11}"
+            f"{_fmt(row['base_rtt_p99_ms'], '.3f'):>11}"
+            f"{_fmt(row['rtt_p50_ms'], '.3f'):>11}"
+            f"{_fmt(row['rtt_p99_ms'], '.3f'):>11}"
+            f"{_fmt(row['rtt_p50_ratio'], '.2f'):>7}"
+            f"{_fmt(row['rtt_p99_ratio'], '.2f'):>7}"
+            f"{_fmt(row['rss_per_idle_conn'], '.0f'):>12}  {_failures_cell(row)}")
+    return lines
 
 
 def report_dict(report: BenchReport) -> Dict[str, Any]:
@@ -659,22 +1096,24 @@ def plot(report: BenchReport, path: str) -> None:
     import matplotlib.pyplot as plt
 
     summary = summarize(report)
-    burst = next((s for s in ("burst", "burst-cpu", "burst-2048") if s in report.scenarios), None)
+    # The connection scenarios only: the others measure other things.
+    scenarios = [s for s in report.scenarios if SCENARIOS[s].kind == "connections"]
+    burst = next((s for s in ("burst", "burst-cpu", "burst-2048") if s in scenarios), None)
     cols = 3
     queue_rows = (len(report.servers) + cols - 1) // cols if burst else 0
     fig = plt.figure(figsize=(12, 8 + 2.6 * queue_rows))
     grid = fig.add_gridspec(2 + queue_rows, cols, height_ratios=[3, 3] + [2] * queue_rows)
     width = 0.8 / max(1, len(report.servers))
-    xs = range(len(report.scenarios))
+    xs = range(len(scenarios))
     for row, (key, title, log) in enumerate((
             ("cpu_us_per_conn", "server CPU per connection (us, log scale)", True),
             ("listen_overflows", "TcpExt ListenOverflows per run", False))):
         ax = fig.add_subplot(grid[row, :])
         for j, label in enumerate(report.servers):
-            values = [summary[s][label][key] or 0 for s in report.scenarios]
+            values = [summary[s].get(label, {}).get(key) or 0 for s in scenarios]
             ax.bar([x + j * width for x in xs], values, width, label=label)
         ax.set_xticks([x + width * (len(report.servers) - 1) / 2 for x in xs])
-        ax.set_xticklabels(report.scenarios)
+        ax.set_xticklabels(scenarios)
         if log:
             ax.set_yscale("log")
         ax.set_title(f"{title}, median of {report.reps}")
@@ -775,7 +1214,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         report = run_bench(scenarios, servers, reps=reps, quick=args.quick,
                            timeout_s=args.timeout, netns=netns, netns_reason=reason,
-                           progress=progress)
+                           progress=progress, only=bool(args.only))
     except KeyboardInterrupt:
         print("\ninterrupted (the server of the current run was stopped)", file=sys.stderr)
         return 130

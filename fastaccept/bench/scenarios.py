@@ -2,21 +2,64 @@
 
 A scenario is one load shape with the server settings it needs; a server
 spec names a reference server (``refservers``) and its worker count as the
-table shows it. ``runner`` runs every scenario against every server.
+table shows it. ``runner`` runs every scenario against each of its servers.
+
+A scenario's ``kind`` says what one run is:
+
+    connections   N connections (``concurrency`` at once, or a burst), each
+                  sending one request and reading the reply to EOF: conn/s,
+                  CPU per connection, connect and round-trip p99, overflows.
+    requests      ``concurrency`` clients sending requests in the scenario's
+                  protocol, ``requests_per_connection`` back to back on each
+                  connection (1: a connection per request): requests/s, CPU
+                  per request, request latency p50 and p99.
+    idle          ``connections`` requests one at a time with no other
+                  client, then ``idle_connections`` idle clients that never
+                  send, then the same requests again: the round trips with
+                  and without them, and the server's memory per idle
+                  connection.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
+
+KINDS = ("connections", "requests", "idle")
+
+#: The servers of the first scenarios (``connections`` kind), in table order.
+CONNECTION_SERVERS = ("serial", "threadpool", "socketserver", "fastaccept-1", "fastaccept-8",
+                      "c-inline")
+KEEPALIVE_SERVERS = ("threadpool", "socketserver", "fastaccept-1", "fastaccept-8", "gthread")
+IDLE_SERVERS = ("fastaccept-1", "fastaccept-8", "gthread")
+#: Why a server is left out of a scenario, printed under its table.
+C_INLINE_NO_LINES = ("c-inline", "not run: it answers the http-close protocol in C and "
+                     "cannot echo lines")
+IDLE_BLOCKING = (
+    ("serial", "not run: it serves one connection at a time, so the first idle one "
+               "blocks it in recv() and no real request is ever answered"),
+    ("threadpool", "not run: each idle connection blocks one of its 8 threads in recv(), "
+                   "so from 8 idle ones on no real request is answered"),
+    ("socketserver", "not run: it would start one thread per idle connection "
+                     "(10,000 threads for idle-10000), each blocked in recv()"),
+)
+#: Descriptors a server (and the bench) gets beyond its idle connections.
+IDLE_FD_HEADROOM = 1024
 
 
 @dataclass(frozen=True)
 class Scenario:
     """One load shape, with the server settings it needs.
 
-    ``workers`` applies to the pooled servers (threadpool; fastaccept-N
-    keeps its own N); ``timeout_s`` bounds each connection and the time
-    connections are started, so a run lasts at most twice that.
+    ``workers`` applies to the pooled servers (threadpool, gthread;
+    fastaccept-N keeps its own N); ``timeout_s`` bounds each connection
+    (each request, with more than one per connection) and the time
+    connections are started. ``servers`` are the servers it runs, and
+    ``skipped`` the ones it leaves out on purpose, with why.
+    ``requests_per_connection`` (``quick_requests_per_connection`` with
+    --quick) and ``framing`` are the load generator's; ``idle_connections``
+    is K of the ``idle`` kind (``connections`` are then its real requests).
+    ``per_rep_overflows``: the table lists the overflows of every
+    repetition, not only their median.
     """
 
     name: str
@@ -30,19 +73,62 @@ class Scenario:
     cpu_ms: float
     timeout_s: float
     note: str = ""
+    kind: str = "connections"
+    protocol: str = "http-close"
+    requests_per_connection: int = 1
+    quick_requests_per_connection: int = 1
+    framing: str = "eof"
+    idle_connections: int = 0
+    servers: Tuple[str, ...] = CONNECTION_SERVERS
+    skipped: Tuple[Tuple[str, str], ...] = ()
+    per_rep_overflows: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+
+    def size(self, quick: bool = False) -> int:
+        """Connections of one run (the real requests, for the idle kind)."""
+        return self.quick_connections if quick else self.connections
+
+    def per_connection(self, quick: bool = False) -> int:
+        """Requests each connection sends."""
+        return self.quick_requests_per_connection if quick else self.requests_per_connection
+
+    def server_fds(self) -> Optional[int]:
+        """The descriptors a server of this scenario needs, when more than usual."""
+        return self.idle_connections + IDLE_FD_HEADROOM if self.idle_connections else None
 
     def describe(self, quick: bool = False) -> str:
         """Return a one-line summary of the load and the handler."""
-        n = self.quick_connections if quick else self.connections
-        load = f"{n} connections at once" if self.burst else \
-            f"{n} connections, {self.concurrency} concurrent"
+        n = self.size(quick)
         if self.sleep_ms:
             work = f"handler sleeps {self.sleep_ms:g} ms"
         elif self.cpu_ms:
             work = f"handler burns ~{self.cpu_ms:g} ms of pure-Python CPU"
         else:
             work = "handler does no extra work"
+        if self.kind == "requests":
+            r = self.per_connection(quick)
+            if r > 1:
+                load = (f"{n} clients at once, {r} requests each back to back on one "
+                        f"connection ({n * r} requests), protocol {self.protocol}")
+            else:
+                load = (f"{n} connections, {self.concurrency} concurrent, one request each, "
+                        f"protocol {self.protocol}")
+            return f"{load}; {work}; backlog {self.backlog}; {self.workers} workers"
+        if self.kind == "idle":
+            return (f"{n} requests one at a time ({self.protocol}), first alone, then beside "
+                    f"{self.idle_connections} idle connections; {work}; backlog "
+                    f"{self.backlog}; {self.workers} workers")
+        load = f"{n} connections at once" if self.burst else \
+            f"{n} connections, {self.concurrency} concurrent"
         return f"{load}; {work}; backlog {self.backlog}; {self.workers} workers"
+
+
+def _idle(k: int) -> Scenario:
+    return Scenario(f"idle-{k}", 200, 200, 1, False, 128, 8, 0.0, 0.0, 10.0, kind="idle",
+                    idle_connections=k, servers=IDLE_SERVERS, skipped=IDLE_BLOCKING)
 
 
 SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
@@ -52,6 +138,18 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     Scenario("burst-cpu", 2000, 500, 0, True, 128, 8, 0.0, 1.0, 15.0),
     Scenario("seed", 2000, 500, 256, False, 128, 8, 5.0, 0.0, 30.0,
              note="the design note claims ~200 conn/s for the serial server"),
+    Scenario("burst-zero", 2000, 500, 0, True, 128, 8, 0.0, 0.0, 15.0,
+             per_rep_overflows=True),
+    Scenario("keepalive", 256, 256, 256, False, 1024, 8, 0.0, 0.0, 30.0, kind="requests",
+             protocol="line-keep", requests_per_connection=1200,
+             quick_requests_per_connection=200, framing="fixed", servers=KEEPALIVE_SERVERS,
+             skipped=(C_INLINE_NO_LINES,)),
+    Scenario("keepalive-close", 20000, 4000, 256, False, 1024, 8, 0.0, 0.0, 30.0,
+             kind="requests", protocol="line-close", servers=KEEPALIVE_SERVERS,
+             skipped=(C_INLINE_NO_LINES,)),
+    _idle(64),
+    _idle(1000),
+    _idle(10000),
 )}
 
 
@@ -75,6 +173,7 @@ SERVERS: Dict[str, ServerSpec] = {s.label: s for s in (
     ServerSpec("socketserver", "socketserver", uses_workers=False),
     ServerSpec("fastaccept-1", "fastaccept", 1),
     ServerSpec("fastaccept-8", "fastaccept", 8),
+    ServerSpec("gthread", "gthread"),
     ServerSpec("c-inline", "c-inline", uses_workers=False),
 )}
 BASELINE = "c-inline"

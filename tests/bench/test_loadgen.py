@@ -176,11 +176,21 @@ def inline_server(no_leaks):
 
 def assert_consistent(result: loadgen.LoadResult) -> None:
     """Check the invariants every result holds, whatever happened."""
-    assert set(result.failures) == {"refused", "reset", "timeout", "other"}
+    assert set(result.failures) == {"refused", "reset", "timeout", "other", "closed"}
     assert all(isinstance(v, int) and v >= 0 for v in result.failures.values())
     assert result.connections == result.completed + sum(result.failures.values())
-    for p in (result.connect_ms, result.rtt_ms):
+    for p in (result.connect_ms, result.rtt_ms, result.request_ms):
         assert 0.0 <= p.p50 <= p.p90 <= p.p99 <= p.max
+    # every completed connection had all its responses; failed ones some
+    assert result.requests >= result.completed * result.requests_per_connection
+    assert result.requests <= result.connections * result.requests_per_connection
+    if result.requests_per_connection == 1:
+        assert result.failures["closed"] == 0
+        assert result.requests == result.completed
+    if result.requests == 0:
+        assert result.request_ms == loadgen.Percentiles(0.0, 0.0, 0.0, 0.0)
+    else:
+        assert result.requests_per_s == pytest.approx(result.requests / result.elapsed_s)
     assert result.elapsed_s >= 0.0
     assert 0.0 <= result.issue_s <= result.elapsed_s
     # A connect sample ends before its connection does, and starts after
@@ -201,7 +211,7 @@ def assert_all_completed(result: loadgen.LoadResult, n: int) -> None:
     assert_consistent(result)
     assert result.connections == n
     assert result.completed == n, result.failures
-    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 0}
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 0, "closed": 0}
     assert result.conn_per_s > 0
     assert result.rtt_ms.max > 0
     # Each connection's connect time is part of its round trip, and both sets
@@ -257,7 +267,7 @@ def test_nothing_listening_is_refused(no_leaks):
     assert_consistent(result)
     assert result.connections == 30
     assert result.completed == 0
-    assert result.failures == {"refused": 30, "reset": 0, "timeout": 0, "other": 0}
+    assert result.failures == {"refused": 30, "reset": 0, "timeout": 0, "other": 0, "closed": 0}
     assert result.connect_ms == loadgen.Percentiles(0.0, 0.0, 0.0, 0.0)
 
 
@@ -265,7 +275,7 @@ def test_silent_server_times_out(hold_server):
     result = loadgen.run(HOST, hold_server.port, connections=12, concurrency=12, timeout=0.3)
     assert_consistent(result)
     assert result.completed == 0
-    assert result.failures == {"refused": 0, "reset": 0, "timeout": 12, "other": 0}
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 12, "other": 0, "closed": 0}
     # the handshakes completed: those were measured
     assert result.connect_ms.max > 0
 
@@ -342,7 +352,7 @@ def test_burst_connect_time_leaves_out_the_other_connects(no_leaks):
                              timeout=1.0)
     assert_consistent(result)
     assert result.connections == n
-    assert result.failures == {"refused": 0, "reset": 0, "timeout": n, "other": 0}
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": n, "other": 0, "closed": 0}
     assert result.issue_s > 0
     assert result.connect_ms.p90 < result.issue_s * 1000.0 / 4, (result.connect_ms,
                                                                  result.issue_s)
@@ -352,7 +362,7 @@ def test_reset_by_server(reset_server):
     result = loadgen.run(HOST, reset_server.port, connections=20, concurrency=4, timeout=10)
     assert_consistent(result)
     assert result.completed == 0
-    assert result.failures == {"refused": 0, "reset": 20, "timeout": 0, "other": 0}
+    assert result.failures == {"refused": 0, "reset": 20, "timeout": 0, "other": 0, "closed": 0}
 
 
 def test_close_without_reply_is_other(no_leaks):
@@ -368,7 +378,7 @@ def test_close_without_reply_is_other(no_leaks):
     finally:
         loop.stop()
     assert_consistent(result)
-    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 10}
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 10, "closed": 0}
 
 
 def test_empty_request_for_a_server_that_speaks_first(no_leaks):
@@ -666,7 +676,7 @@ def test_cli_load_json(inline_server, tmp_path):
     d = json.loads(proc.stdout)
     assert d["connections"] == 60
     assert d["completed"] == 60
-    assert d["failures"] == {"refused": 0, "reset": 0, "timeout": 0, "other": 0}
+    assert d["failures"] == {"refused": 0, "reset": 0, "timeout": 0, "other": 0, "closed": 0}
     assert set(d["rtt_ms"]) == {"p50", "p90", "p99", "max"}
     assert inline_server.stop() == 60
 
@@ -699,3 +709,433 @@ def test_cli_load_bad_max_seconds(tmp_path, no_leaks):
     proc = run_cli("load", HOST, "9", "--max-seconds", "0", cwd=tmp_path)
     assert proc.returncode == 2
     assert "max_seconds" in proc.stderr
+
+
+# -- keep-alive: requests_per_connection and the response framings -----------------
+
+class ConnServer:
+    """A loopback server running serve(conn) in a thread per connection.
+
+    Counts the connections it accepted; stop() joins every thread, so the
+    leak check sees nothing left behind. The server side sets TCP_NODELAY:
+    responses written in pieces must not wait for delayed ACKs."""
+
+    def __init__(self, serve: Callable[[socket.socket], None]) -> None:
+        self.serve = serve
+        self.accepted = 0
+        self.threads: List[threading.Thread] = []
+        self.errors: List[BaseException] = []
+        self.loop = AcceptLoop(self._start)
+        self.port = self.loop.port
+
+    def _start(self, conn: socket.socket) -> None:
+        self.accepted += 1
+        t = threading.Thread(target=self._run, args=(conn,), name="conn-server")
+        self.threads.append(t)
+        t.start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(JOIN_S)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.serve(conn)
+        except OSError:
+            pass            # the client went away: what the test checks is the client's view
+        except BaseException as e:      # handed to the test thread
+            self.errors.append(e)
+
+    def stop(self) -> None:
+        self.loop.stop()
+        for t in self.threads:
+            t.join(JOIN_S)
+        assert not any(t.is_alive() for t in self.threads)
+        if self.errors:
+            raise self.errors[0]
+
+
+@pytest.fixture
+def conn_server(no_leaks):
+    """Return start(serve) -> a ConnServer; every one is stopped in teardown."""
+    started: List[ConnServer] = []
+
+    def start(serve: Callable[[socket.socket], None]) -> ConnServer:
+        server = ConnServer(serve)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _recv_line(conn: socket.socket) -> bytes:
+    """One line, byte-exact (the client sends the next only after the answer)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def _recv_head(conn: socket.socket) -> bytes:
+    """One request head, byte-exact (never pipelined by the load generator)."""
+    data = b""
+    while not data.endswith(b"\r\n\r\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def _answer_each(response: Callable[[int], bytes], read: Callable[[socket.socket], bytes] =
+                 _recv_head, pieces: int = 1, counter: Optional[List[int]] = None
+                 ) -> Callable[[socket.socket], None]:
+    """serve(conn): for each request, write response(i) (in ``pieces`` writes)."""
+    def serve(conn: socket.socket) -> None:
+        i = 0
+        while read(conn):
+            data = response(i)
+            step = max(1, -(-len(data) // pieces))
+            for k in range(0, len(data), step):
+                conn.sendall(data[k:k + step])
+            if counter is not None:
+                counter.append(i)
+            i += 1
+    return serve
+
+
+def _echo_lines(conn: socket.socket) -> None:
+    while True:
+        line = _recv_line(conn)
+        if not line:
+            return
+        conn.sendall(line)
+
+
+def test_keepalive_line_echo_sends_every_request_on_one_connection(conn_server):
+    """10 connections x 25 lines: each connection carries its 25 requests
+    (the server accepted 10), and every response is complete."""
+    lines: List[int] = []
+    server = conn_server(_answer_each(lambda i: b"line-%03d\n" % 7, read=_recv_line,
+                                      counter=lines))
+    result = loadgen.run(HOST, server.port, connections=10, concurrency=4, timeout=10,
+                         requests_per_connection=25, framing="fixed", request=b"line-007\n")
+    assert_all_completed(result, 10)
+    assert result.requests == 250
+    assert result.requests_per_connection == 25 and result.framing == "fixed"
+    server.stop()
+    assert server.accepted == 10
+    assert len(lines) == 250
+    # a request's latency is part of its connection's life
+    assert 0 < result.request_ms.p50 <= result.rtt_ms.max
+
+
+def test_keepalive_fixed_framing_defaults_to_an_echo_of_the_request(conn_server):
+    server = conn_server(_echo_lines)
+    result = loadgen.run(HOST, server.port, connections=6, concurrency=6, timeout=10,
+                         requests_per_connection=8, framing="fixed")
+    assert_all_completed(result, 6)
+    assert result.requests == 48
+
+
+def test_keepalive_fixed_framing_in_pieces(conn_server):
+    """A 3000-byte response written in 7 pieces: the client reassembles it."""
+    body = bytes(range(256)) * 11 + b"x" * 184
+    assert len(body) == 3000
+    server = conn_server(_answer_each(lambda i: body, read=_recv_line, pieces=7))
+    result = loadgen.run(HOST, server.port, connections=4, concurrency=2, timeout=10,
+                         requests_per_connection=5, framing="fixed", request=b"get\n",
+                         response_len=3000)
+    assert_all_completed(result, 4)
+    assert result.requests == 20
+
+
+HTTP_OK = b"HTTP/1.1 200 OK\r\nServer: t\r\ncOnTeNt-LeNgTh: 11\r\n\r\nhello world"
+
+
+@pytest.mark.parametrize("pieces", [1, 3, len(HTTP_OK)])
+def test_keepalive_http_content_length(conn_server, pieces):
+    """Content-Length, its name in mixed case, the response in 1, 3 or
+    one-byte writes: 5 connections x 12 requests, all complete."""
+    server = conn_server(_answer_each(lambda i: HTTP_OK, pieces=pieces))
+    result = loadgen.run(HOST, server.port, connections=5, concurrency=5, timeout=10,
+                         requests_per_connection=12, framing="http")
+    assert_all_completed(result, 5)
+    assert result.requests == 60
+    server.stop()
+    assert server.accepted == 5
+
+
+def _chunked(i: int) -> bytes:
+    # chunk extensions, upper-case hex, a trailer, and a Content-Length that
+    # chunked overrides (RFC 9112 6.3)
+    return (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\ntransfer-encoding: gzip, CHUNKED\r\n\r\n"
+            b"5;name=value\r\nhello\r\n1A\r\n" + b"z" * 26 + b"\r\n"
+            b"0\r\nX-Trailer: %d\r\n\r\n" % i)
+
+
+@pytest.mark.parametrize("pieces", [1, 4, 97])
+def test_keepalive_http_chunked(conn_server, pieces):
+    server = conn_server(_answer_each(_chunked, pieces=pieces))
+    result = loadgen.run(HOST, server.port, connections=4, concurrency=4, timeout=10,
+                         requests_per_connection=9, framing="http")
+    assert_all_completed(result, 4)
+    assert result.requests == 36
+
+
+def test_keepalive_http_interim_and_bodyless_statuses(conn_server):
+    """100 Continue before the real response, then a 204 and a 304 (no
+    body although a length is given), then a 200 with a body: 4 requests."""
+    responses = [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                 b"HTTP/1.1 204 No Content\r\n\r\n",
+                 b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]
+    server = conn_server(_answer_each(lambda i: responses[i % 4]))
+    result = loadgen.run(HOST, server.port, connections=3, concurrency=3, timeout=10,
+                         requests_per_connection=4, framing="http")
+    assert_all_completed(result, 3)
+    assert result.requests == 12
+
+
+def test_http_response_without_length_runs_to_eof(conn_server):
+    """No Content-Length and not chunked: the body ends at EOF, and so does
+    the connection. With one request per connection that completes it; with
+    three the server ended a kept connection early: "closed"."""
+    def serve(conn: socket.socket) -> None:
+        if _recv_head(conn):
+            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nbody until the end")
+    server = conn_server(serve)
+    one = loadgen.run(HOST, server.port, connections=5, concurrency=5, timeout=10,
+                      framing="http")
+    assert_all_completed(one, 5)
+    three = loadgen.run(HOST, server.port, connections=5, concurrency=5, timeout=10,
+                        framing="http", requests_per_connection=3)
+    assert_consistent(three)
+    assert three.completed == 0
+    assert three.requests == 5
+    assert three.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 0, "closed": 5}
+
+
+def test_server_closing_after_three_requests_is_closed(conn_server):
+    """The server answers 3 requests, then ends the connection (a FIN): each
+    of the 8 connections asked for 10 completes 3 and fails as "closed"."""
+    def serve(conn: socket.socket) -> None:
+        for _ in range(3):
+            if not _recv_line(conn):
+                return
+            conn.sendall(b"pong\n")
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(4096):      # until the client closes: no reset
+            pass
+    server = conn_server(serve)
+    result = loadgen.run(HOST, server.port, connections=8, concurrency=8, timeout=10,
+                         requests_per_connection=10, framing="fixed", request=b"ping\n")
+    assert_consistent(result)
+    assert result.completed == 0
+    assert result.requests == 24
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 0, "closed": 8}
+
+
+def test_server_resetting_a_kept_connection_is_closed(conn_server):
+    """A server that closes after 2 requests with the next one unread
+    (the kernel then resets): still a kept connection closed early."""
+    def serve(conn: socket.socket) -> None:
+        for _ in range(2):
+            if not _recv_line(conn):
+                return
+            conn.sendall(b"pong\n")
+        assert _recv_line(conn) == b"ping\n"    # the 3rd request is in...
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    server = conn_server(serve)                 # ... and closing resets
+    result = loadgen.run(HOST, server.port, connections=6, concurrency=6, timeout=10,
+                         requests_per_connection=5, framing="fixed", request=b"ping\n")
+    assert_consistent(result)
+    assert result.requests == 12
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 0, "closed": 6}
+
+
+def test_eof_inside_a_response_is_other(conn_server):
+    """Half a response, then EOF: not a clean close between responses."""
+    def serve(conn: socket.socket) -> None:
+        _recv_line(conn)
+        conn.sendall(b"po")
+    server = conn_server(serve)
+    result = loadgen.run(HOST, server.port, connections=4, concurrency=4, timeout=10,
+                         requests_per_connection=3, framing="fixed", request=b"ping\n")
+    assert_consistent(result)
+    assert result.requests == 0
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 4, "closed": 0}
+
+
+@pytest.mark.parametrize("framing, response", [
+    ("fixed", b"pong\npong\n"),                                     # beyond the response
+    ("http", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA"),  # beyond the body
+    ("http", b"SMTP 220 hello\r\n\r\n"),                            # not a status line
+    ("http", b"HTTP/1.1 2x0 OK\r\n\r\n"),                           # not a status code
+    ("http", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"),
+    ("http", b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok"),
+    ("http", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+    ("http", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n0\r\n\r\n"),
+    ("http", b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+])
+def test_responses_the_framing_cannot_parse_are_other(conn_server, framing, response):
+    def serve(conn: socket.socket) -> None:
+        if conn.recv(4096):
+            conn.sendall(response)
+            while conn.recv(4096):      # hold on until the client gives up: no reset
+                pass
+    server = conn_server(serve)
+    result = loadgen.run(HOST, server.port, connections=3, concurrency=3, timeout=10,
+                         requests_per_connection=2, framing=framing,
+                         request=b"ping\n" if framing == "fixed" else None,
+                         response_len=5 if framing == "fixed" else None)
+    assert_consistent(result)
+    assert result.requests == 0, response
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 0, "other": 3, "closed": 0}
+
+
+def test_oversized_response_head_is_other(conn_server):
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"y" * (loadgen._loadgen.MAX_RESPONSE_HEAD)
+    def serve(conn: socket.socket) -> None:
+        if _recv_head(conn):
+            try:
+                conn.sendall(head + b"\r\n\r\n")
+            except OSError:
+                return          # the client gave up half way: what the test expects
+            while conn.recv(4096):
+                pass
+    server = conn_server(serve)
+    result = loadgen.run(HOST, server.port, connections=2, concurrency=2, timeout=10,
+                         framing="http")
+    assert_consistent(result)
+    assert result.failures["other"] == 2
+
+
+def test_keepalive_timeout_applies_per_request(conn_server):
+    """Each response takes 0.15 s; 5 requests take 0.75 s per connection,
+    more than the 0.5 s timeout, yet none times out: the timeout bounds each
+    request. A server that then goes silent times the connection out after
+    its answered requests."""
+    def slow(conn: socket.socket) -> None:
+        while _recv_line(conn):
+            time.sleep(0.15)    # the server's work per request, not a wait for a race
+            conn.sendall(b"ok\n")
+    server = conn_server(slow)
+    result = loadgen.run(HOST, server.port, connections=3, concurrency=3, timeout=0.5,
+                         requests_per_connection=5, framing="fixed", request=b"ok\n")
+    assert_all_completed(result, 3)
+    assert result.rtt_ms.p50 > 500.0        # longer than one timeout, and still complete
+
+    def two_then_silent(conn: socket.socket) -> None:
+        for _ in range(2):
+            if not _recv_line(conn):
+                return
+            conn.sendall(b"ok\n")
+        while conn.recv(4096):      # reads the 3rd request, never answers
+            pass
+    silent = conn_server(two_then_silent)
+    t0 = time.monotonic()
+    result = loadgen.run(HOST, silent.port, connections=4, concurrency=4, timeout=0.3,
+                         requests_per_connection=5, framing="fixed", request=b"ok\n")
+    assert_consistent(result)
+    assert result.requests == 8
+    assert result.failures == {"refused": 0, "reset": 0, "timeout": 4, "other": 0, "closed": 0}
+    assert time.monotonic() - t0 < 10.0
+
+
+def test_one_request_per_connection_with_a_framing_closes_after_the_response(conn_server):
+    """R = 1 with "fixed": the client closes after the response, without
+    waiting for the server's EOF (this server never closes first)."""
+    server = conn_server(_echo_lines)
+    result = loadgen.run(HOST, server.port, connections=30, concurrency=5, timeout=5,
+                         framing="fixed", request=b"one\n")
+    assert_all_completed(result, 30)
+    assert result.requests == 30
+
+
+def test_eof_framing_counts_one_request_per_connection(reply_server):
+    result = loadgen.run(HOST, reply_server.port, connections=40, concurrency=8, timeout=10)
+    assert_all_completed(result, 40)
+    assert result.requests == 40
+    assert result.request_ms.max > 0
+    assert result.framing == "eof" and result.requests_per_connection == 1
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"requests_per_connection": 0}, ValueError, "requests_per_connection"),
+    ({"requests_per_connection": loadgen.MAX_REQUESTS_PER_CONNECTION + 1}, ValueError,
+     "requests_per_connection"),
+    ({"requests_per_connection": 2}, ValueError, "requests_per_connection must be 1"),
+    ({"requests_per_connection": 2.0, "framing": "fixed"}, TypeError, "requests_per_connection"),
+    ({"framing": "lines"}, ValueError, "framing"),
+    ({"framing": 1}, TypeError, "framing"),
+    ({"framing": "http", "response_len": 5}, ValueError, "response_len"),
+    ({"response_len": 5}, ValueError, "response_len"),
+    ({"framing": "fixed", "response_len": 0}, ValueError, "response_len"),
+    ({"framing": "fixed", "response_len": "5"}, TypeError, "response_len"),
+    ({"framing": "fixed", "request": b""}, ValueError, "response_len"),
+    ({"framing": "fixed", "request": b"", "response_len": 3, "requests_per_connection": 2},
+     ValueError, "request must not be empty"),
+])
+def test_bad_keepalive_arguments(no_leaks, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        loadgen.run(HOST, 9, **kwargs)
+
+
+def test_default_requests_per_framing():
+    assert loadgen.default_request("eof") == b"GET / HTTP/1.0\r\n\r\n"
+    assert loadgen.default_request("http", "127.0.0.1", 8080) == \
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+    assert loadgen.default_request("http", "::1", 80) == b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"
+    assert loadgen.default_request("fixed") == b"ping\n"
+
+
+def test_cli_load_keepalive(conn_server, tmp_path):
+    server = conn_server(_echo_lines)
+    proc = run_cli("load", HOST, server.port, "-n", "6", "-c", "3",
+                   "--requests-per-connection", "7", "--framing", "fixed",
+                   "--request", "hello\\n", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["completed"] == 6 and d["requests"] == 42
+    assert d["failures"]["closed"] == 0
+    assert set(d["request_ms"]) == {"p50", "p90", "p99", "max"}
+    text = run_cli("load", HOST, server.port, "-n", "4", "-r", "3", "--framing", "fixed",
+                   cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "completed 4/4" in text.stdout
+    assert "requests: 12 in" in text.stdout
+    assert "request ms:" in text.stdout
+
+
+def test_cli_load_http_keepalive(conn_server, tmp_path):
+    heads: List[bytes] = []
+
+    def serve(conn: socket.socket) -> None:
+        while True:
+            head = _recv_head(conn)
+            if not head:
+                return
+            heads.append(head)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+    server = conn_server(serve)
+    proc = run_cli("load", HOST, server.port, "-n", "5", "-r", "4", "--framing", "http",
+                   "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["completed"] == 5 and d["requests"] == 20
+    # the default request of the http framing: HTTP/1.1 with a Host field
+    assert heads[0] == b"GET / HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (HOST.encode(), server.port)
+
+
+def test_cli_load_bad_framing_options(tmp_path, no_leaks):
+    proc = run_cli("load", HOST, "9", "-r", "3", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "requests_per_connection" in proc.stderr
+    proc = run_cli("load", HOST, "9", "--framing", "lines", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "framing" in proc.stderr

@@ -1,8 +1,9 @@
 """fastaccept.bench.refservers: the reference servers the bench runs, one process each.
 
-Correctness only: every connection is answered with the one demo reply, each
-server binds its own port or takes a listening one, stops on SIGINT and
-exits cleanly. No timing is ever asserted.
+Correctness only: every connection is answered with the one demo reply (or
+its line echoed, in the line protocols), each server binds its own port or
+takes a listening one, stops on SIGINT and exits cleanly. No timing is ever
+asserted.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -85,3 +87,177 @@ def test_loadgen_run_against_a_reference_server_completes_every_connection():
     assert result.completed == 300, result.failures
     assert sum(result.failures.values()) == 0
     assert server.served == 300
+
+
+# -- the line protocols --------------------------------------------------------------
+
+LINE_SERVERS = [kind for kind in refservers.NAMES if kind not in refservers.HTTP_ONLY]
+LINE_WORKS = {"plain": {}, "sleep": {"sleep_ms": 1.0}}
+
+
+def _recv_line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("kind,work", [
+    pytest.param(kind, work, id=f"{kind}-{name}")
+    for kind in LINE_SERVERS for name, work in LINE_WORKS.items()])
+def test_line_keep_serves_several_requests_on_one_connection(kind, work, no_leaks):
+    """Six lines on one connection, each echoed (a line in two writes too),
+    then a second connection: every request is counted as served."""
+    server = bench.ServerProcess(kind, backlog=16, workers=2, protocol="line-keep", **work)
+    with server:
+        for c in range(2):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                for i in range(5):
+                    s.sendall(b"conn %d line %d\n" % (c, i))
+                    assert _recv_line(s) == b"conn %d line %d\n" % (c, i)
+                s.sendall(b"in two")
+                s.sendall(b" writes\n")
+                assert _recv_line(s) == b"in two writes\n"
+    assert server.returncode == 0
+    assert server.served == 12
+
+
+@pytest.mark.parametrize("kind", ["fastaccept", "gthread", "socketserver"])
+def test_line_keep_gives_the_worker_back_between_requests(kind, no_leaks):
+    """With one worker, two kept connections take turns: only a server that
+    gives the connection back between requests (fastaccept's KEEP, gthread's
+    poller; socketserver has a thread each) can answer the second while the
+    first stays open."""
+    server = bench.ServerProcess(kind, backlog=16, workers=1, protocol="line-keep")
+    with server:
+        a = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        b = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with a, b:
+            for i in range(4):
+                for name, s in (("a", a), ("b", b)):
+                    s.sendall(b"%s%d\n" % (name.encode(), i))
+                    assert _recv_line(s) == b"%s%d\n" % (name.encode(), i)
+    assert server.served == 8
+
+
+@pytest.mark.parametrize("kind", LINE_SERVERS)
+def test_line_close_answers_one_line_then_closes(kind, no_leaks):
+    server = bench.ServerProcess(kind, backlog=16, workers=2, protocol="line-close")
+    with server:
+        for i in range(3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.sendall(b"only %d\n" % i)
+                assert _recv_line(s) == b"only %d\n" % i
+                assert s.recv(4096) == b""      # and the server closed it
+    assert server.returncode == 0
+    assert server.served == 3
+
+
+@pytest.mark.parametrize("protocol", ["line-keep", "line-close"])
+def test_c_inline_refuses_the_line_protocols(protocol):
+    proc = subprocess.run([sys.executable, "-m", "fastaccept.bench.refservers", "c-inline",
+                           "--protocol", protocol], capture_output=True, timeout=30,
+                          cwd=runner.PACKAGE_PARENT)
+    assert proc.returncode == 2
+    assert f"cannot serve --protocol {protocol}".encode() in proc.stderr
+    assert proc.stdout == b""           # it never served
+
+
+def test_make_handler_refuses_an_unknown_protocol():
+    with pytest.raises(ValueError, match="protocol"):
+        refservers.make_handler(protocol="smtp")
+
+
+def _soft_nofile(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(line for line in f if line.startswith("Max open files"))
+    return int(line.split()[3])
+
+
+def test_fds_raises_the_servers_own_fd_limit(no_leaks):
+    """The server starts with a soft limit of 256 (lowered before the exec)
+    and raises its own to --fds 2048."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard fd limit ({hard}) is below what the test asks for")
+    lowered = ("import os, resource, sys; "
+               "resource.setrlimit(resource.RLIMIT_NOFILE, "
+               "(256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+               "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", lowered, "-m", "fastaccept.bench.refservers",
+                             "gthread", "--fds", "2048"], stdout=subprocess.PIPE,
+                            cwd=runner.PACKAGE_PARENT)
+    try:
+        line = read_line(proc.stdout.fileno(), 30.0, proc)
+        assert line.startswith(b"port ")
+        assert _soft_nofile(proc.pid) == 2048
+        assert http_get_ok(int(line.split()[1]))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    assert out.strip() == b"served 1"
+
+
+def http_get_ok(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data == refservers.RESPONSE
+
+
+def test_fds_above_the_hard_limit_is_refused():
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard fd limit to exceed")
+    proc = subprocess.run([sys.executable, "-m", "fastaccept.bench.refservers", "serial",
+                           "--fds", str(hard + 1)], capture_output=True, timeout=30,
+                          cwd=runner.PACKAGE_PARENT)
+    assert proc.returncode == 2
+    assert b"hard limit" in proc.stderr
+
+
+def test_raise_fd_limit_keeps_a_limit_that_is_high_enough():
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert refservers.raise_fd_limit(1) == soft
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft
+
+
+@needs_loadgen
+def test_fastaccept_max_connections_reaches_the_server(no_leaks):
+    """--max-connections 2: two idle clients hold the limit, so a third is
+    served only once one of them leaves."""
+    from fastaccept import _kernel
+
+    with bench.ServerProcess("fastaccept", backlog=16, workers=1, max_connections=2) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                for _ in range(2)]
+        try:
+            late = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            with late:
+                late.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert server.sock is not None
+                # the third waits in the kernel queue: the server stopped accepting
+                deadline = time.monotonic() + 10
+                while _kernel.listen_queue(server.sock) != (1, 16):
+                    assert time.monotonic() < deadline, "the third was accepted"
+                    time.sleep(0.01)    # a poll interval
+                idle.pop().close()
+                assert late.recv(4096).startswith(b"HTTP/1.0 200 OK")
+        finally:
+            for s in idle:
+                s.close()
