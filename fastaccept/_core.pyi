@@ -64,7 +64,8 @@ class Acceptor:
                 max_connections: int = 10000, http: bool = False,
                 max_request_line: int = 8192, max_fields: int = 100,
                 max_head: int = 65536, head_timeout: Optional[float] = None,
-                max_body: Optional[int] = None) -> Acceptor: ...
+                max_body: Optional[int] = None, exclusive: bool = False,
+                grace: Optional[float] = None) -> Acceptor: ...
     @property
     def capacity(self) -> int: ...
     @property

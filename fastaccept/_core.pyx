@@ -398,7 +398,7 @@ cdef class Acceptor:
                   idle_timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS, http=False,
                   max_request_line=FA_HTTP_DEFAULT_MAX_REQUEST_LINE,
                   max_fields=FA_HTTP_DEFAULT_MAX_FIELDS, max_head=FA_HTTP_DEFAULT_MAX_HEAD,
-                  head_timeout=None, max_body=None):
+                  head_timeout=None, max_body=None, exclusive=False, grace=None):
         cap = _int_arg("ring_size", ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
@@ -450,6 +450,9 @@ cdef class Acceptor:
             <uint64_t>idle_ns, conns)
         if rc == 0 and http:
             rc = fa_acceptor_set_http(&self.a, &lim, <uint64_t>head_ns, body_max)
+        fa_acceptor_set_exclusive(&self.a, 1 if exclusive else 0)
+        if grace is not None:
+            fa_acceptor_set_grace(&self.a, <uint64_t>_timeout_ns(grace))
         if rc < 0:
             fa_acceptor_destroy(&self.a)
             raise _os_error(rc)

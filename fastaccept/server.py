@@ -113,7 +113,13 @@ class Server:
     returns ``KEEP`` gives its connection back to wait in C the same way.
     At most ``max_connections`` connections are open at once (waiting in C,
     queued, or in a handler); beyond, the loop stops accepting and the
-    kernel backlog holds the rest.
+    kernel backlog holds the rest. At a stop, connections waiting in C get
+    ``stop_grace`` seconds (default 0) for their next request, which is
+    served, before the idle ones are closed with a FIN: with it a client
+    that sends on a kept connection just as the server stops (a reload) is
+    answered instead of reset. ``shared_listener=True`` says the listening
+    socket is shared with other processes that accept from it too (each
+    loop then registers it with EPOLLEXCLUSIVE: one wakes per connection).
 
     ``timeout`` (default ``DEFAULT_TIMEOUT``, 30 s; None: none) bounds every
     socket operation of a handler on its connection, so a stalled client
@@ -153,6 +159,8 @@ class Server:
         dispatch: str = "readable",
         idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        stop_grace: float = 0.0,
+        shared_listener: bool = False,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -161,7 +169,8 @@ class Server:
                         max_batch=max_batch, spin_us=spin_us, worker_nice=worker_nice,
                         overload=overload, shed_response=shed_response, nap_us=nap_us,
                         dispatch=dispatch, idle_timeout=idle_timeout,
-                        max_connections=max_connections)
+                        max_connections=max_connections, stop_grace=stop_grace,
+                        shared_listener=shared_listener)
         self._handler: Optional[Handler] = handler
         if sock is None:
             _options.check_int("port", port, 0, 65535)
@@ -175,7 +184,8 @@ class Server:
                    shed_response: bytes = b"", nap_us: int = DEFAULT_NAP_US,
                    end_listen: str = "release", dispatch: str = "readable",
                    idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
-                   max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                   max_connections: int = DEFAULT_MAX_CONNECTIONS, stop_grace: float = 0.0,
+                   shared_listener: bool = False) -> None:
         """Check and keep the options; set up the state of a server not started."""
         self._workers_n = _options.check_int("workers", workers, 1, MAX_WORKERS)
         self._ring_size = _options.check_ring_size(ring_size)
@@ -190,6 +200,11 @@ class Server:
         self._max_connections = _options.check_int("max_connections", max_connections, 1,
                                                    MAX_CONNECTIONS)
         self._end_listen = end_listen
+        grace = _options.check_timeout(stop_grace, "stop_grace")
+        self._stop_grace = grace if grace else None
+        if not isinstance(shared_listener, bool):
+            raise TypeError(f"shared_listener must be a bool, got {type(shared_listener).__name__}")
+        self._shared_listener = shared_listener
         self._handler = None
         self._sock: _socket.socket = None  # type: ignore[assignment]  # set by _adopt
         self._address: Any = None
@@ -250,6 +265,7 @@ class Server:
                                 self._spin_us, self._overload, self._shed_response,
                                 self._nap_us, self._end_listen, self._dispatch,
                                 self._idle_timeout, self._max_connections,
+                                exclusive=self._shared_listener, grace=self._stop_grace,
                                 **self._acceptor_options())
             self._acceptor = acceptor
             self._counts = []

@@ -196,6 +196,16 @@ uint64_t fa_stat_http_rejected(fa_acceptor *a, int status)
     return 0;
 }
 
+void fa_acceptor_set_exclusive(fa_acceptor *a, int on)
+{
+    a->exclusive = on != 0;
+}
+
+void fa_acceptor_set_grace(fa_acceptor *a, uint64_t grace_ns)
+{
+    a->grace_ns = grace_ns;
+}
+
 int fa_acceptor_set_spin(fa_acceptor *a, uint32_t spin_ns)
 {
     if (spin_ns > FA_SPIN_MAX_NS)
@@ -959,14 +969,17 @@ static void set_listening(fa_acceptor *a, int on)
 {
     if (on == a->listening)
         return;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = COOKIE_LISTEN};
+    /* EPOLLEXCLUSIVE only with ADD (MOD refuses it): hence ADD and DEL */
+    struct epoll_event ev = {.events = EPOLLIN | (a->exclusive ? EPOLLEXCLUSIVE : 0),
+                             .data.u64 = COOKIE_LISTEN};
     if (epoll_ctl(a->epoll_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, a->listen_fd, &ev) == 0 ||
         errno == EEXIST || errno == ENOENT)
         a->listening = on;
     /* else (ENOMEM): stay as we are; the next iteration tries again */
 }
 
-/* Ends listening after the final drain (see end_listen in fa_accept.h). */
+/* Ends listening after the final drain (see end_listen in fa_accept.h).
+ * Idempotent. */
 static void end_listening(fa_acceptor *a)
 {
     set_listening(a, 0);
@@ -1111,6 +1124,7 @@ static int final_drain(fa_acceptor *a)
 {
     struct epoll_event events[FA_EVENTS];
     int64_t left = queued_now(a);
+    uint64_t grace_until = 0;
     if (left < 0)
         left = (int64_t)a->ring.capacity + 4096;   /* bounded even if unknown */
     /* Accepting is by direct calls from here on: a level-triggered
@@ -1144,8 +1158,29 @@ static int final_drain(fa_acceptor *a)
         int n, ignored = 0;
         while ((n = epoll_wait(a->epoll_fd, events, FA_EVENTS, 0)) > 0)
             pushed += handle_events(a, events, n, &ignored);
-        if (left <= 0 && !accept_blocked)
+        if (left <= 0 && !accept_blocked) {
+            /* the grace: connections waiting in C may still bring a request.
+             * The listener goes first, so that no client completes a
+             * handshake meanwhile that the release would then reset. */
+            if (grace_until == 0) {
+                end_listening(a);
+                grace_until = fa_now_ns() + a->grace_ns;
+            }
+            uint64_t now = fa_now_ns();
+            expire(a, now);
+            if (now < grace_until && a->conns.idle.len + a->conns.head.len > 0 &&
+                a->conns.ready.head < 0) {
+                if (pushed)
+                    fa_lot_wake_one(&a->lot);
+                int t = ms_until(grace_until, now, -1);
+                t = ms_until(fa_conns_next_deadline(&a->conns), now, t);
+                n = wait_events(a, events, t, 0);
+                if (n > 0 && handle_events(a, events, n, &ignored))
+                    fa_lot_wake_one(&a->lot);
+                continue;
+            }
             pushed += settle_idle(a);
+        }
         if (pushed)
             fa_lot_wake_one(&a->lot);
         int want_space = accept_blocked || a->conns.ready.head >= 0;

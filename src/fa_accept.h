@@ -221,6 +221,8 @@ typedef struct fa_acceptor {
     uint32_t shed_len;
     char *shed_response;    /* owned: copied by set_overload, freed by destroy */
     int listening;          /* the listener is in the epoll set (loop only) */
+    int exclusive;          /* register it with EPOLLEXCLUSIVE (a listener shared by processes) */
+    uint64_t grace_ns;      /* at a stop, waiting connections get this long for a request */
     int http;               /* heads are read and parsed here (fa_acceptor_set_http) */
     fa_http_limits http_lim;
     uint64_t head_ns;       /* a request head must be complete this long after it starts */
@@ -260,6 +262,20 @@ int fa_acceptor_set_conns(fa_acceptor *a, int dispatch, uint64_t idle_ns, uint32
  * 0, -EINVAL or -ENOMEM. Call before fa_acceptor_run. */
 int fa_acceptor_set_http(fa_acceptor *a, const fa_http_limits *lim, uint64_t head_ns,
                          uint64_t max_body);
+
+/* A listener shared by several processes (each runs a loop on it): with
+ * on, it joins the epoll set with EPOLLEXCLUSIVE, so a new connection wakes
+ * one loop, not all (the others would find the queue empty). Call before
+ * fa_acceptor_run. */
+void fa_acceptor_set_exclusive(fa_acceptor *a, int on);
+
+/* At a stop, once the kernel queue is drained and the listener let go,
+ * connections waiting in C get up to grace_ns for their next request
+ * (served: the server answers it and closes), before the idle ones are
+ * closed with a FIN. A client sending its next request on a kept connection
+ * at the moment of a stop (a reload) is then answered, not reset. 0 (the
+ * default): close the idle ones at once. Call before fa_acceptor_run. */
+void fa_acceptor_set_grace(fa_acceptor *a, uint64_t grace_ns);
 
 /* Sets how long the loop keeps polling after its last accepted connection
  * (0: sleep in epoll_wait at once). Returns 0 or -EINVAL above FA_SPIN_MAX_NS.

@@ -328,3 +328,56 @@ def test_tcpserver_keep_with_an_unbuffered_stream_handler(wait_for, no_leaks):
         finally:
             server.shutdown()
             t.join(10.0)
+
+
+def test_stop_grace_serves_a_request_sent_on_a_kept_connection_during_the_stop(
+        server_factory, wait_for, join_all):
+    """With stop_grace, a kept connection whose next request comes after the
+    stop began is still served (its KEEP then closes it), not closed idle."""
+    server = server_factory(_echo_line_keep, workers=1, stop_grace=5.0)
+    sock = socket.create_connection(server.address, timeout=10.0)
+    shutter = threading.Thread(target=server.shutdown, name="test-shutdown")
+    try:
+        sock.sendall(b"one\n")
+        assert _read_line(sock) == b"one\n"
+        wait_for(lambda: server.stats()["conns_waiting"] == 1, 10.0, "kept, waiting in C")
+        shutter.start()
+        # the listener is let go before the grace: a new client is refused
+        wait_for(lambda: _refused(server.address), 10.0, "the listener let go")
+        sock.sendall(b"two\n")
+        assert _read_line(sock) == b"two\n"     # served during the grace
+        assert sock.recv(1) == b""              # then closed: no keeping at a stop
+    finally:
+        sock.close()
+        if shutter.ident is not None:
+            assert join_all([shutter], 30.0) == []
+    st = server.stats()
+    assert st["handled"] == 2 and st["stop_closed"] == 0
+
+
+def _refused(address) -> bool:
+    try:
+        socket.create_connection(address, timeout=2.0).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_shared_listener_served_by_two_servers(server_factory, wait_for):
+    """Two servers on one listening socket (as two processes would share
+    it), each registered with EPOLLEXCLUSIVE: every client is served, by
+    one or the other, and each stop lets only its own reference go."""
+    lsock = socket.create_server(("127.0.0.1", 0), backlog=64)
+    other = lsock.dup()
+    a = server_factory(_echo_line_keep, sock=lsock, shared_listener=True, workers=2)
+    b = server_factory(_echo_line_keep, sock=other, shared_listener=True, workers=2)
+    address = a.address
+    for i in range(40):
+        with socket.create_connection(address, timeout=10.0) as c:
+            c.sendall(b"%d\n" % i)
+            assert _read_line(c) == b"%d\n" % i
+    wait_for(lambda: a.stats()["accepted"] + b.stats()["accepted"] == 40, 10.0, "40 accepted")
+    assert a.shutdown(timeout=10.0)
+    with socket.create_connection(address, timeout=10.0) as c:     # b still listens
+        c.sendall(b"after\n")
+        assert _read_line(c) == b"after\n"

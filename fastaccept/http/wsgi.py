@@ -46,6 +46,10 @@ WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 #: Seconds a kept connection may wait (in C) for its next request.
 DEFAULT_KEEP_ALIVE = 5.0
+#: At a stop, how long kept connections may still bring a request (answered
+#: with Connection: close) before the idle ones are closed: a client that
+#: sends just as a reload stops this process is answered, not reset.
+DEFAULT_STOP_GRACE = 1.0
 #: Largest request body: a Content-Length above it is answered 413 from C, a
 #: chunked body that grows past it 413 from the worker.
 DEFAULT_MAX_BODY = 1 << 30
@@ -308,6 +312,7 @@ class WSGIServer(Server):
         access_log: Union[None, str, TextIO, logging.Logger] = None,
         overload: str = "queue",
         url_scheme: str = "http",
+        stop_grace: float = DEFAULT_STOP_GRACE,
         **tuning: Any,
     ) -> None:
         if not callable(app):
@@ -335,7 +340,8 @@ class WSGIServer(Server):
                              shed_response=(responses.SHED_RESPONSE if overload == "shed"
                                             else b""),
                              dispatch="readable", idle_timeout=keep_alive,
-                             max_connections=max_connections, **tuning)
+                             max_connections=max_connections,
+                             stop_grace=min(stop_grace, keep_alive or stop_grace), **tuning)
         except BaseException:
             if self._access is not None:
                 self._access.close()
