@@ -67,7 +67,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Deque, List, Optional, Tuple, cast
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, cast
 
 from fastaccept.demo import DEMO_REPLY
 
@@ -345,9 +345,11 @@ class SocketServerServer(_RefServer):
 
 
 class FastacceptServer(_RefServer):
-    """fastaccept.Server over the listening socket."""
+    """fastaccept.Server over the listening socket. ``options``: more
+    keyword arguments of Server (the bench's --fa-* measurement knobs)."""
 
     max_connections: Optional[int] = None
+    options: Dict[str, Any] = {}
 
     def start(self) -> None:
         from fastaccept import KEEP, Server
@@ -365,11 +367,11 @@ class FastacceptServer(_RefServer):
             return KEEP if answered else None
 
         # timeout=None: no timeout, as the module docstring says (the default is 30 s)
-        if self.max_connections is None:
-            self.server = Server(counted, sock=self.lsock, workers=self.workers, timeout=None)
-        else:
-            self.server = Server(counted, sock=self.lsock, workers=self.workers, timeout=None,
-                                 max_connections=self.max_connections)
+        options = dict(self.options)
+        if self.max_connections is not None:
+            options["max_connections"] = self.max_connections
+        self.server = Server(counted, sock=self.lsock, workers=self.workers, timeout=None,
+                             **options)
         self.server.start()
 
     def stop(self, deadline: float) -> bool:
@@ -555,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raise RLIMIT_NOFILE's soft limit to at least this (idle connections)")
     p.add_argument("--max-connections", type=int, default=None,
                    help="fastaccept's max_connections (default: fastaccept's own)")
+    # knobs for measuring fastaccept's own choices against each other
+    p.add_argument("--fa-dispatch", choices=("readable", "accept"), default=None,
+                   help="fastaccept's dispatch (default: Server's)")
+    p.add_argument("--fa-worker-nice", type=int, default=None,
+                   help="fastaccept's worker_nice (default: Server's)")
+    p.add_argument("--defer-accept", type=int, default=None, metavar="S",
+                   help="set TCP_DEFER_ACCEPT to S seconds on the listener (any server)")
     return p
 
 
@@ -603,9 +612,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     cpu_iters = args.cpu_iters if args.cpu_iters is not None else calibrate_cpu_iters(args.cpu_ms)
     handler = make_handler(args.sleep_ms, cpu_iters, args.protocol)
     lsock = _listening_socket(args)
+    if args.defer_accept is not None:
+        lsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, args.defer_accept)
     server = SERVER_CLASSES[args.name](lsock, handler, args.workers)
-    if isinstance(server, FastacceptServer) and args.max_connections is not None:
-        server.max_connections = args.max_connections
+    if isinstance(server, FastacceptServer):
+        if args.max_connections is not None:
+            server.max_connections = args.max_connections
+        server.options = {k: v for k, v in (("dispatch", args.fa_dispatch),
+                                            ("worker_nice", args.fa_worker_nice))
+                          if v is not None}
     try:
         server.start()
         print(f"port {lsock.getsockname()[1]}", flush=True)

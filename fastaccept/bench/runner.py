@@ -83,8 +83,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fastaccept import _kernel
-from fastaccept.bench.scenarios import (BASELINE, IDLE_FD_HEADROOM, SCENARIOS, SERVERS, Scenario,
-                                        ServerSpec)
+from fastaccept.bench.scenarios import (BASELINE, IDLE_FD_HEADROOM, SCENARIOS, SERVERS, VARIANTS,
+                                        Scenario, ServerSpec)
 
 __all__ = [
     "HOST", "REQUEST", "LINE_REQUEST",
@@ -253,8 +253,9 @@ class ServerProcess:
     def __init__(self, kind: str, *, backlog: int, workers: int, sleep_ms: float = 0.0,
                  cpu_iters: int = 0, source: Optional[str] = None,
                  protocol: str = "http-close", fds: Optional[int] = None,
-                 max_connections: Optional[int] = None) -> None:
+                 max_connections: Optional[int] = None, extra: Sequence[str] = ()) -> None:
         self.kind = kind
+        self.extra = list(extra)
         self.backlog = backlog
         self.workers = workers
         self.sleep_ms = sleep_ms
@@ -289,6 +290,7 @@ class ServerProcess:
                 cmd += ["--fds", str(self.fds)]
             if self.max_connections is not None:
                 cmd += ["--max-connections", str(self.max_connections)]
+            cmd += self.extra
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=self._stderr, pass_fds=(sock.fileno(),),
                                          cwd=PACKAGE_PARENT)
@@ -476,7 +478,8 @@ def make_server(scenario: Scenario, spec: ServerSpec, *, cpu_iters: int = 0,
                          sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters, source=source,
                          protocol=scenario.protocol, fds=fds,
                          # fastaccept's default (10,000) would stop accepting at 10,000 idle
-                         max_connections=fds if spec.kind == "fastaccept" else None)
+                         max_connections=fds if spec.kind == "fastaccept" else None,
+                         extra=spec.extra)
 
 
 def request_load(scenario: Scenario, quick: bool, timeout: float) -> Dict[str, Any]:
@@ -518,7 +521,8 @@ def _run_connections(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: b
     n = scenario.quick_connections if quick else scenario.connections
     timeout = timeout_s if timeout_s is not None else scenario.timeout_s
     server = ServerProcess(spec.kind, backlog=scenario.backlog, workers=spec.workers_for(scenario),
-                           sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters, source=source)
+                           sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters, source=source,
+                           extra=spec.extra)
     try:
         with server:
             warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
@@ -855,7 +859,8 @@ def run_bench(scenarios: Sequence[str], servers: Sequence[str], *, reps: int = D
                 if progress:
                     progress(f"[{i}/{total} {_clock(time.monotonic() - t0)}] {name} "
                              f"rep {rep + 1}/{reps} {label} ...")
-                r = run_one(scenario, SERVERS[label], rep, quick=quick, cpu_iters=cpu_iters,
+                spec = SERVERS.get(label) or VARIANTS[label]
+                r = run_one(scenario, spec, rep, quick=quick, cpu_iters=cpu_iters,
                             timeout_s=timeout_s, source=source)
                 report.runs.append(r)
                 if progress:
@@ -1143,14 +1148,19 @@ def plot(report: BenchReport, path: str) -> None:
 
 # -- command line ----------------------------------------------------------------------
 
-def _names(values: Optional[List[str]], known: Dict[str, Any], what: str) -> List[str]:
+def _names(values: Optional[List[str]], known: Dict[str, Any], what: str,
+           named_only: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The names asked for, in the canonical order, once each (all of
+    ``known`` when none is); ``named_only`` ones run only when named."""
     if not values:
         return list(known)
+    everything = {**known, **(named_only or {})}
     names = [n.strip() for v in values for n in v.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in everything]
     if unknown:
-        raise ValueError(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}")
-    return [n for n in known if n in names]     # the canonical order, once each
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; choose from "
+                         f"{', '.join(everything)}")
+    return [n for n in everything if n in names]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1190,7 +1200,7 @@ def _progress_printer() -> Progress:
 def main(args: argparse.Namespace) -> int:
     """Run the bench verb with parsed ``args``; print the table; return the exit status."""
     scenarios = _names(args.scenario, SCENARIOS, "scenario")
-    servers = _names(args.only, SERVERS, "server")
+    servers = _names(args.only, SERVERS, "server", VARIANTS)
     reps = args.reps if args.reps is not None else (1 if args.quick else DEFAULT_REPS)
     if reps < 1:
         raise ValueError(f"--reps must be >= 1, got {reps}")

@@ -155,12 +155,15 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """A reference server as the table names it: a refservers NAME and its workers."""
+    """A reference server as the table names it: a refservers NAME and its
+    workers. ``extra``: more refservers options (a variant measured against
+    the default; variants run only when named with --only)."""
 
     label: str
     kind: str
     workers: Optional[int] = None       # None: the scenario's
     uses_workers: bool = True
+    extra: Tuple[str, ...] = ()
 
     def workers_for(self, scenario: Scenario) -> int:
         """Return the worker count this server runs with in ``scenario``."""
@@ -175,5 +178,14 @@ SERVERS: Dict[str, ServerSpec] = {s.label: s for s in (
     ServerSpec("fastaccept-8", "fastaccept", 8),
     ServerSpec("gthread", "gthread"),
     ServerSpec("c-inline", "c-inline", uses_workers=False),
+)}
+#: fastaccept with one choice changed, to measure the choice (design.md): not
+#: in the default run, named with --only.
+VARIANTS: Dict[str, ServerSpec] = {s.label: s for s in (
+    ServerSpec("fastaccept-8-accept", "fastaccept", 8, extra=("--fa-dispatch", "accept")),
+    ServerSpec("fastaccept-8-defer", "fastaccept", 8,
+               extra=("--fa-dispatch", "accept", "--defer-accept", "1")),
+    ServerSpec("fastaccept-1-nice0", "fastaccept", 1, extra=("--fa-worker-nice", "0")),
+    ServerSpec("fastaccept-8-nice0", "fastaccept", 8, extra=("--fa-worker-nice", "0")),
 )}
 BASELINE = "c-inline"
