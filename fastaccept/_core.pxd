@@ -118,6 +118,8 @@ cdef extern from "fa_accept.h" nogil:
     int fa_acceptor_set_end_listen(fa_acceptor *a, int how)
     void fa_acceptor_set_exclusive(fa_acceptor *a, int on)
     void fa_acceptor_set_grace(fa_acceptor *a, uint64_t grace_ns)
+    void fa_acceptor_set_realtime(fa_acceptor *a, int on)
+    int fa_acceptor_running_realtime(fa_acceptor *a)
     int fa_acceptor_run(fa_acceptor *a)
     void fa_acceptor_stop(fa_acceptor *a)
     void fa_acceptor_abort(fa_acceptor *a)

@@ -85,7 +85,7 @@ STATS_KEYS = ("accepted", "accept_errors", "emfile_pauses", "shed", "ring_depth"
               "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us",
               "conns_open", "conns_waiting", "dispatched", "kept", "idle_closed",
               "peer_closed", "stop_closed", "max_connections_pauses", "http_requests",
-              "http_rejected")
+              "http_rejected", "accept_realtime")
 MAX_SHED_RESPONSE = FA_SHED_RESPONSE_MAX
 
 
@@ -398,7 +398,8 @@ cdef class Acceptor:
                   idle_timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS, http=False,
                   max_request_line=FA_HTTP_DEFAULT_MAX_REQUEST_LINE,
                   max_fields=FA_HTTP_DEFAULT_MAX_FIELDS, max_head=FA_HTTP_DEFAULT_MAX_HEAD,
-                  head_timeout=None, max_body=None, exclusive=False, grace=None):
+                  head_timeout=None, max_body=None, exclusive=False, grace=None,
+                  realtime=False):
         cap = _int_arg("ring_size", ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
@@ -451,6 +452,7 @@ cdef class Acceptor:
         if rc == 0 and http:
             rc = fa_acceptor_set_http(&self.a, &lim, <uint64_t>head_ns, body_max)
         fa_acceptor_set_exclusive(&self.a, 1 if exclusive else 0)
+        fa_acceptor_set_realtime(&self.a, 1 if realtime else 0)
         if grace is not None:
             fa_acceptor_set_grace(&self.a, <uint64_t>_timeout_ns(grace))
         if rc < 0:
@@ -667,6 +669,7 @@ cdef class Acceptor:
             "http_requests": fa_stat_http_requests(&self.a),
             "http_rejected": {st: fa_stat_http_rejected(&self.a, st) for st in HTTP_REJECTED
                               if fa_stat_http_rejected(&self.a, st)},
+            "accept_realtime": fa_acceptor_running_realtime(&self.a),
         }
 
     def queue_wait_histogram(self, bounds_us):

@@ -30,6 +30,8 @@ itself is ``prometheus_client``'s. Metric names (all prefixed ``fastaccept_``):
     workers, workers_busy                                    gauges
     kernel_queue_depth, kernel_backlog                       gauges: the listening
                                                              socket's accept queue
+    accept_realtime                                          gauge: 1 while the loop
+                                                             runs under SCHED_FIFO
     queue_wait_seconds                                       histogram: accept4()
                                                              to a worker taking it
     tcpext_listen_overflows_total, tcpext_listen_drops_total counters of the whole
@@ -89,6 +91,8 @@ GAUGES = (
      "queue (TCP_INFO tcpi_unacked)."),
     ("kernel_backlog", "Maximum length of the kernel accept queue, after the somaxconn cap "
      "(TCP_INFO tcpi_sacked)."),
+    ("accept_realtime", "1 while the accept loop runs under SCHED_FIFO "
+     "(accept_priority='realtime', granted), else 0."),
 )
 
 ACCEPT_ERRORS_HELP = "accept4() failures by errno name (the loop went on or backed off)."

@@ -40,9 +40,10 @@ class TCPServer(Server):
     ``TCPServer(server_address, RequestHandlerClass, bind_and_activate=True,
     *, workers=8, ring_size=4096, socket_timeout=30.0, overload="queue",
     shed_response=b"", dispatch="accept", idle_timeout=30.0,
-    max_connections=10000)``: the first three as in socketserver; the others
-    are ``Server``'s (``socket_timeout`` is ``Server``'s ``timeout``, renamed
-    because socketserver's ``timeout`` attribute is ``handle_request()``'s).
+    max_connections=10000, accept_priority="realtime")``: the first three as
+    in socketserver; the others are ``Server``'s (``socket_timeout`` is
+    ``Server``'s ``timeout``, renamed because socketserver's ``timeout``
+    attribute is ``handle_request()``'s).
     ``dispatch`` defaults to ``"accept"``: a socketserver handler may speak
     first (a banner, a greeting), so a request reaches it as soon as it is
     accepted. With ``dispatch="readable"`` connections wait in C for their
@@ -83,12 +84,13 @@ class TCPServer(Server):
         dispatch: str = "accept",
         idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        accept_priority: str = "realtime",
     ) -> None:
         # socketserver's shutdown() leaves the socket listening: keep it.
         self._configure(workers=workers, ring_size=ring_size, timeout=socket_timeout,
                         overload=overload, shed_response=shed_response, end_listen="keep",
                         dispatch=dispatch, idle_timeout=idle_timeout,
-                        max_connections=max_connections)
+                        max_connections=max_connections, accept_priority=accept_priority)
         self._kept: Set[_socket.socket] = set()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -199,6 +200,11 @@ uint64_t fa_stat_http_rejected(fa_acceptor *a, int status)
 void fa_acceptor_set_exclusive(fa_acceptor *a, int on)
 {
     a->exclusive = on != 0;
+}
+
+void fa_acceptor_set_realtime(fa_acceptor *a, int on)
+{
+    a->realtime = on != 0;
 }
 
 void fa_acceptor_set_grace(fa_acceptor *a, uint64_t grace_ns)
@@ -1222,21 +1228,66 @@ struct fa_sched_attr {
 };
 _Static_assert(sizeof(struct fa_sched_attr) == 48, "SCHED_ATTR_SIZE_VER0 is 48 bytes");
 
-static int request_short_slice(struct fa_sched_attr *saved)
+#define FA_SCHED_FLAG_RESET_ON_FORK 0x01
+
+/* The loop thread's scheduling while it runs (see fa_acceptor_set_realtime). */
+typedef struct {
+    int managed;                    /* attributes changed: restore `saved` at the end */
+    int rt_allowed;                 /* SCHED_FIFO was granted at start */
+    int rt_now;
+    struct fa_sched_attr saved, normal, rt;
+} loop_sched;
+
+static int set_attr(struct fa_sched_attr *attr)
 {
-    struct fa_sched_attr attr;
-    memset(saved, 0, sizeof *saved);
-    if (syscall(SYS_sched_getattr, 0, saved, sizeof *saved, 0) < 0)
-        return 0;
-    if (saved->sched_policy != SCHED_OTHER)
-        return 0;                       /* leave RT/batch/idle choices alone */
-    attr = *saved;
-    attr.size = sizeof attr;
-    attr.sched_flags = 0;
-    attr.sched_runtime = FA_ACCEPT_SLICE_NS;
-    if (syscall(SYS_sched_setattr, 0, &attr, 0) < 0)
-        return 0;                       /* EINVAL/EPERM: keep the default */
-    return 1;
+    attr->size = sizeof *attr;
+    return (int)syscall(SYS_sched_setattr, 0, attr, 0);
+}
+
+/* Realtime if asked and allowed, else the normal policy with a short slice,
+ * so that the loop's wake-ups preempt what runs on its CPU. A thread the
+ * caller made realtime, batch or idle is left as it is. */
+static void sched_start(fa_acceptor *a, loop_sched *ls)
+{
+    memset(ls, 0, sizeof *ls);
+    if (syscall(SYS_sched_getattr, 0, &ls->saved, sizeof ls->saved, 0) < 0 ||
+        ls->saved.sched_policy != SCHED_OTHER)
+        return;
+    ls->normal = ls->saved;
+    ls->normal.sched_flags = 0;
+    ls->normal.sched_runtime = FA_ACCEPT_SLICE_NS;
+    ls->rt = ls->saved;
+    ls->rt.sched_policy = SCHED_FIFO;
+    ls->rt.sched_priority = FA_ACCEPT_RT_PRIORITY;
+    ls->rt.sched_nice = 0;
+    ls->rt.sched_runtime = 0;
+    ls->rt.sched_flags = FA_SCHED_FLAG_RESET_ON_FORK;  /* what it might fork starts normal */
+    if (a->realtime && set_attr(&ls->rt) == 0) {
+        ls->managed = ls->rt_allowed = ls->rt_now = 1;
+        atomic_store_explicit(&a->running_realtime, 1, memory_order_relaxed);
+        return;
+    }
+    ls->managed = set_attr(&ls->normal) == 0;  /* EINVAL (no EEVDF): keep the default */
+}
+
+/* Switches between realtime and normal (a system call only on a change). */
+static void sched_want(fa_acceptor *a, loop_sched *ls, int rt)
+{
+    if (!ls->rt_allowed || rt == ls->rt_now)
+        return;
+    if (set_attr(rt ? &ls->rt : &ls->normal) == 0) {
+        ls->rt_now = rt;
+        atomic_store_explicit(&a->running_realtime, rt, memory_order_relaxed);
+    }
+}
+
+static void sched_restore(fa_acceptor *a, loop_sched *ls)
+{
+    if (ls->managed) {
+        ls->saved.sched_flags = 0;
+        set_attr(&ls->saved);
+    }
+    atomic_store_explicit(&a->running_realtime, 0, memory_order_relaxed);
 }
 
 /* Signals the kernel delivers to the thread that caused them. Blocking one
@@ -1251,8 +1302,14 @@ int fa_acceptor_run(fa_acceptor *a)
     for (size_t i = 0; i < sizeof synchronous_signals / sizeof synchronous_signals[0]; i++)
         sigdelset(&all, synchronous_signals[i]);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    struct fa_sched_attr sched_saved;
-    int restore_sched = request_short_slice(&sched_saved);
+    loop_sched sched;
+    sched_start(a, &sched);
+    uint64_t last_burst_ns = 0;    /* a wake-up last found the kernel queue built up */
+    /* Named for top -H, perf and py-spy while it runs the loop; the thread
+     * is the caller's, so its own name comes back afterwards. */
+    char thread_name[16] = {0};
+    int restore_name = prctl(PR_GET_NAME, thread_name) == 0 &&
+                       prctl(PR_SET_NAME, "fa-accept") == 0;
 
     struct epoll_event events[FA_EVENTS];
     int rc = 0;
@@ -1265,6 +1322,7 @@ int fa_acceptor_run(fa_acceptor *a)
      * connection per nap_ns is worth napping for, a sparser one is not (a
      * nap that finds nothing costs a wake-up of its own). */
     uint64_t slept_ns = UINT64_MAX;
+    uint64_t busy_since = 0;        /* since when every sleep was short (0: idle) */
     int nap_next = 0;
     set_listening(a, 1);
     for (;;) {
@@ -1309,9 +1367,25 @@ int fa_acceptor_run(fa_acceptor *a)
             int timeout = pushed ? 0 : ms_until(fa_conns_next_deadline(&a->conns), now, -1);
             if (backoff_until_ns)
                 timeout = ms_until(backoff_until_ns, now, timeout);
+            /* Realtime while idle or in a burst, so that the first wake-up
+             * of a burst is not late; normal under a steady load (see
+             * fa_accept.h). */
+            int steady = busy_since && now - busy_since >= FA_RT_STEADY_NS;
+            sched_want(a, &sched, !steady || now - last_burst_ns < FA_RT_HOT_NS);
+            int workers_idle = fa_ring_depth(&a->ring) == 0;
+            /* A normal loop looks again after FA_RT_IDLE_NS, to be realtime
+             * for the next wake-up if nothing came: that one may be a burst. */
+            if (sched.rt_allowed && !sched.rt_now &&
+                (timeout < 0 || timeout > (int)(FA_RT_IDLE_NS / 1000000u)))
+                timeout = (int)(FA_RT_IDLE_NS / 1000000u);
             uint64_t t0 = fa_now_ns();
             n = wait_events(a, events, timeout, ring_full || a->conns.ready.head >= 0);
             slept_ns = fa_now_ns() - t0;
+            /* (a sleep while workers still had work is no sign of an idle server) */
+            if (workers_idle && slept_ns >= FA_RT_IDLE_NS)
+                busy_since = 0;
+            else if (!busy_since)
+                busy_since = t0;
         }
         if (n < 0) {
             if (errno == EINTR)
@@ -1330,6 +1404,8 @@ int fa_acceptor_run(fa_acceptor *a)
             end = accept_batch(a, a->max_batch, &got);
             pushed += got;
             uint64_t accepted = fa_stat_accepted(a) - before;
+            if (!napped && (accepted >= FA_RT_BURST || end == BATCH_DONE))
+                last_burst_ns = fa_now_ns();    /* (a nap gathers a batch on purpose) */
             if (accepted) {
                 /* Poll on only when the kernel queue had built up while we
                  * slept (or we are polling already): then the wake-up
@@ -1403,11 +1479,9 @@ int fa_acceptor_run(fa_acceptor *a)
         atomic_store_explicit(&a->stats.waiting, 0, memory_order_relaxed);
     }
     fa_lot_close(&a->lot);
-    if (restore_sched) {
-        sched_saved.size = sizeof sched_saved;
-        sched_saved.sched_flags = 0;
-        syscall(SYS_sched_setattr, 0, &sched_saved, 0);
-    }
+    sched_restore(a, &sched);
+    if (restore_name)
+        prctl(PR_SET_NAME, thread_name);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }

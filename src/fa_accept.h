@@ -128,8 +128,20 @@
  * connections in service, the kernel queue's next batch, the app's own. */
 #define FA_FD_SLACK 1024u
 
-/* Scheduler time slice the accept loop asks for (see request_short_slice). */
+/* Scheduler time slice the accept loop asks for when it runs under the
+ * normal policy (see sched_start). */
 #define FA_ACCEPT_SLICE_NS 100000u
+/* SCHED_FIFO priority of a realtime loop: the lowest, above every normal
+ * task and below any realtime task the machine's owner set up. */
+#define FA_ACCEPT_RT_PRIORITY 1
+/* A realtime loop turns normal once every sleep for FA_RT_STEADY_NS was
+ * shorter than FA_RT_IDLE_NS (or the workers had work meanwhile), unless a
+ * wake-up in the last FA_RT_HOT_NS found FA_RT_BURST or more connections
+ * queued (or a full batch); see fa_acceptor_set_realtime. */
+#define FA_RT_STEADY_NS 100000000u
+#define FA_RT_IDLE_NS 1000000u
+#define FA_RT_BURST 16u
+#define FA_RT_HOT_NS 100000000u
 
 #define FA_BACKOFF_MIN_MS 5
 #define FA_BACKOFF_MAX_MS 1000
@@ -223,6 +235,8 @@ typedef struct fa_acceptor {
     int listening;          /* the listener is in the epoll set (loop only) */
     int exclusive;          /* register it with EPOLLEXCLUSIVE (a listener shared by processes) */
     uint64_t grace_ns;      /* at a stop, waiting connections get this long for a request */
+    int realtime;           /* ask for SCHED_FIFO while the loop runs */
+    _Atomic int running_realtime;       /* the loop runs under SCHED_FIFO now */
     int http;               /* heads are read and parsed here (fa_acceptor_set_http) */
     fa_http_limits http_lim;
     uint64_t head_ns;       /* a request head must be complete this long after it starts */
@@ -276,6 +290,31 @@ void fa_acceptor_set_exclusive(fa_acceptor *a, int on);
  * at the moment of a stop (a reload) is then answered, not reset. 0 (the
  * default): close the idle ones at once. Call before fa_acceptor_run. */
 void fa_acceptor_set_grace(fa_acceptor *a, uint64_t grace_ns);
+
+/* With on, the loop asks for SCHED_FIFO at FA_ACCEPT_RT_PRIORITY when it
+ * starts (fa_acceptor_running_realtime says whether it runs so now). A
+ * normal task at the loop's weight, woken on a CPU where another one runs,
+ * can wait for that one's slice to end: a whole scheduler tick (4 ms at
+ * HZ=250), in which a burst overflows a 128-connection backlog. A realtime
+ * loop preempts at once; it never spins on another thread (the ring and the
+ * way back are lock-free and never wait), and its work per event is bounded.
+ * Preempting on every event has a price, though: under a steady load (a
+ * stream of requests on open connections, or of connections one or two at
+ * a time) the loop would take the CPU from a worker or the client once per
+ * event instead of once per batch. So the loop turns normal under a steady
+ * load (FA_RT_STEADY_NS without a sleep of FA_RT_IDLE_NS with the ring
+ * empty) unless it is in a burst (a wake-up found FA_RT_BURST or more
+ * connections queued in the last FA_RT_HOT_NS), and realtime again once it
+ * idles (a normal loop sleeps FA_RT_IDLE_NS at most, so its next wake-up
+ * after a quiet spell is a realtime one) or a burst comes; each switch is
+ * one sched_setattr. Refused at start (no CAP_SYS_NICE and RLIMIT_RTPRIO 0,
+ * or a cgroup without a realtime budget), the loop runs under the normal
+ * policy with a short time slice throughout. Call before fa_acceptor_run. */
+void fa_acceptor_set_realtime(fa_acceptor *a, int on);
+static inline int fa_acceptor_running_realtime(fa_acceptor *a)
+{
+    return atomic_load_explicit(&a->running_realtime, memory_order_relaxed);
+}
 
 /* Sets how long the loop keeps polling after its last accepted connection
  * (0: sleep in epoll_wait at once). Returns 0 or -EINVAL above FA_SPIN_MAX_NS.

@@ -25,7 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytest
 
-from children.childlib import read_request  # noqa: F401  (the one copy, children's too)
+from children.childlib import (may_run_realtime, read_request,  # noqa: F401  (the one copy,
+                               thread_name, threads_named)     # children's too)
 
 MAX_REPLY = 1 << 20
 #: What the helpers and most handlers send and answer.

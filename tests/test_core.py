@@ -10,7 +10,8 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import fork, no_new_fds, open_fds, run_child_json, wait_child
+from fa_testutil import (fork, may_run_realtime, no_new_fds, open_fds, run_child_json,
+                         thread_name, wait_child)
 
 
 # -- Ring ------------------------------------------------------------------
@@ -279,6 +280,42 @@ def test_acceptor_close_closes_queued_fds(listener, running, wait_for):
     finally:
         for c in clients:
             c.close()
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_acceptor_run_lends_the_thread_its_scheduling_and_gives_it_back(listener, wait_for,
+                                                                        realtime):
+    """While run() runs, the caller's thread is called fa-accept and, with
+    realtime=True where the process may, SCHED_FIFO; afterwards it has its
+    own name, policy and nice value again."""
+    expected = realtime and may_run_realtime()
+    acceptor = fastaccept.Acceptor(listener.fileno(), realtime=realtime)
+    seen = {}
+
+    def own() -> tuple:
+        tid = threading.get_native_id()
+        return (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority,
+                os.getpriority(os.PRIO_PROCESS, tid), thread_name(tid))
+
+    def lender() -> None:
+        seen["before"] = own()
+        acceptor.run()
+        seen["after"] = own()
+
+    t = threading.Thread(target=lender, name="lender", daemon=True)
+    try:
+        t.start()
+        wait_for(lambda: acceptor.running, 5.0, "run() to start")
+        assert thread_name(t.native_id) == "fa-accept"
+        assert os.sched_getscheduler(t.native_id) == (
+            os.SCHED_FIFO | os.SCHED_RESET_ON_FORK if expected else os.SCHED_OTHER)
+        assert acceptor.stats()["accept_realtime"] == int(expected)
+    finally:
+        acceptor.stop()
+        t.join(5.0)
+    assert not t.is_alive()
+    acceptor.close()
+    assert seen["after"] == seen["before"]
 
 
 def test_acceptor_run_twice_is_an_error(listener, running, wait_for):

@@ -14,7 +14,8 @@ import time
 import pytest
 
 import fastaccept
-from fa_testutil import REPLY_OK, CommandChild, has_ipv6_loopback, open_fds, read_to_eof
+from fa_testutil import (REPLY_OK, CommandChild, has_ipv6_loopback, may_run_realtime, open_fds,
+                         read_to_eof, run_child_json)
 
 
 @pytest.fixture
@@ -399,6 +400,29 @@ def test_workers_step_back_for_the_accept_loop(server_factory, http_get, read_re
     assert (os.sched_getscheduler(main_tid), os.getpriority(os.PRIO_PROCESS, main_tid)) == before
 
 
+@pytest.mark.parametrize("priority", ["realtime", "normal"])
+def test_accept_loop_runs_realtime_where_the_process_may(tmp_path, priority):
+    """accept_priority="realtime" makes the loop's thread SCHED_FIFO when the
+    process may; stats() says which it got; "normal" never asks."""
+    expected = priority == "realtime" and may_run_realtime()
+    got = run_child_json("accept_priority.py", priority, cwd=tmp_path)
+    assert got["served"] is True
+    assert got["names"] == ["fa-accept"]
+    assert got["accept_realtime"] == int(expected)
+    # a realtime loop also asks that whatever it might fork starts normal
+    assert got["policy"] == (os.SCHED_FIFO | os.SCHED_RESET_ON_FORK if expected
+                             else os.SCHED_OTHER)
+
+
+def test_accept_loop_refused_realtime_runs_as_a_normal_thread(tmp_path):
+    """Without the right (RLIMIT_RTPRIO 0, no CAP_SYS_NICE) the request is
+    refused and the loop serves as a normal thread, without an error."""
+    got = run_child_json("accept_priority.py", "realtime", "--drop", cwd=tmp_path)
+    assert got["served"] is True
+    assert got["accept_realtime"] == 0
+    assert got["policy"] == os.SCHED_OTHER
+
+
 def test_timeout_expires_in_handler(server_factory, wait_for):
     errors = []
 
@@ -549,6 +573,8 @@ def _noop(conn, addr):
     (dict(nap_us=1001), ValueError, "nap_us"),
     (dict(worker_nice=-1), ValueError, "worker_nice"),
     (dict(worker_nice=20), ValueError, "worker_nice"),
+    (dict(accept_priority="rt"), ValueError, "accept_priority"),
+    (dict(accept_priority=None), ValueError, "accept_priority"),
     (dict(workers="8"), TypeError, "workers"),
     (dict(handler=None), TypeError, "handler"),
     (dict(handler=42), TypeError, "handler"),

@@ -562,6 +562,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fastaccept's dispatch (default: Server's)")
     p.add_argument("--fa-worker-nice", type=int, default=None,
                    help="fastaccept's worker_nice (default: Server's)")
+    p.add_argument("--fa-accept-priority", choices=("realtime", "normal"), default=None,
+                   help="fastaccept's accept_priority (default: Server's)")
+    p.add_argument("--fa-spin-us", type=int, default=None,
+                   help="fastaccept's spin_us (default: Server's)")
+    p.add_argument("--fa-nap-us", type=int, default=None,
+                   help="fastaccept's nap_us (default: Server's)")
     p.add_argument("--defer-accept", type=int, default=None, metavar="S",
                    help="set TCP_DEFER_ACCEPT to S seconds on the listener (any server)")
     return p
@@ -619,7 +625,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.max_connections is not None:
             server.max_connections = args.max_connections
         server.options = {k: v for k, v in (("dispatch", args.fa_dispatch),
-                                            ("worker_nice", args.fa_worker_nice))
+                                            ("worker_nice", args.fa_worker_nice),
+                                            ("spin_us", args.fa_spin_us),
+                                            ("nap_us", args.fa_nap_us),
+                                            ("accept_priority", args.fa_accept_priority))
                           if v is not None}
     try:
         server.start()

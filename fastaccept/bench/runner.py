@@ -84,7 +84,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fastaccept import _kernel
 from fastaccept.bench.scenarios import (BASELINE, IDLE_FD_HEADROOM, SCENARIOS, SERVERS, VARIANTS,
-                                        Scenario, ServerSpec)
+                                        Scenario, ServerSpec, runs_in)
 
 __all__ = [
     "HOST", "REQUEST", "LINE_REQUEST",
@@ -494,7 +494,7 @@ def request_load(scenario: Scenario, quick: bool, timeout: float) -> Dict[str, A
 
 def scenario_servers(scenario: Scenario, servers: Sequence[str]) -> List[str]:
     """The servers of ``servers`` that ``scenario`` runs, in their order."""
-    return [label for label in servers if label in scenario.servers]
+    return [label for label in servers if runs_in(scenario, label)]
 
 
 def run_one(scenario: Scenario, spec: ServerSpec, rep: int = 0, *, quick: bool = False,
@@ -994,7 +994,7 @@ def format_table(report: BenchReport, summary: Optional[Dict[str, Any]] = None) 
         for label, why in scenario.skipped:
             if label in report.servers:
                 lines.append(f"  ({label} {why})")
-        absent = [label for label in report.servers if label not in scenario.servers and
+        absent = [label for label in report.servers if not runs_in(scenario, label) and
                   label not in dict(scenario.skipped)]
         if report.only and absent:
             lines.append(f"  (not in this scenario: {', '.join(absent)})")
@@ -1009,25 +1009,31 @@ def _failures_cell(row: Dict[str, Any]) -> str:
     return fails
 
 
-def _unmeasured(label: str, row: Dict[str, Any]) -> Optional[str]:
+def _label_width(rows: Dict[str, Dict[str, Any]]) -> int:
+    """The width of the server column: the longest label and two spaces."""
+    return max([14] + [len(label) + 2 for label in rows])
+
+
+def _unmeasured(label: str, row: Dict[str, Any], w: int) -> Optional[str]:
     """The line of a server with nothing measured (skipped, or every run failed)."""
     if row["skipped"] and row["conn_per_s"] is None:
-        return f"{label:<14}skipped: {row['skipped']}"
+        return f"{label:<{w}}skipped: {row['skipped']}"
     if row["errors"] and row["conn_per_s"] is None:
-        return f"{label:<14}error: {row['errors'][0]}"
+        return f"{label:<{w}}error: {row['errors'][0]}"
     return None
 
 
 def _connections_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
-    lines = [f"{'server':<14}{'conn/s':>8}{'CPU us/conn':>13}{'x c-inline':>12}"
+    w = _label_width(rows)
+    lines = [f"{'server':<{w}}{'conn/s':>8}{'CPU us/conn':>13}{'x c-inline':>12}"
              f"{'connect p99 ms':>16}{'rtt p99 ms':>12}{'overflows':>11}  {'failures'}"]
     for label, row in rows.items():
-        gone = _unmeasured(label, row)
+        gone = _unmeasured(label, row, w)
         if gone:
             lines.append(gone)
             continue
         lines.append(
-            f"{label:<14}{_fmt(row['conn_per_s'], '.0f'):>8}"
+            f"{label:<{w}}{_fmt(row['conn_per_s'], '.0f'):>8}"
             f"{_fmt(row['cpu_us_per_conn'], '.1f'):>13}"
             f"{_fmt(row['cpu_ratio'], '.2f'):>12}"
             f"{_fmt(row['connect_p99_ms'], '.2f'):>16}"
@@ -1037,15 +1043,16 @@ def _connections_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
 
 
 def _requests_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
-    lines = [f"{'server':<14}{'req/s':>8}{'CPU us/req':>12}{'req p50 ms':>12}"
+    w = _label_width(rows)
+    lines = [f"{'server':<{w}}{'req/s':>8}{'CPU us/req':>12}{'req p50 ms':>12}"
              f"{'req p99 ms':>12}{'req max ms':>12}  {'failures'}"]
     for label, row in rows.items():
-        gone = _unmeasured(label, row)
+        gone = _unmeasured(label, row, w)
         if gone:
             lines.append(gone)
             continue
         lines.append(
-            f"{label:<14}{_fmt(row['requests_per_s'], '.0f'):>8}"
+            f"{label:<{w}}{_fmt(row['requests_per_s'], '.0f'):>8}"
             f"{_fmt(row['cpu_us_per_request'], '.1f'):>12}"
             f"{_fmt(row['request_p50_ms'], '.3f'):>12}"
             f"{_fmt(row['request_p99_ms'], '.2f'):>12}"
@@ -1054,16 +1061,17 @@ def _requests_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
 
 
 def _idle_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
-    lines = [f"{'':<14}{'alone (K=0)':>22}{'beside K idle':>22}{'ratio':>14}",
-             f"{'server':<14}{'rtt p50 ms':>11}{'p99 ms':>11}{'rtt p50 ms':>11}{'p99 ms':>11}"
+    w = _label_width(rows)
+    lines = [f"{'':<{w}}{'alone (K=0)':>22}{'beside K idle':>22}{'ratio':>14}",
+             f"{'server':<{w}}{'rtt p50 ms':>11}{'p99 ms':>11}{'rtt p50 ms':>11}{'p99 ms':>11}"
              f"{'x p50':>7}{'x p99':>7}{'RSS B/idle':>12}  {'failures'}"]
     for label, row in rows.items():
-        gone = _unmeasured(label, row)
+        gone = _unmeasured(label, row, w)
         if gone:
             lines.append(gone)
             continue
         lines.append(
-            f"{label:<14}{_fmt(row['base_rtt_p50_ms'], '.3f'):>11}"
+            f"{label:<{w}}{_fmt(row['base_rtt_p50_ms'], '.3f'):>11}"
             f"{_fmt(row['base_rtt_p99_ms'], '.3f'):>11}"
             f"{_fmt(row['rtt_p50_ms'], '.3f'):>11}"
             f"{_fmt(row['rtt_p99_ms'], '.3f'):>11}"

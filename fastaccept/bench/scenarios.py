@@ -187,5 +187,22 @@ VARIANTS: Dict[str, ServerSpec] = {s.label: s for s in (
                extra=("--fa-dispatch", "accept", "--defer-accept", "1")),
     ServerSpec("fastaccept-1-nice0", "fastaccept", 1, extra=("--fa-worker-nice", "0")),
     ServerSpec("fastaccept-8-nice0", "fastaccept", 8, extra=("--fa-worker-nice", "0")),
+    ServerSpec("fastaccept-1-normal", "fastaccept", 1,
+               extra=("--fa-accept-priority", "normal")),
+    ServerSpec("fastaccept-8-normal", "fastaccept", 8,
+               extra=("--fa-accept-priority", "normal")),
+    ServerSpec("fastaccept-1-nospin", "fastaccept", 1, extra=("--fa-spin-us", "0")),
+    ServerSpec("fastaccept-8-nospin", "fastaccept", 8, extra=("--fa-spin-us", "0")),
+    ServerSpec("fastaccept-8-nonap", "fastaccept", 8, extra=("--fa-nap-us", "0")),
 )}
 BASELINE = "c-inline"
+
+
+def runs_in(scenario: Scenario, label: str) -> bool:
+    """Whether server ``label`` runs in ``scenario``: a variant runs wherever
+    a server of its kind does."""
+    if label in scenario.servers:
+        return True
+    variant = VARIANTS.get(label)
+    return variant is not None and any(
+        SERVERS[s].kind == variant.kind for s in scenario.servers if s in SERVERS)

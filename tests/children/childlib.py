@@ -40,3 +40,42 @@ def fd_table_size() -> int:
 def open_fd_count() -> int:
     """How many descriptors are open now (listdir's own included)."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def may_run_realtime() -> bool:
+    """Whether a thread of this process may make itself SCHED_FIFO (asked of
+    a throwaway thread, which gives it back at once)."""
+    import threading
+    got = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except OSError:
+            got.append(False)
+            return
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        got.append(True)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return got[0]
+
+
+def thread_name(tid: int) -> str:
+    """The kernel's name of thread ``tid`` of this process (its comm)."""
+    with open(f"/proc/self/task/{tid}/comm") as f:
+        return f.read().rstrip("\n")
+
+
+def threads_named(name: str) -> list:
+    """The ids of this process's threads that the kernel calls ``name``."""
+    tids = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if thread_name(int(tid)) == name:
+                tids.append(int(tid))
+        except FileNotFoundError:       # ended meanwhile
+            pass
+    return tids
