@@ -14,7 +14,7 @@ ASAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-po
 # Sizes for `make debug`; pass e.g. STRESS_ARGS="-s b -r 100000 -S 42" to replay or dig,
 # HTTP_STRESS_ARGS="-s m -n 200 -S 42" for the HTTP one.
 STRESS_ARGS = -m 300000 -r 5000 -k 500
-HTTP_STRESS_ARGS = -n 20
+HTTP_STRESS_ARGS = -n 60
 TSAN_ENV = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1 UBSAN_OPTIONS=print_stacktrace=1
 # What `make test` runs and how `make bench` runs, e.g. TESTS=tests/test_server.py,

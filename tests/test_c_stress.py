@@ -86,12 +86,13 @@ RING_ARGS = {
     "tsan": ["-m", "300000", "-r", "5000", "-k", "500"],
     "asan": ["-m", "1000000", "-r", "10000", "-k", "1000"],
 }
-#: Connections per client thread (3 client threads); the deadlines (300 ms
-#: for a head, 1 s idle) set a floor of a few seconds whatever the size.
+#: Connections per client thread (3 client threads). The deadlines (300 ms
+#: for a head, 1 s idle) set a floor of about 1.5 s whatever the size; these
+#: take 2-4 s each on 2 idle cores.
 HTTP_ARGS = {
-    "plain": ["-n", "60"],
-    "tsan": ["-n", "20"],
-    "asan": ["-n", "40"],
+    "plain": ["-n", "400"],
+    "tsan": ["-n", "150"],
+    "asan": ["-n", "300"],
 }
 
 PROBE_C = r"""

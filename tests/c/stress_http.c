@@ -68,16 +68,24 @@
  *     accepted connection must still end exactly once in the counters, every
  *     dispatched request reach a worker once, and nothing leak.
  *
+ *  k  x reduced to one connection: a worker gives it back while the loop
+ *     sleeps, and the loop is aborted at once (the loop and the caller on
+ *     different CPUs, so the loop sees the abort before it takes the
+ *     connection back). It must still be counted once.
+ *
  * Any violation prints "FAIL: ..." to stderr and exits 1. A watchdog turns a
  * hang (no progress for -T seconds) into a failure with a message. Runs are
  * reproducible from the seed (-S) as far as thread scheduling allows: the
- * seed fixes every client's plan, every fragment size and every worker's
- * choices.
+ * seed fixes every connection's plan, bytes and fragment sizes (a stream
+ * per connection) and every choice a worker makes about a request (a
+ * stream per request); only the interleaving, and so what a read happens
+ * to find, is the scheduler's.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -109,7 +117,7 @@
 #define H_MAX_FD 65536
 
 /* A client thread's connections open at once. */
-#define ACTIVE_MAX 8
+#define ACTIVE_MAX 16
 /* Requests queued on a connection before the first answer. */
 #define PIPELINE_MAX 3
 /* A head a client started more than this long ago is sent in one go: the
@@ -718,6 +726,23 @@ static int name_is(const char *b, const fa_http_field *f, const char *s)
     return f->name_len == strlen(s) && strncasecmp(b + f->name_off, s, f->name_len) == 0;
 }
 
+/* The i of a field named X-F<i> (any case, i without leading zeros), else
+ * UINT_MAX. By hand: the block has no NUL to stop sscanf. */
+static unsigned xf_index(const char *b, const fa_http_field *f)
+{
+    const char *n = b + f->name_off;
+    if (f->name_len < 4 || f->name_len > 8 || strncasecmp(n, "x-f", 3) != 0 ||
+        (n[3] == '0' && f->name_len > 4))
+        return UINT_MAX;
+    unsigned v = 0;
+    for (uint32_t i = 3; i < f->name_len; i++) {
+        if (n[i] < '0' || n[i] > '9')
+            return UINT_MAX;
+        v = v * 10 + (unsigned)(n[i] - '0');
+    }
+    return v;
+}
+
 /* Checks the loop's fa_http_req against its own bytes and against what the
  * target says the head holds; returns the request's shape. */
 static rspec check_request(worker_t *w, const fa_conn *c, fa_http_req *r)
@@ -815,10 +840,7 @@ static rspec check_request(worker_t *w, const fa_conn *c, fa_http_req *r)
             if (!value_is(b, f, s.k == 1 ? "close" : "keep-alive"))
                 fail("worker %u: \"%s\": Connection field wrong", w->idx, target);
             conns++;
-        } else if (f->name_len >= 4 && strncasecmp(b + f->name_off, "x-f", 3) == 0 &&
-                   sscanf(b + f->name_off + 3, "%u", &xi) == 1 && xi < s.nx &&
-                   snprintf(want, sizeof want, "x-f%u", xi) == (int)f->name_len &&
-                   name_is(b, f, want) && !(seen_x & (1u << xi))) {
+        } else if ((xi = xf_index(b, f)) < s.nx && !(seen_x & (1u << xi))) {
             int wl = snprintf(want, sizeof want, "v%u.%u.%u", s.conn, s.seq, xi);
             if (f->value_len < (uint32_t)wl || memcmp(b + f->value_off, want, (size_t)wl) != 0)
                 fail("worker %u: \"%s\": X-F%u is not %s...", w->idx, target, xi, want);
@@ -895,7 +917,8 @@ static long read_body(worker_t *w, int fd, const rspec *s, char *body)
         while (w->in.len < s->blen)
             if (read_more(w, fd, ask_size(w, s->blen - w->in.len), "body") == 0)
                 return -1;
-        memcpy(body, w->in.p, s->blen);
+        if (s->blen > 0)
+            memcpy(body, w->in.p, s->blen);     /* w->in.p may be NULL for 0 */
         return (long)s->blen;
     }
     fa_http_chunked ch;
@@ -1344,11 +1367,17 @@ static int build_bad(dbuf *o, int kind, uint32_t conn, uint32_t seq, uint64_t *r
 }
 
 /* A request sent and not answered yet. Offsets are in the connection's
- * byte stream; times are when its bytes went out (0: not yet). */
+ * byte stream; times are when its bytes went out (0: not yet): t_first
+ * and t_last0 just before the send() that carried its first and its last
+ * byte (the server may have them from then on), t_head and t_last when
+ * the send() carrying the head's and the request's last byte returned
+ * (the server has them by then). A deadline the loop starts on receiving
+ * bytes starts after the earlier times; the later ones are when the client
+ * was done. */
 typedef struct {
     rspec sp;
     uint64_t start_off, head_off, end_off;
-    uint64_t t_first, t_head, t_last;
+    uint64_t t_first, t_head, t_last0, t_last;
 } pend_t;
 
 enum cphase {
@@ -1379,7 +1408,7 @@ typedef struct {
     unsigned np;
     char in[8192];
     size_t in_len;
-    uint64_t t_connect, t_prev_last, t_progress;
+    uint64_t t_connect, t_prev_last0, t_progress;    /* t_last0 of the last answered */
 } cconn;
 
 typedef struct {
@@ -1587,8 +1616,10 @@ static void client_send(cconn *k)
             p->t_first = t0;
         if (!p->t_head && p->head_off <= z)
             p->t_head = t1;
-        if (!p->t_last && p->end_off <= z)
+        if (!p->t_last && p->end_off <= z) {
+            p->t_last0 = t0;
             p->t_last = t1;
+        }
     }
     if (k->bad_queued) {
         if (!k->bad_t_first && k->bad_start < z)
@@ -1632,7 +1663,7 @@ static int tolerate(cconn *k, int got_408)
         first = k->bad_t_first;
     if (k->answered == 0)
         return first + SLOW_MARGIN_NS >= k->t_connect + H_HEAD_NS;
-    return first + SLOW_MARGIN_NS >= k->t_prev_last + H_IDLE_NS;
+    return first + SLOW_MARGIN_NS >= k->t_prev_last0 + H_IDLE_NS;
 }
 
 /* Parses one response at in[0, len): 0 needs more, else its length. */
@@ -1645,8 +1676,11 @@ static size_t parse_response(cconn *k, const char *in, size_t len, int *status, 
         return 0;
     }
     size_t hl = (size_t)(end + 4 - in);
-    if (len < 13 || memcmp(in, "HTTP/1.1 ", 9) != 0 || sscanf(in + 9, "%3d", status) != 1)
-        CFAIL(k, "not a response: \"%.40s\"", in);
+    /* the status by hand: in[] has no NUL for sscanf to stop at */
+    if (len < 13 || memcmp(in, "HTTP/1.1 ", 9) != 0 || in[9] < '1' || in[9] > '5' ||
+        in[10] < '0' || in[10] > '9' || in[11] < '0' || in[11] > '9' || in[12] != ' ')
+        CFAIL(k, "not a response: \"%.*s\"", (int)(hl < 40 ? hl : 40), in);
+    *status = (in[9] - '0') * 100 + (in[10] - '0') * 10 + (in[11] - '0');
     const char *cl = memmem(in, hl, "\r\nContent-Length: ", 18);
     if (cl == NULL)
         CFAIL(k, "response without Content-Length: \"%.*s\"", (int)hl, in);
@@ -1683,7 +1717,7 @@ static void await_end(cconn *k)
         k->phase = P_EOF_WAIT;
         k->eof_kind = EOF_SILENT;
         if (k->nreq > 0) {
-            k->eof_lower = k->t_prev_last + H_IDLE_NS;     /* kept: the idle deadline */
+            k->eof_lower = k->t_prev_last0 + H_IDLE_NS;    /* kept: the idle deadline */
             k->eof_planned = H_IDLE_NS;
         } else {
             k->eof_planned = H_HEAD_NS;                    /* new: the head deadline */
@@ -1717,7 +1751,7 @@ static void client_answers(cconn *k)
             if (!p->t_last)
                 CFAIL(k, "request %u answered before all of it was sent", p->sp.seq);
             k->answered++;
-            k->t_prev_last = p->t_last;
+            k->t_prev_last0 = p->t_last0;
             atomic_fetch_add(&X.good_answered, 1);
             memmove(&k->pend[0], &k->pend[1], (k->np - 1) * sizeof k->pend[0]);
             k->np--;
