@@ -1214,6 +1214,39 @@ static void *runner_main(void *arg)
     return NULL;
 }
 
+/* Samples the gauges while the traffic runs: a double count out (or in)
+ * shows as an open count below zero or above what was accepted, or a
+ * waiting count that wrapped, even if it evens out by the end. The loads
+ * are relaxed and not taken together, hence the slack of one: accept4's
+ * connection is counted open just before it is counted accepted. */
+typedef struct {
+    fa_acceptor *a;
+    _Atomic int stop;
+    uint64_t samples;
+    int64_t max_open;
+    uint64_t max_waiting;
+} monitor_t;
+
+static void *monitor_main(void *arg)
+{
+    monitor_t *m = arg;
+    while (!atomic_load(&m->stop)) {
+        int64_t open = fa_stat_open(m->a);
+        uint64_t waiting = fa_stat_waiting(m->a);
+        uint64_t accepted = fa_stat_accepted(m->a);
+        if (open < 0 || (uint64_t)open > accepted + 1 || waiting > (1u << 24))
+            fail("gauges: open %lld, waiting %llu, accepted %llu", (long long)open,
+                 (unsigned long long)waiting, (unsigned long long)accepted);
+        m->samples++;
+        if (open > m->max_open)
+            m->max_open = open;
+        if (waiting > m->max_waiting)
+            m->max_waiting = waiting;
+        sleep_ns(500000);
+    }
+    return NULL;
+}
+
 static void acceptor_setup(fa_acceptor *a, int lfd, unsigned capacity, uint64_t idle_ns,
                            uint64_t head_ns)
 {
@@ -2111,9 +2144,14 @@ static void scenario_m(void)
     start_thread(&run_tid, runner_main, &run);
     workers_t ws;
     workers_start(&ws, &a, opt.workers, 300000000u);
+    monitor_t mon = {.a = &a};
+    pthread_t mon_tid;
+    start_thread(&mon_tid, monitor_main, &mon);
     clients_t cs;
     clients_start(&cs, &addr, opt.clients, per_client, 400, 100000);
     clients_join(&cs);
+    atomic_store(&mon.stop, 1);
+    join_bounded(mon_tid, "monitor", 0);
     /* every client has seen its last answer or EOF; what C still holds
      * (a connection its client FIN'd while kept) closes on its own */
     wait_quiet(&a);
@@ -2182,6 +2220,9 @@ static void scenario_m(void)
          (unsigned long long)ws.closes, (unsigned long long)ws.eofs, (unsigned long long)ws.resets,
          (unsigned long long)atomic_load(&X.tolerated),
          (double)atomic_load(&X.late_max_ns) / 1e6);
+    info("ok: at most %lld open and %llu waiting in C at once (%llu samples)",
+         (long long)mon.max_open, (unsigned long long)mon.max_waiting,
+         (unsigned long long)mon.samples);
     info("ok: kept %llu (%llu with leftover bytes, %llu bytes; %llu empty blocks), worker "
          "over-reads %llu, read-aheads %llu; loop: dispatched %llu after waiting, ring full "
          "waits %llu",
@@ -2448,6 +2489,9 @@ static void scenario_x(void)
     start_thread(&run_tid, runner_main, &run);
     workers_t ws;
     workers_start(&ws, &a, opt.workers, 710000000u);
+    monitor_t mon = {.a = &a};
+    pthread_t mon_tid;
+    start_thread(&mon_tid, monitor_main, &mon);
     clients_t cs;
     clients_start(&cs, &addr, opt.clients, per_client, 720, 200000);
     /* the abort comes at a random moment of the traffic: 20 to 500 ms in,
@@ -2464,6 +2508,8 @@ static void scenario_x(void)
         fail("fa_acceptor_run returned %d", run.rc);
     clients_join(&cs);
     workers_join(&ws);
+    atomic_store(&mon.stop, 1);
+    join_bounded(mon_tid, "monitor", 0);
     check_no_errors(&a);
     check_refused(&addr);
     check_conservation(&a, &ws);
