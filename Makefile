@@ -3,13 +3,20 @@
 PYTHON ?= python3
 CC = gcc
 STRESS_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc
-STRESS_SRC = tests/c/stress_ring.c src/fa_accept.c src/fa_park.c src/fa_conn.c src/fa_http.c
+CORE_SRC = src/fa_accept.c src/fa_park.c src/fa_conn.c src/fa_http.c
+STRESS_SRC = tests/c/stress_ring.c $(CORE_SRC)
 STRESS_DEPS = $(STRESS_SRC) $(wildcard src/*.h)
+HTTP_STRESS_SRC = tests/c/stress_http.c $(CORE_SRC)
+HTTP_STRESS_DEPS = $(HTTP_STRESS_SRC) $(wildcard src/*.h)
 # GCC cannot instrument standalone fences for TSan (-Wtsan); see tests/test_c_stress.py.
 TSAN = -fsanitize=thread -Wno-tsan
 ASAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-# Sizes for `make debug`; pass e.g. STRESS_ARGS="-s b -r 100000 -S 42" to replay or dig.
+# Sizes for `make debug`; pass e.g. STRESS_ARGS="-s b -r 100000 -S 42" to replay or dig,
+# HTTP_STRESS_ARGS="-s m -n 200 -S 42" for the HTTP one.
 STRESS_ARGS = -m 300000 -r 5000 -k 500
+HTTP_STRESS_ARGS = -n 60
+TSAN_ENV = TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1 UBSAN_OPTIONS=print_stacktrace=1
 # What `make test` runs and how `make bench` runs, e.g. TESTS=tests/test_server.py,
 # BENCH_ARGS="--quick --scenario burst".
 TESTS = tests
@@ -38,16 +45,26 @@ test:
 bench:
 	$(PYTHON) -I -m fastaccept bench $(BENCH_ARGS)
 
-# The C stress test of src/ under ThreadSanitizer, then ASan+UBSan.
-debug: build/stress/stress_tsan build/stress/stress_asan
-	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/stress/stress_tsan $(STRESS_ARGS)
-	ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1 UBSAN_OPTIONS=print_stacktrace=1 build/stress/stress_asan $(STRESS_ARGS)
+# The C stress tests of src/ (the ring and the loop, then the loop's HTTP mode)
+# under ThreadSanitizer, then ASan+UBSan.
+debug: build/stress/stress_tsan build/stress/stress_asan \
+		build/stress/stress_http_tsan build/stress/stress_http_asan
+	$(TSAN_ENV) build/stress/stress_tsan $(STRESS_ARGS)
+	$(ASAN_ENV) build/stress/stress_asan $(STRESS_ARGS)
+	$(TSAN_ENV) build/stress/stress_http_tsan $(HTTP_STRESS_ARGS)
+	$(ASAN_ENV) build/stress/stress_http_asan $(HTTP_STRESS_ARGS)
 
 build/stress/stress_tsan: $(STRESS_DEPS)
 	mkdir -p $(@D) && $(CC) $(STRESS_CFLAGS) $(TSAN) $(STRESS_SRC) -o $@
 
 build/stress/stress_asan: $(STRESS_DEPS)
 	mkdir -p $(@D) && $(CC) $(STRESS_CFLAGS) $(ASAN) $(STRESS_SRC) -o $@
+
+build/stress/stress_http_tsan: $(HTTP_STRESS_DEPS)
+	mkdir -p $(@D) && $(CC) $(STRESS_CFLAGS) $(TSAN) $(HTTP_STRESS_SRC) -o $@
+
+build/stress/stress_http_asan: $(HTTP_STRESS_DEPS)
+	mkdir -p $(@D) && $(CC) $(STRESS_CFLAGS) $(ASAN) $(HTTP_STRESS_SRC) -o $@
 
 fuzz: build/fuzz/fuzz_http
 	mkdir -p build/fuzz/corpus

@@ -1,11 +1,15 @@
-"""Build the C tests of src/ and run them: the stress test (tests/c/stress_ring.c)
-and the queue-wait histogram's check (tests/c/hist_check.c).
+"""Build the C tests of src/ and run them: the stress tests (tests/c/stress_ring.c:
+the ring, the parking lot and the accept loop; tests/c/stress_http.c: the loop's
+HTTP mode) and the queue-wait histogram's check (tests/c/hist_check.c).
 
-Three builds: plain -O2, ThreadSanitizer, and AddressSanitizer with
-UndefinedBehaviorSanitizer. Each must exit 0 with no sanitizer report. The
-program's own checks (exactly-once delivery, order, no lost wake-up, no fd
-leak) are described at the top of stress_ring.c; a hang becomes a failure
-through its watchdog (-T) and, as a last resort, the subprocess timeout.
+Each stress program runs in three builds: plain -O2, ThreadSanitizer, and
+AddressSanitizer with UndefinedBehaviorSanitizer. Each must exit 0 with no
+sanitizer report. The programs' own checks (exactly-once delivery, order, no
+lost wake-up, no fd leak; for HTTP every request answered once and in order,
+every bad head answered from C with its status, the loop's counters equal to
+what the clients did) are described at the top of each; a hang becomes a
+failure through their watchdog (-T) and, as a last resort, the subprocess
+timeout.
 
 The sources are compiled from the checkout (src/), not taken from the
 installed package: this tests the C core itself, under flags (-Werror,
@@ -29,6 +33,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 STRESS_C = ROOT / "tests" / "c" / "stress_ring.c"
+HTTP_STRESS_C = ROOT / "tests" / "c" / "stress_http.c"
 HIST_C = ROOT / "tests" / "c" / "hist_check.c"
 GCC = shutil.which("gcc")
 SETARCH = shutil.which("setarch")
@@ -54,28 +59,40 @@ MAPPING_ERRORS = ("unexpected memory mapping", "FATAL: ThreadSanitizer: unsuppor
 
 class Build(NamedTuple):
     flags: List[str]
-    #: Sizes: 2-core shared machine, all three builds well under a minute.
-    args: List[str]
     env: Dict[str, str]
 
 
 BUILDS = {
-    "plain": Build(["-O2"], ["-m", "2000000", "-r", "20000", "-k", "2000"], {}),
+    "plain": Build(["-O2"], {}),
     # GCC cannot instrument standalone fences for TSan and warns (-Wtsan):
     # TSan then treats them as no-ops. That loses nothing here: the fences
     # only order the Dekker handshakes (a store, then a load of another
     # word); every happens-before edge that data relies on comes from an
     # acquire/release pair or the mutex, which TSan does model.
     "tsan": Build(["-O1", "-fsanitize=thread", "-Wno-tsan"],
-                  ["-m", "300000", "-r", "5000", "-k", "500"],
                   {"TSAN_OPTIONS": "halt_on_error=1:second_deadlock_stack=1:"
                                    "report_signal_unsafe=1:exitcode=66"}),
     "asan": Build(["-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                    "-fno-omit-frame-pointer"],
-                  ["-m", "1000000", "-r", "10000", "-k", "1000"],
                   {"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:abort_on_error=0:"
                                    "detect_stack_use_after_return=1:exitcode=66",
                    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=66"}),
+}
+
+#: Sizes of each program in each build: 2-core shared machine, every run well
+#: under 30 s (stress_ring: all three builds well under a minute).
+RING_ARGS = {
+    "plain": ["-m", "2000000", "-r", "20000", "-k", "2000"],
+    "tsan": ["-m", "300000", "-r", "5000", "-k", "500"],
+    "asan": ["-m", "1000000", "-r", "10000", "-k", "1000"],
+}
+#: Connections per client thread (3 client threads). The deadlines (300 ms
+#: for a head, 1 s idle) set a floor of about 1.5 s whatever the size; these
+#: take 2-4 s each on 2 idle cores.
+HTTP_ARGS = {
+    "plain": ["-n", "400"],
+    "tsan": ["-n", "150"],
+    "asan": ["-n", "300"],
 }
 
 PROBE_C = r"""
@@ -126,11 +143,10 @@ def _compile(out: Path, sources: List[Path], flags: List[str]) -> subprocess.Com
 needs_gcc = pytest.mark.skipif(GCC is None, reason="gcc not found on PATH")
 
 
-@needs_gcc
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(BUILDS))
-def test_stress(name: str, tmp_path: Path) -> None:
-    """The stress program exits 0 and no sanitizer reports anything."""
+def _build_and_run(source: Path, args: List[str], name: str, tmp_path: Path) -> None:
+    """Build stress program `source` in build `name` and run it with `args`:
+    it must exit 0, say "all passed" and leave no sanitizer report. Skips
+    when gcc cannot build or run a trivial program in that build."""
     build = BUILDS[name]
 
     probe_c = tmp_path / "probe.c"
@@ -142,11 +158,11 @@ def test_stress(name: str, tmp_path: Path) -> None:
                     f"{proc.stderr.strip()[:300]}")
     prefix = _runner(probe, build.env)
 
-    binary = tmp_path / f"stress_ring_{name}"
-    proc = _compile(binary, [STRESS_C, *CORE_C], build.flags)
+    binary = tmp_path / f"{source.stem}_{name}"
+    proc = _compile(binary, [source, *CORE_C], build.flags)
     assert proc.returncode == 0, f"compile failed:\n{proc.stderr}"
 
-    cmd = [*prefix, str(binary), *build.args, "-T", HANG_BOUND_S]
+    cmd = [*prefix, str(binary), *args, "-T", HANG_BOUND_S]
     t0 = time.monotonic()
     proc = _run(cmd, build.env, timeout=RUN_TIMEOUT_S)
     elapsed = time.monotonic() - t0
@@ -159,7 +175,27 @@ def test_stress(name: str, tmp_path: Path) -> None:
     assert "all passed" in proc.stdout, output
 
 
-#: The C the stress program links with: the product's loop and parking.
+@needs_gcc
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BUILDS))
+def test_stress(name: str, tmp_path: Path) -> None:
+    """The ring, parking and accept-loop stress program (stress_ring.c) exits
+    0 and no sanitizer reports anything."""
+    _build_and_run(STRESS_C, RING_ARGS[name], name, tmp_path)
+
+
+@needs_gcc
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BUILDS))
+def test_stress_http(name: str, tmp_path: Path) -> None:
+    """The HTTP-mode stress program (stress_http.c: heads parsed in C, bad
+    heads answered from C, kept connections given back with their leftover
+    bytes, stop and abort with work waiting) exits 0 and no sanitizer
+    reports anything."""
+    _build_and_run(HTTP_STRESS_C, HTTP_ARGS[name], name, tmp_path)
+
+
+#: The C the stress programs link with: the product's loop, parking and parser.
 CORE_C = [SRC / "fa_accept.c", SRC / "fa_park.c", SRC / "fa_conn.c", SRC / "fa_http.c"]
 #: Every C file and header under src/, the bench's instruments included.
 C_FILES = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.c"))
