@@ -350,16 +350,29 @@ void fa_acceptor_finish(fa_acceptor *a, int fd)
         kick(a);                /* the loop may accept again */
 }
 
-/* Closes what sits on the way back: the loop is gone, nobody re-arms it. */
-static void close_backq(fa_acceptor *a)
+static void close_conn(fa_acceptor *a, int fd);
+
+/* Closes what sits on the way back: the loop is gone, nobody re-arms it.
+ * Each of those was given back with fa_acceptor_keep returning 1 (the loop
+ * took it), so the loop counts it, in stop_closed, as it would had it
+ * waited here at the stop; except own_fd, whose keep() is still running
+ * and returns 0 for it (its caller counts it out). Any thread, once
+ * loop_done is set: stop_closed is raised atomically. Returns 1 if own_fd
+ * was among them. */
+static int close_backq(fa_acceptor *a, int own_fd)
 {
-    int fd;
+    int fd, own = 0;
     void *data;
     uint32_t len;
     while ((fd = fa_backq_pop(&a->back, &data, &len)) >= 0) {
         free(data);
-        fa_acceptor_finish(a, fd);
+        close_conn(a, fd);
+        if (fd == own_fd)
+            own = 1;
+        else
+            atomic_fetch_add_explicit(&a->stats.stop_closed, 1, memory_order_relaxed);
     }
+    return own;
 }
 
 int fa_acceptor_keep(fa_acceptor *a, int fd, void *data, uint32_t len)
@@ -378,10 +391,8 @@ int fa_acceptor_keep(fa_acceptor *a, int fd, void *data, uint32_t len)
     /* pairs with the loop's store of loop_done and its last drain: either it
      * sees this fd, or this sees loop_done and closes what is left */
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&a->loop_done, memory_order_relaxed)) {
-        close_backq(a);
-        return 0;
-    }
+    if (atomic_load_explicit(&a->loop_done, memory_order_relaxed))
+        return close_backq(a, fd) ? 0 : 1;     /* 1: the loop closed it, counted */
     kick(a);
     return 1;
 }
@@ -675,6 +686,15 @@ static int http_parse(fa_acceptor *a, fa_slot *s, const char *buf, uint32_t len)
     return fa_http_parse_head(buf, len, &s->scan, &a->http_lim, &a->http_head, a->http_fields);
 }
 
+/* The len bytes parsed so far are empty lines before any request line.
+ * RFC 9112 section 2.2 has the server ignore them (a legacy client sends
+ * one after a POST body): they start no head, so no head deadline and no
+ * 408; the connection goes on waiting as it was. */
+static int only_empty_lines(const fa_slot *s, uint32_t len)
+{
+    return s->scan.lines == 0 && s->scan.start == len;
+}
+
 /* Keeps the bytes of an unfinished head in the slot. Returns 0 or -1. */
 static int http_keep_bytes(fa_slot *s, const char *buf, uint32_t len, uint32_t max)
 {
@@ -712,6 +732,11 @@ static int http_input(fa_acceptor *a, int fd, fa_slot *s, int registered, int li
             http_reject(a, fd, s, -rc);
             return 0;
         }
+        if (only_empty_lines(s, s->buf_len)) {
+            free(s->buf);
+            s->buf = NULL;
+            s->buf_len = s->buf_cap = 0;
+        }
     }
     for (int reads = 0; reads < 8; reads++) {
         ssize_t n;
@@ -728,6 +753,8 @@ static int http_input(fa_acceptor *a, int fd, fa_slot *s, int registered, int li
                     http_reject(a, fd, s, -rc);
                     return 0;
                 }
+                if (only_empty_lines(s, (uint32_t)n))
+                    continue;
                 if (http_keep_bytes(s, a->rbuf, (uint32_t)n, max) < 0) {
                     count_errno(a, ENOMEM);
                     peer_gone(a, fd, s);
@@ -758,6 +785,12 @@ static int http_input(fa_acceptor *a, int fd, fa_slot *s, int registered, int li
                 if (rc < 0) {
                     http_reject(a, fd, s, -rc);
                     return 0;
+                }
+                if (only_empty_lines(s, s->buf_len)) {
+                    free(s->buf);
+                    s->buf = NULL;
+                    s->buf_len = s->buf_cap = 0;
+                    continue;
                 }
                 list = FA_ON_HEAD;
                 continue;
@@ -1460,11 +1493,6 @@ int fa_acceptor_run(fa_acceptor *a)
     if (rc == 0 && !atomic_load(&a->aborting))
         rc = final_drain(a);
     end_listening(a);
-    /* No more re-arming: a worker keeping a connection from now on closes
-     * it; what is on the way back already is closed here. */
-    atomic_store(&a->loop_done, 1);
-    atomic_thread_fence(memory_order_seq_cst);
-    close_backq(a);
     {
         /* after an abort or an error: nobody will serve these */
         fa_list *lists[] = {&a->conns.idle, &a->conns.head, &a->conns.ready};
@@ -1478,6 +1506,12 @@ int fa_acceptor_run(fa_acceptor *a)
         }
         atomic_store_explicit(&a->stats.waiting, 0, memory_order_relaxed);
     }
+    /* No more re-arming: a worker keeping a connection from now on closes
+     * it; what is on the way back already is closed here. (After the lists
+     * above: from here on workers may raise stop_closed too.) */
+    atomic_store(&a->loop_done, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    close_backq(a, -1);
     fa_lot_close(&a->lot);
     sched_restore(a, &sched);
     if (restore_name)

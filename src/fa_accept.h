@@ -268,12 +268,14 @@ int fa_acceptor_set_conns(fa_acceptor *a, int dispatch, uint64_t idle_ns, uint32
 
 /* Makes the loop an HTTP/1.1 front: it reads every connection's request
  * head and parses it (fa_http.h, with these limits) before a worker sees
- * it, and pushes it with an fa_http_req in fa_conn.data. A head not
- * complete head_ns after its first byte (or after the accept, for a new
- * connection) gets a 408, a malformed one its 4xx/5xx, a Content-Length
- * above max_body (0: none) a 413, all from here; a kept connection idle
- * past idle_ns is closed with a FIN. Implies FA_DISPATCH_READABLE. Returns
- * 0, -EINVAL or -ENOMEM. Call before fa_acceptor_run. */
+ * it, and pushes it with an fa_http_req in fa_conn.data. Empty lines
+ * before a request line are ignored (RFC 9112 section 2.2): alone they
+ * start no head. A head not complete head_ns after its first byte (or
+ * after the accept, for a new connection) gets a 408, a malformed one its
+ * 4xx/5xx, a Content-Length above max_body (0: none) a 413, all from
+ * here; a kept connection idle past idle_ns is closed with a FIN. Implies
+ * FA_DISPATCH_READABLE. Returns 0, -EINVAL or -ENOMEM. Call before
+ * fa_acceptor_run. */
 int fa_acceptor_set_http(fa_acceptor *a, const fa_http_limits *lim, uint64_t head_ns,
                          uint64_t max_body);
 
@@ -361,9 +363,11 @@ void fa_acceptor_finish(fa_acceptor *a, int fd);
 
 /* A worker gives a connection back to wait for its next request, with the
  * bytes it already read past the request it served (data, len: malloc'd,
- * or NULL; they become the loop's). Returns 1 when the loop takes it, 0
- * when it was closed instead (the server stops, or the way back was full)
- * and counted out like fa_acceptor_finish. Any thread. */
+ * or NULL; they become the loop's). Returns 1 when the loop takes it (from
+ * then on its end is the loop's to count: a loop that ends before taking
+ * it back closes it and counts it in stop_closed), 0 when it was closed
+ * instead (the server stops, or the way back was full) and counted out like
+ * fa_acceptor_finish. Any thread. */
 int fa_acceptor_keep(fa_acceptor *a, int fd, void *data, uint32_t len);
 
 /* Frees everything; closes the fds still queued in the ring, waiting here
