@@ -408,7 +408,7 @@ static int fa_pp_v2(const unsigned char *b, size_t len, size_t max_len, fa_proxy
 
     /* The TLVs: each must fit; the three this parser reads at most once. */
     size_t tlv_off = FA_PROXY_V2_FIXED + asize;
-    size_t auth_off = 0, auth_len = 0, crc_off = 0, ssl_off = 0, ssl_len = 0;
+    size_t auth_off = 0, auth_len = 0, crc_off = 0, ssl_off = 0;
     int seen_auth = 0, seen_crc = 0, seen_ssl = 0;
     for (size_t off = tlv_off; off < total;) {
         if (total - off < 3)
@@ -434,7 +434,6 @@ static int fa_pp_v2(const unsigned char *b, size_t len, size_t max_len, fa_proxy
             if (seen_ssl++ || vlen < 5 || !fa_pp_tlvs_fit(b, v + 5, v + vlen))
                 return FA_PROXY_EMALFORMED;
             ssl_off = v;
-            ssl_len = vlen;
             break;
         default:
             break;
@@ -463,7 +462,6 @@ static int fa_pp_v2(const unsigned char *b, size_t len, size_t max_len, fa_proxy
     out->authority_len = (uint32_t)auth_len;
     out->has_crc32c = (uint8_t)seen_crc;
     if (seen_ssl) {
-        (void)ssl_len;
         out->has_ssl = 1;
         out->ssl_client = b[ssl_off];
         out->ssl_verify = fa_pp_be32(b + ssl_off + 1);
