@@ -22,6 +22,9 @@
  * most 107 for version 1, 16 for an incomplete version 2 header, the header
  * length once a version 2 header is complete. A header that arrives a byte
  * at a time costs O(107^2) in all for version 1 and O(n) for version 2.
+ * The result is never 0 once len reaches max_len (after clamping; at least
+ * FA_PROXY_MIN_MAX_LEN, so above the 107 bytes of any version 1 line): a
+ * buffer of max_len bytes always suffices to decide.
  *
  * Detection. Byte 0 decides: "P" is version 1, CR (0x0D) is version 2, any
  * other byte is FA_PROXY_ENOTPROXY. Version 1 must start "PROXY" and

@@ -25,7 +25,8 @@
  *  - A v2 header rejected only for its PP2_TYPE_CRC32C is parsed again
  *    with the right checksum written in (computed by a bitwise reference,
  *    not the parser's table): it must then be accepted, whole.
- *  - No error outside the FA_PROXY_E* values.
+ *  - No error outside the FA_PROXY_E* values, and never 0 (undecided) for
+ *    an input of max_len bytes or more.
  *
  * Build: `make fuzz` (clang, -fsanitize=fuzzer,address,undefined). With
  * -DFA_FUZZ_STANDALONE it has its own main that replays the files and
@@ -376,6 +377,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(rb >= 0 || is_error(rb));
     size_t eff = max_len < FA_PROXY_MIN_MAX_LEN ? FA_PROXY_MIN_MAX_LEN
                : max_len > FA_PROXY_MAX_MAX_LEN ? FA_PROXY_MAX_MAX_LEN : max_len;
+    /* max_len bytes always decide */
+    if (size >= eff)
+        CHECK(rb != 0);
+    if (size >= FA_PROXY_DEFAULT_MAX_LEN)
+        CHECK(rc != 0);
     if (size >= 16 && memcmp(data, SIG, 12) == 0 && data[12] >> 4 == 2 &&
         (data[12] & 0x0F) <= 1) {
         size_t total = 16u + ((size_t)data[14] << 8 | data[15]);

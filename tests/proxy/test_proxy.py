@@ -855,6 +855,17 @@ def test_a_tighter_bound_only_adds_toolong(data: bytes, max_len: int) -> None:
 
 
 @scaled(200)
+@given(st.one_of(mutated(), headers, st.binary(max_size=40)), st.binary(min_size=300,
+                                                                         max_size=300),
+       st.integers(core.PROXY_MIN_MAX_LEN, 300))
+def test_max_len_bytes_always_decide(data: bytes, filler: bytes, max_len: int) -> None:
+    """A buffer of max_len bytes is enough: the result is never 0 then."""
+    data = (data + filler)[:max_len]
+    assert parse(data, max_len)[0] != 0
+    assert parse(data + b"\0" * (4096 - len(data)))[0] != 0
+
+
+@scaled(200)
 @given(st.builds(lambda fam, src, dst: v1(fam, src, dst, 1, 2),
                  st.sampled_from(["TCP6"]), ipv6_texts(), ipv6_texts()))
 def test_ipv6_text_matches_ipaddress(data: bytes) -> None:
