@@ -23,15 +23,23 @@ TESTS = tests
 BENCH_ARGS =
 
 # `make fuzz`: libFuzzer on the HTTP parser (tests/c/fuzz_http.c) with ASan and
-# UBSan, seeded from tests/http/corpus. New inputs go to build/fuzz/corpus (the
-# first corpus directory), never into the repository's; crashes to build/fuzz/.
+# UBSan, seeded from tests/http/corpus, then on the PROXY protocol parser
+# (tests/c/fuzz_proxy.c), seeded from tests/proxy/corpus, FUZZ_TIME and
+# FUZZ_PROXY_TIME seconds. New inputs go to build/fuzz/corpus and
+# build/fuzz/proxy-corpus (the first corpus directory), never into the
+# repository's; crashes to build/fuzz/.
 CLANG ?= clang
 FUZZ_TIME ?= 120
+FUZZ_PROXY_TIME ?= $(FUZZ_TIME)
 FUZZ_CFLAGS = -std=c11 -g -O1 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_DEPS = tests/c/fuzz_http.c src/fa_http.c src/fa_http.h
 FUZZ_ARGS = -max_total_time=$(FUZZ_TIME) -max_len=20480 -timeout=10 -rss_limit_mb=2048 \
 	-dict=tests/c/fuzz_http.dict -artifact_prefix=build/fuzz/ -print_final_stats=1
+FUZZ_PROXY_DEPS = tests/c/fuzz_proxy.c src/fa_proxy.c src/fa_proxy.h
+FUZZ_PROXY_ARGS = -max_total_time=$(FUZZ_PROXY_TIME) -max_len=8192 -timeout=10 \
+	-rss_limit_mb=2048 -dict=tests/c/fuzz_proxy.dict -artifact_prefix=build/fuzz/proxy- \
+	-print_final_stats=1
 
 .PHONY: build test bench debug fuzz clean
 
@@ -66,12 +74,16 @@ build/stress/stress_http_tsan: $(HTTP_STRESS_DEPS)
 build/stress/stress_http_asan: $(HTTP_STRESS_DEPS)
 	mkdir -p $(@D) && $(CC) $(STRESS_CFLAGS) $(ASAN) $(HTTP_STRESS_SRC) -o $@
 
-fuzz: build/fuzz/fuzz_http
-	mkdir -p build/fuzz/corpus
+fuzz: build/fuzz/fuzz_http build/fuzz/fuzz_proxy
+	mkdir -p build/fuzz/corpus build/fuzz/proxy-corpus
 	build/fuzz/fuzz_http $(FUZZ_ARGS) build/fuzz/corpus tests/http/corpus
+	build/fuzz/fuzz_proxy $(FUZZ_PROXY_ARGS) build/fuzz/proxy-corpus tests/proxy/corpus
 
 build/fuzz/fuzz_http: $(FUZZ_DEPS)
 	mkdir -p $(@D) && $(CLANG) $(FUZZ_CFLAGS) tests/c/fuzz_http.c src/fa_http.c -o $@
+
+build/fuzz/fuzz_proxy: $(FUZZ_PROXY_DEPS)
+	mkdir -p $(@D) && $(CLANG) $(FUZZ_CFLAGS) tests/c/fuzz_proxy.c src/fa_proxy.c -o $@
 
 clean:
 	rm -rf build dist *.egg-info fastaccept/_core.c fastaccept/*.so fastaccept/bench/_loadgen.c fastaccept/bench/*.so .pytest_cache .benchmarks

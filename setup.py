@@ -18,7 +18,7 @@ C_FLAGS = ["-O2", "-Wall", "-Wextra", "-std=c11"]
 MACROS = [("_GNU_SOURCE", "1")]
 CORE_HEADERS = ["src/fa_config.h", "src/fa_ring.h", "src/fa_park.h", "src/fa_accept.h",
                 "src/fa_conn.h", "src/fa_accept_errno.h", "src/fa_fdtable.h", "src/fa_hist.h",
-                "src/fa_http.h"]
+                "src/fa_http.h", "src/fa_proxy.h"]
 LOADGEN_HEADERS = ["src/bench/fa_loadgen.h", "src/bench/fa_inline.h", "src/fa_config.h",
                    "src/fa_accept_errno.h", "src/fa_fdtable.h"]
 
@@ -26,7 +26,7 @@ extensions = [
     Extension(
         "fastaccept._core",
         sources=["fastaccept/_core.pyx", "src/fa_accept.c", "src/fa_park.c", "src/fa_conn.c",
-                 "src/fa_http.c"],
+                 "src/fa_http.c", "src/fa_proxy.c"],
         include_dirs=["src"],
         depends=CORE_HEADERS,
         extra_compile_args=C_FLAGS,

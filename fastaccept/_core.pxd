@@ -230,3 +230,58 @@ cdef extern from "fa_accept.h" nogil:
     char *fa_http_req_buf(fa_http_req *r)
     int fa_acceptor_set_http(fa_acceptor *a, const fa_http_limits *lim, uint64_t head_ns,
                              uint64_t max_body)
+
+
+# ---------------------------------------------------------------------------
+# PROXY protocol headers, versions 1 and 2 (src/fa_proxy.h)
+
+cdef extern from "fa_proxy.h" nogil:
+    unsigned int FA_PROXY_V1_MAX
+    unsigned int FA_PROXY_V1_MIN
+    unsigned int FA_PROXY_V2_FIXED
+    unsigned int FA_PROXY_DEFAULT_MAX_LEN
+    unsigned int FA_PROXY_MIN_MAX_LEN
+    unsigned int FA_PROXY_MAX_MAX_LEN
+
+    int FA_PROXY_ENOTPROXY
+    int FA_PROXY_EMALFORMED
+    int FA_PROXY_EVERSION
+    int FA_PROXY_ECOMMAND
+    int FA_PROXY_EFAMILY
+    int FA_PROXY_ETOOLONG
+    int FA_PROXY_ECHECKSUM
+
+    int FA_PROXY_LOCAL
+    int FA_PROXY_PROXY
+    int FA_PROXY_AF_UNSPEC
+    int FA_PROXY_AF_INET
+    int FA_PROXY_AF_INET6
+    int FA_PROXY_AF_UNIX
+    int FA_PROXY_UNSPEC
+    int FA_PROXY_STREAM
+    int FA_PROXY_DGRAM
+
+    ctypedef struct fa_proxy_result:
+        uint32_t header_len
+        uint8_t version
+        uint8_t command
+        uint8_t family
+        uint8_t transport
+        socklen_t src_len
+        socklen_t dst_len
+        sockaddr_storage src
+        sockaddr_storage dst
+        uint32_t tlv_off
+        uint32_t tlv_len
+        uint32_t authority_off
+        uint32_t authority_len
+        uint8_t has_authority
+        uint8_t has_ssl
+        uint8_t has_crc32c
+        uint8_t ssl_client
+        uint32_t ssl_verify
+
+    int fa_proxy_parse_max(const char *buf, size_t len, size_t max_len, fa_proxy_result *out)
+    int fa_proxy_parse(const char *buf, size_t len, fa_proxy_result *out)
+    uint32_t fa_proxy_crc32c(uint32_t crc, const void *buf, size_t len)
+    const char *fa_proxy_strerror(int rc)

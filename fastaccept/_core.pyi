@@ -228,3 +228,53 @@ class Request:
     def environ(self, base: Dict[str, Any]) -> Dict[str, Any]: ...
 
 def send_all(fd: int, bufs: Sequence[Any], timeout: Optional[float] = None) -> int: ...
+
+
+# ---------------------------------------------------------------------------
+# PROXY protocol headers, versions 1 and 2 (src/fa_proxy.h)
+
+PROXY_V1_MAX: int
+PROXY_DEFAULT_MAX_LEN: int
+PROXY_MIN_MAX_LEN: int
+PROXY_MAX_MAX_LEN: int
+PROXY_ENOTPROXY: int
+PROXY_EMALFORMED: int
+PROXY_EVERSION: int
+PROXY_ECOMMAND: int
+PROXY_EFAMILY: int
+PROXY_ETOOLONG: int
+PROXY_ECHECKSUM: int
+PROXY_ERRORS: Dict[int, str]
+
+# The dict of a parsed header: version (1 or 2); command ("PROXY", or
+# "LOCAL" for a v2 LOCAL and a v1 UNKNOWN: the connection's own addresses
+# stand); family ("TCP4", "UDP4", "TCP6", "UDP6", "UNIX", "UNIX_DGRAM",
+# "UNKNOWN"); src and dst (the client's and the balancer's addresses as the
+# socket module reports a peer: (host, port) for IPv4, (host, port,
+# flowinfo, scope_id) for IPv6, str or bytes (abstract) for UNIX; None when
+# the connection's own stand); header_len; tlvs (v2: list of (type, value)
+# in order; [] for v1); authority (the PP2_TYPE_AUTHORITY value or None);
+# ssl ((client flags, verify) of PP2_TYPE_SSL, or None); crc32c (a
+# PP2_TYPE_CRC32C was present, and matched).
+_ProxyHeader: TypeAlias = Dict[str, Any]
+# (header_len, header) when complete; (0, None) when more bytes are needed;
+# (PROXY_E*, None) when the connection must be dropped.
+_ProxyResult: TypeAlias = Tuple[int, Optional[_ProxyHeader]]
+
+def parse_proxy_header(data: bytes, max_len: int = 4096) -> _ProxyResult:
+    """Parse the PROXY protocol header (v1 or v2) at the start of data,
+    strictly (the header comment of src/fa_proxy.h has the rules).
+
+    Returns (header_len, header) when the header is complete and valid (the
+    payload starts at data[header_len:]), (0, None) while every byte so far
+    fits a header, or (rc, None) with rc one of the PROXY_E* values. A
+    version 2 header longer than max_len (in [PROXY_MIN_MAX_LEN,
+    PROXY_MAX_MAX_LEN]) is PROXY_ETOOLONG. Raises TypeError for data that is
+    not bytes-like and TypeError or ValueError, naming it, for a bad
+    max_len."""
+    ...
+
+def proxy_crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC32c (Castagnoli) of data, continuing from crc: the checksum a
+    version 2 PP2_TYPE_CRC32C TLV carries."""
+    ...

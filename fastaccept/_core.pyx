@@ -1248,3 +1248,115 @@ def send_all(int fd, bufs, timeout=None):
             first += 1
             off = 0
     return total
+
+
+# ---------------------------------------------------------------------------
+# PROXY protocol headers, versions 1 and 2 (src/fa_proxy.h)
+#
+# The accept loop calls this C on the first bytes of each connection behind
+# a load balancer; parse_proxy_header gives Python callers and the tests the
+# same parser.
+
+PROXY_V1_MAX = FA_PROXY_V1_MAX
+PROXY_DEFAULT_MAX_LEN = FA_PROXY_DEFAULT_MAX_LEN
+PROXY_MIN_MAX_LEN = FA_PROXY_MIN_MAX_LEN
+PROXY_MAX_MAX_LEN = FA_PROXY_MAX_MAX_LEN
+#: parse_proxy_header's results below zero, by name.
+PROXY_ENOTPROXY = FA_PROXY_ENOTPROXY
+PROXY_EMALFORMED = FA_PROXY_EMALFORMED
+PROXY_EVERSION = FA_PROXY_EVERSION
+PROXY_ECOMMAND = FA_PROXY_ECOMMAND
+PROXY_EFAMILY = FA_PROXY_EFAMILY
+PROXY_ETOOLONG = FA_PROXY_ETOOLONG
+PROXY_ECHECKSUM = FA_PROXY_ECHECKSUM
+#: A short description of each result below zero.
+PROXY_ERRORS = {rc: fa_proxy_strerror(rc).decode("ascii") for rc in (
+    FA_PROXY_ENOTPROXY, FA_PROXY_EMALFORMED, FA_PROXY_EVERSION, FA_PROXY_ECOMMAND,
+    FA_PROXY_EFAMILY, FA_PROXY_ETOOLONG, FA_PROXY_ECHECKSUM)}
+
+# family (high nibble) and transport (low nibble) as the spec names them
+_PROXY_FAMILIES = {
+    (FA_PROXY_AF_UNSPEC, FA_PROXY_UNSPEC): "UNKNOWN",
+    (FA_PROXY_AF_INET, FA_PROXY_STREAM): "TCP4",
+    (FA_PROXY_AF_INET, FA_PROXY_DGRAM): "UDP4",
+    (FA_PROXY_AF_INET6, FA_PROXY_STREAM): "TCP6",
+    (FA_PROXY_AF_INET6, FA_PROXY_DGRAM): "UDP6",
+    (FA_PROXY_AF_UNIX, FA_PROXY_STREAM): "UNIX",
+    (FA_PROXY_AF_UNIX, FA_PROXY_DGRAM): "UNIX_DGRAM",
+}
+
+
+cdef object _sockaddr_object(const sockaddr_storage *ss, socklen_t n):
+    """The address tuple (or str, bytes) the socket module reports for a
+    peer, as _peer_address builds it; None when n is 0."""
+    cdef char host[64]
+    cdef const sockaddr_in *v4
+    cdef const sockaddr_in6 *v6
+    cdef const sockaddr_un *un
+    cdef size_t m
+    if n == 0:
+        return None
+    if ss.ss_family == AF_INET:
+        v4 = <const sockaddr_in *>ss
+        inet_ntop(AF_INET, &v4.sin_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(v4.sin_port))
+    if ss.ss_family == AF_INET6:
+        v6 = <const sockaddr_in6 *>ss
+        inet_ntop(AF_INET6, &v6.sin6_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
+                v6.sin6_scope_id)
+    # AF_UNIX, the only other family the parser reports
+    if n <= offsetof_sun_path:
+        return ""
+    un = <const sockaddr_un *>ss
+    m = n - offsetof_sun_path
+    if un.sun_path[0] == 0:          # abstract namespace: raw bytes
+        return un.sun_path[:m]
+    return _os.fsdecode(un.sun_path[:strnlen(un.sun_path, m)])
+
+
+cdef object _proxy_dict(const char *b, const fa_proxy_result *r):
+    cdef uint32_t off = r.tlv_off
+    cdef uint32_t end = r.tlv_off + r.tlv_len
+    cdef uint32_t vlen
+    tlvs = []
+    while off < end:                 # the parser checked that each TLV fits
+        vlen = (<unsigned char>b[off + 1]) << 8 | <unsigned char>b[off + 2]
+        tlvs.append((<unsigned char>b[off], b[off + 3:off + 3 + vlen]))
+        off += 3 + vlen
+    return {
+        "version": r.version,
+        "command": "PROXY" if r.command == FA_PROXY_PROXY else "LOCAL",
+        "family": _PROXY_FAMILIES[(r.family, r.transport)],
+        "src": _sockaddr_object(&r.src, r.src_len),
+        "dst": _sockaddr_object(&r.dst, r.dst_len),
+        "header_len": r.header_len,
+        "tlvs": tlvs,
+        "authority": (b[r.authority_off:r.authority_off + r.authority_len]
+                      if r.has_authority else None),
+        "ssl": (r.ssl_client, r.ssl_verify) if r.has_ssl else None,
+        "crc32c": bool(r.has_crc32c),
+    }
+
+
+def parse_proxy_header(data, max_len=FA_PROXY_DEFAULT_MAX_LEN):
+    """Parse the PROXY protocol header at the start of data (see _core.pyi)."""
+    cdef bytes b = _as_bytes("data", data)
+    cdef size_t limit = _int_arg("max_len", max_len, FA_PROXY_MIN_MAX_LEN, FA_PROXY_MAX_MAX_LEN)
+    cdef fa_proxy_result r
+    cdef const char *p = PyBytes_AS_STRING(b)
+    cdef size_t n = len(b)
+    cdef int rc
+    with nogil:
+        rc = fa_proxy_parse_max(p, n, limit, &r)
+    if rc <= 0:
+        return (rc, None)
+    return (rc, _proxy_dict(p, &r))
+
+
+def proxy_crc32c(data, crc=0):
+    """CRC32c (Castagnoli) of data, continuing from crc: the checksum a
+    version 2 PP2_TYPE_CRC32C TLV carries."""
+    cdef bytes b = _as_bytes("data", data)
+    cdef uint32_t start = _int_arg("crc", crc, 0, 0xFFFFFFFF)
+    return fa_proxy_crc32c(start, PyBytes_AS_STRING(b), len(b))
