@@ -109,34 +109,40 @@ cdef object _os_error(int rc):
     return OSError(-rc, _os.strerror(-rc))
 
 
-cdef object _peer_address(fa_conn *c):
-    """Build the address tuple Python's socket module would report."""
+cdef object _sockaddr_object(const sockaddr_storage *ss, socklen_t n):
+    """The address the socket module reports for a peer of this family: a
+    tuple (IPv4, IPv6), a str or bytes (AF_UNIX), None for none (n 0 or
+    AF_UNSPEC), else (family, raw bytes)."""
     cdef char host[64]
-    cdef int family = c.addr.ss_family
-    cdef sockaddr_in *v4
-    cdef sockaddr_in6 *v6
-    cdef sockaddr_un *un
-    cdef size_t n
-    if family == AF_INET:
-        v4 = <sockaddr_in *>&c.addr
+    cdef const sockaddr_in *v4
+    cdef const sockaddr_in6 *v6
+    cdef const sockaddr_un *un
+    cdef size_t m
+    if n == 0 or ss.ss_family == AF_UNSPEC:
+        return None
+    if ss.ss_family == AF_INET:
+        v4 = <const sockaddr_in *>ss
         inet_ntop(AF_INET, &v4.sin_addr, host, sizeof(host))
         return (host.decode("ascii"), ntohs(v4.sin_port))
-    if family == AF_INET6:
-        v6 = <sockaddr_in6 *>&c.addr
+    if ss.ss_family == AF_INET6:
+        v6 = <const sockaddr_in6 *>ss
         inet_ntop(AF_INET6, &v6.sin6_addr, host, sizeof(host))
-        return (host.decode("ascii"), ntohs(v6.sin6_port),
-                ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
-    if family == AF_UNIX:
-        if c.addrlen <= offsetof_sun_path:
+        return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
+                v6.sin6_scope_id)
+    if ss.ss_family == AF_UNIX:
+        if n <= offsetof_sun_path:
             return ""
-        un = <sockaddr_un *>&c.addr
-        n = c.addrlen - offsetof_sun_path
+        un = <const sockaddr_un *>ss
+        m = n - offsetof_sun_path
         if un.sun_path[0] == 0:          # abstract namespace: raw bytes
-            return un.sun_path[:n]
-        return _os.fsdecode(un.sun_path[:strnlen(un.sun_path, n)])
-    if family == AF_UNSPEC:
-        return None
-    return (family, (<char *>&c.addr)[:c.addrlen])
+            return un.sun_path[:m]
+        return _os.fsdecode(un.sun_path[:strnlen(un.sun_path, m)])
+    return (ss.ss_family, (<const char *>ss)[:n])
+
+
+cdef object _peer_address(fa_conn *c):
+    """The address tuple Python's socket module would report for c's peer."""
+    return _sockaddr_object(&c.addr, c.addrlen)
 
 
 cdef object _int_arg(str name, object value, object low=None, object high=None):
@@ -1284,35 +1290,6 @@ _PROXY_FAMILIES = {
     (FA_PROXY_AF_UNIX, FA_PROXY_STREAM): "UNIX",
     (FA_PROXY_AF_UNIX, FA_PROXY_DGRAM): "UNIX_DGRAM",
 }
-
-
-cdef object _sockaddr_object(const sockaddr_storage *ss, socklen_t n):
-    """The address tuple (or str, bytes) the socket module reports for a
-    peer, as _peer_address builds it; None when n is 0."""
-    cdef char host[64]
-    cdef const sockaddr_in *v4
-    cdef const sockaddr_in6 *v6
-    cdef const sockaddr_un *un
-    cdef size_t m
-    if n == 0:
-        return None
-    if ss.ss_family == AF_INET:
-        v4 = <const sockaddr_in *>ss
-        inet_ntop(AF_INET, &v4.sin_addr, host, sizeof(host))
-        return (host.decode("ascii"), ntohs(v4.sin_port))
-    if ss.ss_family == AF_INET6:
-        v6 = <const sockaddr_in6 *>ss
-        inet_ntop(AF_INET6, &v6.sin6_addr, host, sizeof(host))
-        return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
-                v6.sin6_scope_id)
-    # AF_UNIX, the only other family the parser reports
-    if n <= offsetof_sun_path:
-        return ""
-    un = <const sockaddr_un *>ss
-    m = n - offsetof_sun_path
-    if un.sun_path[0] == 0:          # abstract namespace: raw bytes
-        return un.sun_path[:m]
-    return _os.fsdecode(un.sun_path[:strnlen(un.sun_path, m)])
 
 
 cdef object _proxy_dict(const char *b, const fa_proxy_result *r):
