@@ -72,7 +72,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, cast
 from fastaccept.demo import DEMO_REPLY
 
 __all__ = ["NAMES", "PROTOCOLS", "RESPONSE", "make_handler", "calibrate_cpu_iters", "burn",
-           "raise_fd_limit", "main"]
+           "raise_fd_limit", "die_with_parent", "main"]
 
 #: The demo server's reply: every reference server answers the same bytes.
 RESPONSE = DEMO_REPLY
@@ -520,7 +520,7 @@ def raise_fd_limit(fds: int) -> int:
     return fds
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Get SIGTERM when the parent dies, so a crashed bench leaves no server behind."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -609,7 +609,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"--fds: {e}", file=sys.stderr)
             return 2
     if args.parent is not None:
-        _die_with_parent(args.parent)
+        die_with_parent(args.parent)
     # Block the stop signals before any thread exists (threads inherit the
     # mask), then wait for them with sigwait: no handler, no polling.
     stop_signals = {signal.SIGTERM, signal.SIGINT}

@@ -53,6 +53,17 @@ the end (``idle_lost``). This process and the server raise their
 RLIMIT_NOFILE soft limit for the K sockets; when the hard limit is too low,
 the row says so and is skipped.
 
+The HTTP scenarios (``http-close``, ``http-keepalive``, ``http-burst``,
+``http-idle``) run these kinds against the HTTP servers of ``httpservers``,
+which all serve ``wsgiapp.app``: the request is an HTTP/1.0 GET read to EOF
+or HTTP/1.1 GETs framed by their Content-Length, each with a Host field.
+Their table shows req/s (and its ratio to the peers the issue compares
+fastaccept with), CPU us/req, request latency p50/p99/max, connect p99,
+overflows and failures, then whether fastaccept meets each target. A peer
+that is not installed is skipped, with a line under the table. The server's
+CPU time and memory are its whole process tree's (gunicorn and granian run
+workers in child processes).
+
 ListenOverflows is a per-network-namespace counter. When this process may
 create a namespace (root), ``main`` moves into a private one at start (with
 its own loopback, brought up), so the counter counts our runs alone; otherwise
@@ -83,14 +94,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fastaccept import _kernel
-from fastaccept.bench.scenarios import (BASELINE, IDLE_FD_HEADROOM, SCENARIOS, SERVERS, VARIANTS,
-                                        Scenario, ServerSpec, runs_in)
+from fastaccept.bench.scenarios import (BASELINE, HTTP_JUDGED, IDLE_FD_HEADROOM, SCENARIOS,
+                                        SERVERS, VARIANTS, Scenario, ServerSpec, runs_in)
 
 __all__ = [
     "HOST", "REQUEST", "LINE_REQUEST",
     "Scenario", "ServerSpec", "SCENARIOS", "SERVERS", "RunResult", "BenchReport",
     "ServerProcess", "ServerStartError", "QueueSampler", "read_netstat", "cpu_source",
-    "process_cpu_ns", "read_rss_bytes", "listen_queue", "enter_private_netns", "warm_client",
+    "process_cpu_ns", "process_tree", "read_rss_bytes", "listen_queue", "scenario_request",
+    "enter_private_netns", "warm_client",
     "make_server", "request_load", "open_idle", "idle_lost", "close_idle", "idle_fd_shortfall",
     "scenario_servers", "run_one", "run_bench", "summarize", "format_table", "report_dict",
     "plot", "add_arguments", "main",
@@ -171,6 +183,30 @@ def process_cpu_ns(pid: int, source: str) -> int:
     return _clock_cpu_ns(pid) if source == "cpu-clock" else _proc_stat_cpu_ns(pid)
 
 
+def process_tree(pid: int, proc: str = "/proc") -> List[int]:
+    """Return ``pid`` and every descendant of it, parents first.
+
+    Read from /proc/PID/task/TID/children: a process that exits meanwhile
+    is left out (with its own children), not an error.
+    """
+    tree = [pid]
+    i = 0
+    while i < len(tree):
+        here = tree[i]
+        i += 1
+        try:
+            tasks = os.listdir(f"{proc}/{here}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"{proc}/{here}/task/{tid}/children") as f:
+                    tree += [int(child) for child in f.read().split()]
+            except OSError:
+                continue
+    return tree
+
+
 def read_rss_bytes(pid: int, path: Optional[str] = None) -> int:
     """Return the resident set size (VmRSS of /proc/PID/status) of ``pid``, in bytes.
 
@@ -247,14 +283,20 @@ class ServerProcess:
 
     The listening socket is created here (so its backlog is exactly the
     scenario's and its accept queue can be sampled from here with TCP_INFO)
-    and inherited by the child. Use as a context manager.
+    and inherited by the child. ``http``: an HTTP server of ``httpservers``
+    (``kind`` one of its NAMES) instead of a refservers one; one that cannot
+    take a socket (``httpservers.BINDS_ITSELF``) is given a free port to
+    bind instead, ``sock`` is None and its accept queue is read with
+    sock_diag. Use as a context manager.
     """
 
     def __init__(self, kind: str, *, backlog: int, workers: int, sleep_ms: float = 0.0,
                  cpu_iters: int = 0, source: Optional[str] = None,
                  protocol: str = "http-close", fds: Optional[int] = None,
-                 max_connections: Optional[int] = None, extra: Sequence[str] = ()) -> None:
+                 max_connections: Optional[int] = None, extra: Sequence[str] = (),
+                 http: bool = False) -> None:
         self.kind = kind
+        self.http = http
         self.extra = list(extra)
         self.backlog = backlog
         self.workers = workers
@@ -272,27 +314,26 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         """Start the process; return once it serves (bounded by START_TIMEOUT_S)."""
+        from fastaccept.bench import httpservers
+
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock = sock
         try:
             sock.bind((HOST, 0))
-            sock.listen(self.backlog)
             self.port = sock.getsockname()[1]
+            if self.http and self.kind in httpservers.BINDS_ITSELF:
+                # The server binds this port itself: free it. (Another bind
+                # could take it meanwhile; in the bench's private network
+                # namespace nothing else binds.)
+                self.sock = None
+                sock.close()
+            else:
+                sock.listen(self.backlog)
             self._stderr = tempfile.TemporaryFile()
-            cmd = [sys.executable, "-m", "fastaccept.bench.refservers", self.kind,
-                   "--fd", str(sock.fileno()), "--backlog", str(self.backlog),
-                   "--workers", str(self.workers), "--sleep-ms", repr(self.sleep_ms),
-                   "--cpu-iters", str(self.cpu_iters), "--parent", str(os.getpid())]
-            # Only when asked, so the command line of the first scenarios stays as it was.
-            if self.protocol != "http-close":
-                cmd += ["--protocol", self.protocol]
-            if self.fds is not None:
-                cmd += ["--fds", str(self.fds)]
-            if self.max_connections is not None:
-                cmd += ["--max-connections", str(self.max_connections)]
-            cmd += self.extra
+            cmd = self._http_command() if self.http else self._command()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, pass_fds=(sock.fileno(),),
+                                         stderr=self._stderr,
+                                         pass_fds=(sock.fileno(),) if self.sock else (),
                                          cwd=PACKAGE_PARENT)
             line = self._read_line(time.monotonic() + START_TIMEOUT_S)
             if not line.startswith(b"port "):
@@ -301,6 +342,30 @@ class ServerProcess:
             self.stop()
             raise
         return self
+
+    def _command(self) -> List[str]:
+        assert self.sock is not None
+        cmd = [sys.executable, "-m", "fastaccept.bench.refservers", self.kind,
+               "--fd", str(self.sock.fileno()), "--backlog", str(self.backlog),
+               "--workers", str(self.workers), "--sleep-ms", repr(self.sleep_ms),
+               "--cpu-iters", str(self.cpu_iters), "--parent", str(os.getpid())]
+        # Only when asked, so the command line of the first scenarios stays as it was.
+        if self.protocol != "http-close":
+            cmd += ["--protocol", self.protocol]
+        if self.fds is not None:
+            cmd += ["--fds", str(self.fds)]
+        if self.max_connections is not None:
+            cmd += ["--max-connections", str(self.max_connections)]
+        return cmd + self.extra
+
+    def _http_command(self) -> List[str]:
+        where = ["--fd", str(self.sock.fileno())] if self.sock else ["--port", str(self.port)]
+        cmd = [sys.executable, "-m", "fastaccept.bench.httpservers", self.kind, *where,
+               "--backlog", str(self.backlog), "--threads", str(self.workers),
+               "--parent", str(os.getpid())]
+        if self.fds is not None:
+            cmd += ["--fds", str(self.fds)]
+        return cmd + self.extra
 
     def _read_line(self, deadline: float) -> bytes:
         assert self.proc is not None and self.proc.stdout is not None
@@ -323,14 +388,25 @@ class ServerProcess:
         return f"{state}{': ' + text if text else ''}"
 
     def cpu_ns(self) -> int:
-        """CPU time the server process has used so far, in ns."""
+        """CPU time the server's processes (its process tree) have used so far, in ns."""
         assert self.proc is not None
-        return process_cpu_ns(self.proc.pid, self.source)
+        return self._tree_sum(lambda pid: process_cpu_ns(pid, self.source))
 
     def rss_bytes(self) -> int:
-        """The server process's resident set size now, in bytes."""
+        """The resident set size of the server's processes now, in bytes."""
         assert self.proc is not None
-        return read_rss_bytes(self.proc.pid)
+        return self._tree_sum(read_rss_bytes)
+
+    def _tree_sum(self, read: Callable[[int], int]) -> int:
+        assert self.proc is not None
+        pid = self.proc.pid
+        total = read(pid)       # the server itself: an error here is one
+        for child in process_tree(pid)[1:]:
+            try:
+                total += read(child)
+            except OSError:
+                pass            # a descendant that exited meanwhile holds nothing
+        return total
 
     def wait_idle(self, max_wait_s: float = IDLE_WAIT_S) -> int:
         """Wait (bounded) until the server uses under 1% of a core; return its CPU ns."""
@@ -346,9 +422,18 @@ class ServerProcess:
         return last
 
     def queue(self) -> Tuple[int, int]:
-        """(depth, limit) of the server's accept queue right now."""
-        assert self.sock is not None
-        return listen_queue(self.sock)
+        """(depth, limit) of the server's accept queue right now.
+
+        From TCP_INFO on the bench's socket, or, for a server that bound its
+        own, from a sock_diag dump of its port (OSError if nothing listens)."""
+        if self.sock is not None:
+            return listen_queue(self.sock)
+        from fastaccept import monitor
+
+        snap = monitor.snapshot(self.port)
+        if not snap["listeners"]:
+            raise OSError(errno.ENOENT, f"nothing listens on port {self.port}")
+        return int(snap["queue"]), int(snap["backlog"] or 0)
 
     def stop(self) -> None:
         """SIGTERM the server and wait for it (SIGKILL after STOP_TIMEOUT_S); idempotent."""
@@ -474,6 +559,10 @@ def make_server(scenario: Scenario, spec: ServerSpec, *, cpu_iters: int = 0,
                 source: Optional[str] = None) -> ServerProcess:
     """The server process (not started) of ``spec`` configured for ``scenario``."""
     fds = scenario.server_fds()
+    if spec.http:
+        return ServerProcess(spec.kind, backlog=scenario.backlog,
+                             workers=spec.workers_for(scenario), source=source, fds=fds,
+                             extra=spec.extra, http=True)
     return ServerProcess(spec.kind, backlog=scenario.backlog, workers=spec.workers_for(scenario),
                          sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters, source=source,
                          protocol=scenario.protocol, fds=fds,
@@ -482,14 +571,39 @@ def make_server(scenario: Scenario, spec: ServerSpec, *, cpu_iters: int = 0,
                          extra=spec.extra)
 
 
-def request_load(scenario: Scenario, quick: bool, timeout: float) -> Dict[str, Any]:
+def scenario_request(scenario: Scenario, port: int) -> bytes:
+    """The request the clients of ``scenario`` send to a server on ``port``.
+
+    The HTTP scenarios' GETs carry a Host field (HTTP/1.1 requires one;
+    every HTTP client sends one with HTTP/1.0 too); the first scenarios send
+    REQUEST, the line protocols LINE_REQUEST.
+    """
+    from fastaccept.bench import loadgen
+
+    if scenario.protocol == "http/1.1":
+        return loadgen.default_request("http", HOST, port)
+    if scenario.protocol == "http/1.0":
+        return b"GET / HTTP/1.0\r\nHost: %s:%d\r\n\r\n" % (HOST.encode(), port)
+    return LINE_REQUEST if scenario.protocol.startswith("line-") else REQUEST
+
+
+def request_load(scenario: Scenario, quick: bool, timeout: float,
+                 port: int = 0) -> Dict[str, Any]:
     """The ``loadgen.run`` keyword arguments of one measured load of a
-    ``requests`` scenario."""
-    line = scenario.protocol.startswith("line-")
+    ``requests`` scenario (``port``: the server's, for an HTTP Host field)."""
     return {"connections": scenario.size(quick), "concurrency": scenario.concurrency,
             "timeout": timeout, "max_seconds": timeout,
             "requests_per_connection": scenario.per_connection(quick),
-            "framing": scenario.framing, "request": LINE_REQUEST if line else REQUEST}
+            "framing": scenario.framing, "request": scenario_request(scenario, port)}
+
+
+def _missing(spec: ServerSpec) -> Optional[str]:
+    """Why ``spec``'s server cannot run here (a peer not installed), or None."""
+    if not spec.http:
+        return None
+    from fastaccept.bench import httpservers
+
+    return httpservers.missing(spec.kind)
 
 
 def scenario_servers(scenario: Scenario, servers: Sequence[str]) -> List[str]:
@@ -501,6 +615,9 @@ def run_one(scenario: Scenario, spec: ServerSpec, rep: int = 0, *, quick: bool =
             cpu_iters: int = 0, timeout_s: Optional[float] = None,
             source: Optional[str] = None) -> RunResult:
     """Start a fresh server, warm it, run one measured load against it, stop it."""
+    why = _missing(spec)
+    if why is not None:
+        return RunResult(scenario.name, spec.label, rep, skipped=why)
     if scenario.kind == "requests":
         return _run_requests(scenario, spec, rep, quick=quick, cpu_iters=cpu_iters,
                              timeout_s=timeout_s, source=source)
@@ -520,27 +637,31 @@ def _run_connections(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: b
     result = RunResult(scenario.name, spec.label, rep)
     n = scenario.quick_connections if quick else scenario.connections
     timeout = timeout_s if timeout_s is not None else scenario.timeout_s
-    server = ServerProcess(spec.kind, backlog=scenario.backlog, workers=spec.workers_for(scenario),
-                           sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters, source=source,
-                           extra=spec.extra)
+    server = make_server(scenario, spec, cpu_iters=cpu_iters, source=source)
     try:
         with server:
+            request = scenario_request(scenario, server.port)
             warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
             loadgen.run(HOST, server.port, connections=warm, concurrency=min(8, warm),
-                        timeout=timeout, max_seconds=timeout, request=REQUEST)
+                        timeout=timeout, max_seconds=timeout, request=request)
             cpu0 = server.wait_idle()
             net0 = read_netstat()
             client0 = time.process_time_ns()
-            if scenario.burst:
+            if scenario.burst and server.sock is None:
+                # A server that bound its own socket: no TCP_INFO to sample
+                # (a sock_diag dump every millisecond would load the client).
+                load = loadgen.run(HOST, server.port, connections=n, burst=True,
+                                   timeout=timeout, max_seconds=timeout, request=request)
+            elif scenario.burst:
                 with QueueSampler(server) as sampler:
                     load = loadgen.run(HOST, server.port, connections=n, burst=True,
-                                       timeout=timeout, max_seconds=timeout, request=REQUEST)
+                                       timeout=timeout, max_seconds=timeout, request=request)
                 result.queue_samples = sampler.samples
                 result.queue_max = max((d for _, d in sampler.samples), default=0)
             else:
                 load = loadgen.run(HOST, server.port, connections=n,
                                    concurrency=scenario.concurrency, timeout=timeout,
-                                   max_seconds=timeout, request=REQUEST)
+                                   max_seconds=timeout, request=request)
             client1 = time.process_time_ns()
             cpu1 = server.wait_idle()
             net1 = read_netstat()
@@ -548,19 +669,14 @@ def _run_connections(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: b
         result.error = str(e)
         return result
     result.served = server.served
-    result.connections = load.connections
-    result.completed = load.completed
-    result.failures = dict(load.failures)
-    result.conn_per_s = load.conn_per_s
-    result.connect_p99_ms = load.connect_ms.p99
-    result.rtt_p99_ms = load.rtt_ms.p99
-    result.load = load.as_dict()
+    _take_load(result, load)
     result.listen_overflows = net1.get("ListenOverflows", 0) - net0.get("ListenOverflows", 0)
     result.listen_drops = net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0)
     if load.completed:
         result.cpu_us_per_conn = (cpu1 - cpu0) / 1000.0 / load.completed
         result.client_cpu_us_per_conn = (client1 - client0) / 1000.0 / load.completed
-    result.rtt_p50_ms = load.rtt_ms.p50
+    if load.requests:
+        result.cpu_us_per_request = (cpu1 - cpu0) / 1000.0 / load.requests
     return result
 
 
@@ -589,15 +705,15 @@ def _run_requests(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool
 
     result = RunResult(scenario.name, spec.label, rep)
     timeout = timeout_s if timeout_s is not None else scenario.timeout_s
-    measured = request_load(scenario, quick, timeout)
-    warm = dict(measured)
     per_conn = scenario.per_connection(quick)
     n_warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
-    warm.update(connections=8 if per_conn > 1 else n_warm, concurrency=8,
-                requests_per_connection=min(per_conn, 16))
     server = make_server(scenario, spec, cpu_iters=cpu_iters, source=source)
     try:
         with server:
+            measured = request_load(scenario, quick, timeout, server.port)
+            warm = dict(measured)
+            warm.update(connections=8 if per_conn > 1 else n_warm, concurrency=8,
+                        requests_per_connection=min(per_conn, 16))
             loadgen.run(HOST, server.port, **warm)
             cpu0 = server.wait_idle()
             net0 = read_netstat()
@@ -729,14 +845,15 @@ def _run_idle(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
         return result
     timeout = timeout_s if timeout_s is not None else scenario.timeout_s
     n = scenario.size(quick)
-    requests: Dict[str, Any] = {"connections": n, "concurrency": 1, "timeout": timeout,
-                                "request": REQUEST}
     server = make_server(scenario, spec, cpu_iters=cpu_iters, source=source)
     try:
         with server:
+            request = scenario_request(scenario, server.port)
+            requests: Dict[str, Any] = {"connections": n, "concurrency": 1, "timeout": timeout,
+                                        "request": request}
             warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
             loadgen.run(HOST, server.port, connections=warm, concurrency=min(8, warm),
-                        timeout=timeout, max_seconds=timeout, request=REQUEST)
+                        timeout=timeout, max_seconds=timeout, request=request)
             server.wait_idle()
             base = loadgen.run(HOST, server.port, **requests)
             server.wait_idle()
@@ -943,8 +1060,18 @@ def summarize(report: BenchReport) -> Dict[str, Dict[str, Dict[str, Any]]]:
         for row in rows.values():
             cpu = row["cpu_us_per_conn"]
             row["cpu_ratio"] = cpu / base if cpu is not None and base else None
+        peers = SCENARIOS[name].ratio_peers()
+        if peers:
+            for row in rows.values():
+                row["req_ratio"] = {peer: _ratio(row["requests_per_s"],
+                                                 rows.get(peer, {}).get("requests_per_s"))
+                                    for peer in peers}
         out[name] = rows
     return out
+
+
+def _ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
+    return value / base if value is not None and base else None
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -975,7 +1102,9 @@ def format_table(report: BenchReport, summary: Optional[Dict[str, Any]] = None) 
         scenario = SCENARIOS[name]
         lines += ["", f"{name}: {scenario.describe(report.quick)}"]
         rows = summary[name]
-        if scenario.kind == "requests":
+        if scenario.is_http:
+            lines += _http_lines(scenario, rows)
+        elif scenario.kind == "requests":
             lines += _requests_rows(rows)
         elif scenario.kind == "idle":
             lines += _idle_rows(rows)
@@ -994,6 +1123,8 @@ def format_table(report: BenchReport, summary: Optional[Dict[str, Any]] = None) 
         for label, why in scenario.skipped:
             if label in report.servers:
                 lines.append(f"  ({label} {why})")
+        if scenario.is_http:
+            lines += _target_lines(scenario, rows)
         absent = [label for label in report.servers if not runs_in(scenario, label) and
                   label not in dict(scenario.skipped)]
         if report.only and absent:
@@ -1058,6 +1189,85 @@ def _requests_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
             f"{_fmt(row['request_p99_ms'], '.2f'):>12}"
             f"{_fmt(row['request_max_ms'], '.1f'):>12}  {_failures_cell(row)}")
     return lines
+
+
+def _http_lines(scenario: Scenario, rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    """The table of an HTTP scenario, then a line for each server skipped
+    (a peer that is not installed)."""
+    shown = {label: row for label, row in rows.items()
+             if not (row["skipped"] and row["requests_per_s"] is None)}
+    lines = _idle_rows(shown) if scenario.kind == "idle" else \
+        _http_rows(shown, scenario.ratio_peers())
+    lines += [f"  ({label} skipped: {row['skipped']})" for label, row in rows.items()
+              if label not in shown]
+    return lines
+
+
+def _http_rows(rows: Dict[str, Dict[str, Any]], peers: Sequence[str]) -> List[str]:
+    w = _label_width(rows)
+    ratio_heads = [f"x {peer.rsplit('-', 1)[-1]}" for peer in peers]
+    rw = max([9] + [len(h) + 2 for h in ratio_heads])
+    lines = [f"{'server':<{w}}{'req/s':>8}" + "".join(f"{h:>{rw}}" for h in ratio_heads) +
+             f"{'CPU us/req':>12}{'req p50 ms':>12}{'req p99 ms':>12}{'req max ms':>12}"
+             f"{'connect p99 ms':>16}{'overflows':>11}  {'failures'}"]
+    for label, row in rows.items():
+        gone = _unmeasured(label, row, w)
+        if gone:
+            lines.append(gone)
+            continue
+        ratios = row.get("req_ratio", {})
+        lines.append(
+            f"{label:<{w}}{_fmt(row['requests_per_s'], '.0f'):>8}" +
+            "".join(f"{_fmt(ratios.get(peer), '.2f'):>{rw}}" for peer in peers) +
+            f"{_fmt(row['cpu_us_per_request'], '.1f'):>12}"
+            f"{_fmt(row['request_p50_ms'], '.3f'):>12}"
+            f"{_fmt(row['request_p99_ms'], '.2f'):>12}"
+            f"{_fmt(row['request_max_ms'], '.1f'):>12}"
+            f"{_fmt(row['connect_p99_ms'], '.2f'):>16}"
+            f"{_fmt(row['listen_overflows'], '.0f'):>11}  {_failures_cell(row)}")
+    return lines
+
+
+def _target_lines(scenario: Scenario, rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    """Whether each fastaccept row meets each of the scenario's targets."""
+    lines = []
+    for label in HTTP_JUDGED:
+        row = rows.get(label)
+        if row is None or row["runs"] == 0:
+            continue
+        for what, peer, bound in scenario.targets:
+            lines.append(f"  target {label}: {_judge(what, peer, bound, label, rows, scenario)}")
+    return lines
+
+
+def _judge(what: str, peer: str, bound: float, label: str, rows: Dict[str, Dict[str, Any]],
+           scenario: Scenario) -> str:
+    """One target, as "what is asked: what was measured, met|MISSED"."""
+    row = rows[label]
+    if what == "ratio":
+        asked = f"req/s >= {bound:g}x {peer}'s"
+        ratio = row.get("req_ratio", {}).get(peer)
+        if ratio is None:
+            other = rows.get(peer)
+            why = (f"{peer} skipped ({other['skipped']})" if other and other["skipped"] else
+                   f"{peer} not measured" if other is not None else f"{peer} not run")
+            return f"{asked}: cannot be judged, {why}"
+        return f"{asked}: {ratio:.2f}x, {'met' if ratio >= bound else 'MISSED'}"
+    if what == "overflows":
+        asked = f"at most {bound:g} overflows in every repetition"
+        per_rep = row["listen_overflows_per_rep"]
+        if not per_rep:
+            return f"{asked}: not measured"
+        shown = " ".join(str(o) for o in per_rep)
+        return f"{asked}: {shown}, {'met' if max(per_rep) <= bound else 'MISSED'}"
+    if what == "rtt_p99_ms":
+        asked = (f"round trip p99 beside {scenario.idle_connections} idle connections "
+                 f"< {bound:g} ms")
+        p99 = row["rtt_p99_ms"]
+        if p99 is None:
+            return f"{asked}: not measured"
+        return f"{asked}: {p99:.2f} ms, {'met' if p99 < bound else 'MISSED'}"
+    raise ValueError(f"unknown target {what!r}")
 
 
 def _idle_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:

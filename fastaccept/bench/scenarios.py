@@ -18,6 +18,13 @@ A scenario's ``kind`` says what one run is:
                   send, then the same requests again: the round trips with
                   and without them, and the server's memory per idle
                   connection.
+
+The HTTP scenarios (``http-*``, protocol ``http/1.0`` or ``http/1.1``) are
+of these kinds too, against the HTTP servers (``httpservers``: fastaccept's
+WSGIServer and the peers, all serving ``wsgiapp.app``); their table has
+columns of its own and, where the issue sets them, ``targets`` for
+fastaccept: its req/s as a multiple of a peer's, overflows in every
+repetition, the round trip p99 beside idle connections.
 """
 from __future__ import annotations
 
@@ -44,6 +51,14 @@ IDLE_BLOCKING = (
 )
 #: Descriptors a server (and the bench) gets beyond its idle connections.
 IDLE_FD_HEADROOM = 1024
+#: The protocols of the HTTP servers: an HTTP/1.0 GET read to EOF (the server
+#: closes), or HTTP/1.1 GETs on a kept connection.
+HTTP_PROTOCOLS = ("http/1.0", "http/1.1")
+#: The HTTP servers, in table order: fastaccept's WSGIServer, then the peers.
+HTTP_SERVERS = ("fastaccept-wsgi-1", "fastaccept-wsgi-8", "gunicorn-gthread", "waitress",
+                "cheroot", "granian")
+#: The fastaccept rows a target judges.
+HTTP_JUDGED = ("fastaccept-wsgi-1", "fastaccept-wsgi-8")
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,11 @@ class Scenario:
     --quick) and ``framing`` are the load generator's; ``idle_connections``
     is K of the ``idle`` kind (``connections`` are then its real requests).
     ``per_rep_overflows``: the table lists the overflows of every
-    repetition, not only their median.
+    repetition, not only their median. ``targets``, of the HTTP scenarios:
+    what the issue asks of fastaccept's rows, each (what, peer, bound):
+    ("ratio", PEER, X): req/s at least X times PEER's; ("overflows", "", N):
+    at most N overflows in every repetition; ("rtt_p99_ms", "", MS): round
+    trip p99 beside the idle connections under MS.
     """
 
     name: str
@@ -82,6 +101,7 @@ class Scenario:
     servers: Tuple[str, ...] = CONNECTION_SERVERS
     skipped: Tuple[Tuple[str, str], ...] = ()
     per_rep_overflows: bool = False
+    targets: Tuple[Tuple[str, str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -95,6 +115,15 @@ class Scenario:
         """Requests each connection sends."""
         return self.quick_requests_per_connection if quick else self.requests_per_connection
 
+    @property
+    def is_http(self) -> bool:
+        """Whether this scenario runs the HTTP servers (an HTTP protocol)."""
+        return self.protocol in HTTP_PROTOCOLS
+
+    def ratio_peers(self) -> Tuple[str, ...]:
+        """The peers whose req/s the table divides every row's by."""
+        return tuple(peer for what, peer, _ in self.targets if what == "ratio")
+
     def server_fds(self) -> Optional[int]:
         """The descriptors a server of this scenario needs, when more than usual."""
         return self.idle_connections + IDLE_FD_HEADROOM if self.idle_connections else None
@@ -102,6 +131,8 @@ class Scenario:
     def describe(self, quick: bool = False) -> str:
         """Return a one-line summary of the load and the handler."""
         n = self.size(quick)
+        if self.is_http:
+            return self._describe_http(n, quick)
         if self.sleep_ms:
             work = f"handler sleeps {self.sleep_ms:g} ms"
         elif self.cpu_ms:
@@ -124,6 +155,22 @@ class Scenario:
         load = f"{n} connections at once" if self.burst else \
             f"{n} connections, {self.concurrency} concurrent"
         return f"{load}; {work}; backlog {self.backlog}; {self.workers} workers"
+
+    def _describe_http(self, n: int, quick: bool) -> str:
+        app = (f"hello-world WSGI app; backlog {self.backlog}; {self.workers} threads "
+               "(fastaccept-wsgi-1: 1)")
+        get = "GET HTTP/1.0, read to EOF" if self.protocol == "http/1.0" else \
+            "GET HTTP/1.1 (keep-alive)"
+        if self.kind == "idle":
+            return (f"{n} requests one at a time ({get}), first alone, then beside "
+                    f"{self.idle_connections} idle connections; {app}")
+        if self.burst:
+            return f"{n} connections at once, one {get} each; {app}"
+        r = self.per_connection(quick)
+        if r > 1:
+            return (f"{n} connections at once, {r} requests each back to back "
+                    f"({n * r} requests), {get}; {app}")
+        return f"{n} connections, {self.concurrency} concurrent, one {get} each; {app}"
 
 
 def _idle(k: int) -> Scenario:
@@ -150,6 +197,20 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     _idle(64),
     _idle(1000),
     _idle(10000),
+    # The HTTP servers, one WSGI app (issue 12's targets for fastaccept).
+    Scenario("http-close", 10000, 1000, 64, False, 128, 8, 0.0, 0.0, 30.0,
+             kind="requests", protocol="http/1.0", servers=HTTP_SERVERS,
+             targets=(("ratio", "granian", 1.0),)),
+    Scenario("http-keepalive", 64, 64, 64, False, 128, 8, 0.0, 0.0, 30.0,
+             kind="requests", protocol="http/1.1", requests_per_connection=500,
+             quick_requests_per_connection=50, framing="http", servers=HTTP_SERVERS,
+             targets=(("ratio", "gunicorn-gthread", 5.0), ("ratio", "granian", 0.6))),
+    Scenario("http-burst", 2000, 500, 0, True, 128, 8, 0.0, 0.0, 15.0,
+             protocol="http/1.0", servers=HTTP_SERVERS, per_rep_overflows=True,
+             targets=(("overflows", "", 0),)),
+    Scenario("http-idle", 200, 100, 1, False, 128, 8, 0.0, 0.0, 10.0, kind="idle",
+             protocol="http/1.0", idle_connections=64, servers=HTTP_SERVERS,
+             targets=(("rtt_p99_ms", "", 10.0),)),
 )}
 
 
@@ -164,6 +225,8 @@ class ServerSpec:
     workers: Optional[int] = None       # None: the scenario's
     uses_workers: bool = True
     extra: Tuple[str, ...] = ()
+    #: an HTTP server of ``httpservers`` (kind: its NAME), not of refservers
+    http: bool = False
 
     def workers_for(self, scenario: Scenario) -> int:
         """Return the worker count this server runs with in ``scenario``."""
@@ -178,6 +241,12 @@ SERVERS: Dict[str, ServerSpec] = {s.label: s for s in (
     ServerSpec("fastaccept-8", "fastaccept", 8),
     ServerSpec("gthread", "gthread"),
     ServerSpec("c-inline", "c-inline", uses_workers=False),
+    ServerSpec("fastaccept-wsgi-1", "fastaccept-wsgi", 1, http=True),
+    ServerSpec("fastaccept-wsgi-8", "fastaccept-wsgi", 8, http=True),
+    ServerSpec("gunicorn-gthread", "gunicorn", http=True),
+    ServerSpec("waitress", "waitress", http=True),
+    ServerSpec("cheroot", "cheroot", http=True),
+    ServerSpec("granian", "granian", http=True),
 )}
 #: fastaccept with one choice changed, to measure the choice (design.md): not
 #: in the default run, named with --only.
