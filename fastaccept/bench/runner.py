@@ -1176,7 +1176,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="one repetition with fewer connections (under a minute)")
     parser.add_argument("--only", action="append", metavar="SERVER[,SERVER]",
-                        help=f"servers to run (default all: {', '.join(SERVERS)})")
+                        help=f"servers to run (default all: {', '.join(SERVERS)}); also "
+                             f"fastaccept variants, run only when named: "
+                             f"{', '.join(VARIANTS)}")
     parser.add_argument("--scenario", action="append", metavar="NAME[,NAME]",
                         help=f"scenarios to run (default all: {', '.join(SCENARIOS)})")
     parser.add_argument("--reps", type=int, default=None,

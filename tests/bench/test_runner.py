@@ -109,6 +109,23 @@ def test_unknown_names_are_refused():
         ["keepalive", "idle-64"]
 
 
+def test_variants_run_only_when_named_and_where_their_kind_runs():
+    from fastaccept.bench import refservers, scenarios
+    everything = runner._names(None, bench.SERVERS, "server", scenarios.VARIANTS)
+    assert everything == list(bench.SERVERS)            # no variant unless named
+    named = runner._names(["fastaccept-8,fastaccept-8-normal"], bench.SERVERS, "server",
+                          scenarios.VARIANTS)
+    assert named == ["fastaccept-8", "fastaccept-8-normal"]
+    keepalive = bench.SCENARIOS["keepalive"]
+    assert scenarios.runs_in(keepalive, "fastaccept-8-normal")
+    assert not scenarios.runs_in(keepalive, "c-inline")
+    for spec in scenarios.VARIANTS.values():
+        assert spec.label not in bench.SERVERS
+        # every variant's options are refservers' own
+        args = refservers.build_parser().parse_args([spec.kind, *spec.extra])
+        assert args.name == spec.kind
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--only", "fastaccept-8,nginx", "unknown server nginx"),
     ("--scenario", "keepalive,idle-5", "unknown scenario idle-5"),
