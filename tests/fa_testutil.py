@@ -342,22 +342,16 @@ def fd_targets(pid: int) -> List[str]:
 
 
 def connections_held(pid: int, port: int) -> int:
-    """How many TCP connections to local ``port`` process pid holds open
-    (listeners left out): its socket descriptors matched against
-    /proc/net/tcp and tcp6."""
-    inodes = {t[len("socket:["):-1] for t in fd_targets(pid) if t.startswith("socket:[")}
+    """How many established TCP connections to local ``port`` process pid
+    holds open: its socket descriptors matched against one sock_diag dump
+    (fastaccept.monitor's, which leaves TIME_WAIT out: /proc/net/tcp lists
+    every one of them, and a busy test makes tens of thousands)."""
+    from fastaccept.monitor import TCP_ESTABLISHED, _diag_rows
+    inodes = {int(t[len("socket:["):-1]) for t in fd_targets(pid) if t.startswith("socket:[")}
     held = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if int(local.rsplit(":", 1)[1], 16) == port and state != "0A" and inode in inodes:
-                held += 1
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for _, state, _, _, _, inode in _diag_rows(family, port):
+            held += state == TCP_ESTABLISHED and inode in inodes
     return held
 
 
