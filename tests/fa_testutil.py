@@ -342,17 +342,10 @@ def fd_targets(pid: int) -> List[str]:
 
 
 def connections_held(pid: int, port: int) -> int:
-    """How many established TCP connections to local ``port`` process pid
-    holds open: its socket descriptors matched against one sock_diag dump
-    (fastaccept.monitor's, which leaves TIME_WAIT out: /proc/net/tcp lists
-    every one of them, and a busy test makes tens of thousands)."""
-    from fastaccept.monitor import TCP_ESTABLISHED, _diag_rows
-    inodes = {int(t[len("socket:["):-1]) for t in fd_targets(pid) if t.startswith("socket:[")}
-    held = 0
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for _, state, _, _, _, inode in _diag_rows(family, port):
-            held += state == TCP_ESTABLISHED and inode in inodes
-    return held
+    """How many established connections to local ``port`` process pid holds
+    (the bench's counter: one copy)."""
+    from fastaccept.bench.runner import connections_held as held
+    return held(pid, port)
 
 
 class SupervisorChild:

@@ -126,7 +126,8 @@ def test_warm_client_completes_its_burst_and_leaves_nothing_behind(no_leaks):
     assert bench.warm_client(300) == 300
 
 
-CONNECTION_SCENARIOS = [name for name, sc in bench.SCENARIOS.items() if sc.kind == "connections"]
+CONNECTION_SCENARIOS = [name for name, sc in bench.SCENARIOS.items()
+                        if sc.kind == "connections" and not sc.optional]
 
 
 def test_bench_quick_produces_the_table_and_completes_every_connection(tmp_path):
