@@ -348,6 +348,15 @@ def connections_held(pid: int, port: int) -> int:
     return held(pid, port)
 
 
+def kill_busiest(pids: List[int], port: int) -> tuple:
+    """SIGKILL the one of pids holding the most connections to port (once one
+    holds some, within 2 s); return (its pid, the connections it held),
+    counted under SIGSTOP (the bench's helpers: one copy)."""
+    from fastaccept.bench.runner import busiest, kill_counting
+    victim = busiest(pids, port)
+    return victim, kill_counting(victim, port)
+
+
 class SupervisorChild:
     """children/supervised.py in a process of its own (and its own session),
     and the test's end of its event lines.

@@ -91,7 +91,7 @@ __all__ = [
     "Scenario", "ServerSpec", "SCENARIOS", "SERVERS", "RunResult", "BenchReport",
     "ServerProcess", "ServerStartError", "QueueSampler", "read_netstat", "cpu_source",
     "process_cpu_ns", "read_rss_bytes", "listen_queue", "enter_private_netns", "warm_client",
-    "spread", "connections_held",
+    "spread", "connections_held", "wait_stopped", "busiest", "kill_counting",
     "make_server", "request_load", "open_idle", "idle_lost", "close_idle", "idle_fd_shortfall",
     "scenario_servers", "run_one", "run_bench", "summarize", "format_table", "report_dict",
     "plot", "add_arguments", "main",
@@ -925,12 +925,60 @@ def _wait_flowing(port: int, deadline: float) -> None:
         time.sleep(POLL_INTERVAL_S)     # a poll interval: the condition is re-checked
 
 
-def _kill_counting(server: ServerProcess, pid: int) -> int:
-    """SIGKILL a serving process; return the connections it held then
-    (counted while it is stopped with SIGSTOP, so none comes or goes)."""
+def wait_stopped(pid: int, timeout: float = 5.0) -> bool:
+    """Wait until every thread of process pid is stopped (state T: kill()
+    returns before a SIGSTOP takes effect, and a thread still running may
+    accept a batch of connections meanwhile); False after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+            states = []
+            for tid in tids:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            return False        # gone
+        if all(state in ("T", "t") for state in states):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL_S)     # a poll interval: the states are read again
+
+
+def busiest(pids: Sequence[int], port: int, timeout: float = 2.0) -> int:
+    """The one of ``pids`` holding the most connections to ``port``, looked
+    for until one holds some (or ``timeout``): a killed process that held
+    nothing would test nothing. Each is counted stopped (SIGSTOP, then
+    SIGCONT): connections a few milliseconds long come and go faster than
+    a running process's descriptors can be matched to a socket dump. The
+    one returned is left stopped, for ``kill_counting``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        best, most = -1, -1
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            held = connections_held(pid, port) if wait_stopped(pid) else -1
+            if held > most:
+                if best >= 0:
+                    os.kill(best, signal.SIGCONT)
+                best, most = pid, held
+            else:
+                os.kill(pid, signal.SIGCONT)
+        if most > 0 or time.monotonic() >= deadline:
+            return best
+        os.kill(best, signal.SIGCONT)
+        time.sleep(POLL_INTERVAL_S)     # a poll interval: the connections are counted again
+
+
+def kill_counting(pid: int, port: int) -> int:
+    """SIGKILL a serving process; return the connections to ``port`` it held
+    then (counted once it is stopped with SIGSTOP, so none comes or goes)."""
     os.kill(pid, signal.SIGSTOP)
     try:
-        return connections_held(pid, server.port)
+        if not wait_stopped(pid):
+            raise OSError(errno.ETIMEDOUT, f"process {pid} did not stop on SIGSTOP")
+        return connections_held(pid, port)
     finally:
         os.kill(pid, signal.SIGKILL)
 
@@ -985,8 +1033,8 @@ def _run_reload(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
                     raise OSError(errno.ETIMEDOUT, f"reload {i + 1} did not switch")
                 times.append(time.monotonic() - t0)
                 if i + 1 == scenario.kill_after:
-                    victim = switched["pids"][0]
-                    result.killed_held = _kill_counting(server, victim)
+                    victim = busiest(switched["pids"], server.port)
+                    result.killed_held = kill_counting(victim, server.port)
                     gone = server.next_event("exited", EVENT_TIMEOUT_S, pid=victim)
                     new = gone and server.next_event("spawned", EVENT_TIMEOUT_S, since=mark,
                                                      slot=gone["slot"])

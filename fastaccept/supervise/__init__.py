@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listener", choices=LAYOUTS, default=None,
                         help="with --processes: one socket every process accepts from "
                              "(shared) or one SO_REUSEPORT socket per process (reuseport); "
-                             f"default {DEFAULT_LAYOUT}")
+                             f"default {DEFAULT_LAYOUT} (docs/design.md section 10)")
     parser.add_argument("--fd", type=int, default=None, metavar="N",
                         help="serve the inherited listening socket N instead of binding "
                              "(systemd's LISTEN_FDS is used by itself)")

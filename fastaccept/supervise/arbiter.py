@@ -119,8 +119,9 @@ class Supervisor:
     socket), ``fd`` (an inherited descriptor), systemd's ``LISTEN_FDS`` when
     ``systemd`` is true and they are set for this process, or else it binds
     (host, port) with ``backlog``, by the ``listener`` layout ("shared" or
-    "reuseport", ``listeners.DEFAULT_LAYOUT`` by default; an inherited
-    listener is always shared). ``address`` is then known. ``run()`` serves
+    "reuseport"; by default ``listeners.DEFAULT_LAYOUT`` with several
+    processes, a plain socket with one; an inherited listener is always
+    shared). ``address`` is then known. ``run()`` serves
     until a stop and returns the exit status.
 
     ``processes=1`` serves in this process, no fork: ``factory(sock)`` here,
@@ -160,7 +161,8 @@ class Supervisor:
         self._factory = factory
         self._on_event = on_event
         self._on_start = on_start
-        self.listeners = self._take_listeners(host, port, sock, fd, systemd, listener, backlog)
+        self.listeners = self._take_listeners(host, port, sock, fd, systemd, listener, backlog,
+                                              self.processes)
         self.address: Any = self.listeners.address
         #: one record per child that exited: pid, slot, generation, code, stats
         self.exits: List[Dict[str, Any]] = []
@@ -177,8 +179,8 @@ class Supervisor:
 
     @staticmethod
     def _take_listeners(host: str, port: int, sock: Optional[socket.socket], fd: Optional[int],
-                        systemd: bool, listener: Optional[str],
-                        backlog: int) -> listeners.Listeners:
+                        systemd: bool, listener: Optional[str], backlog: int,
+                        processes: int) -> listeners.Listeners:
         inherited: Optional[socket.socket] = None
         if sock is not None:
             inherited = sock
@@ -199,7 +201,11 @@ class Supervisor:
                                  "reuseport layout needs the supervisor to bind the port "
                                  "itself")
             return listeners.Listeners.adopt(inherited)
-        return listeners.Listeners.bind(host, port, backlog, listener or listeners.DEFAULT_LAYOUT)
+        if listener is None:
+            # one process binds a plain socket: SO_REUSEPORT would let another
+            # program of the same user bind the port too and take a share
+            listener = listeners.DEFAULT_LAYOUT if processes > 1 else "shared"
+        return listeners.Listeners.bind(host, port, backlog, listener)
 
     # -- the public surface -------------------------------------------------
 
@@ -232,8 +238,13 @@ class Supervisor:
             checks.backlog_check(sock, self.listeners.backlog),
             checks.nofile_check(server._max_connections),
             checks.migrate_check(listeners.reuses_port(sock))])
-        finished = child.serve(server, graceful_timeout=self.graceful_timeout,
-                               ready=self._on_start)
+        try:
+            finished = child.serve(server, graceful_timeout=self.graceful_timeout,
+                                   ready=self._on_start)
+        except BaseException:
+            if server._state in ("new", "closed"):      # start() failed, or it all ended
+                self.listeners.close()
+            raise
         self.final_stats = server.stats()
         if finished:
             self.listeners.close()     # the server closed it already: a no-op

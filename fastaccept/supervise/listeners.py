@@ -35,9 +35,11 @@ __all__ = ["LAYOUTS", "DEFAULT_LAYOUT", "SD_LISTEN_FDS_START", "Listeners", "ado
 log = logging.getLogger("fastaccept")
 
 LAYOUTS = ("shared", "reuseport")
-#: The layout ``serve_processes`` uses unless told otherwise: docs/design.md
-#: section 10 has the measurements behind the choice.
-DEFAULT_LAYOUT = "shared"
+#: The layout ``serve_processes`` binds with several processes unless told
+#: otherwise. fastaccept's accept loop drains a queue it shares as fast as
+#: connections come, so with one shared socket the first process to wake
+#: takes nearly all of them: docs/design.md section 10 has the measurements.
+DEFAULT_LAYOUT = "reuseport"
 #: The first descriptor systemd passes (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
 _SYSTEMD_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")

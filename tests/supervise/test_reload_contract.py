@@ -3,27 +3,32 @@
 A load generator (fastaccept.bench.loadgen, in a thread: it releases the
 GIL) keeps 64 connections busy against a supervisor of two WSGIServer
 children while the supervisor gets SIGHUP three times and one child is
-SIGKILLed. The load must see no refused connection and no timeout, and no
-reset or cut response beyond the connections the killed child held when
-it died (counted: the child is stopped with SIGSTOP, its connections
-counted from /proc, then killed). No response is a 5xx; the supervisor's
+SIGKILLed (the one holding the most connections). The load must see no
+refused connection and no timeout, and no reset or cut response beyond
+the connections the killed child held when it died (counted: the child is
+stopped with SIGSTOP, its connections counted once every thread stopped,
+then it is killed). No response is a 5xx; the supervisor's
 descriptors are as many at the end as at the start; every child is reaped.
 
 Two load shapes: one request per connection (``per-request``), and 100
 back to back on each (``keep-alive``). With keep-alive, a stopping child
 answers the next request of each kept connection with ``Connection:
-close`` and closes it: the load generator counts those as ``closed``
-(reported, not a failure of the contract).
+close`` and closes it; the load generator, which sends its next request
+without reading that header, counts those as ``closed``: reported, not a
+failure of the contract (an HTTP client opens a new connection), and not
+told apart from the killed child's by the load generator, so with
+keep-alive only resets and cut responses are held to the killed child's
+count.
 """
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
 import pytest
 
-from fa_testutil import child_pids, connections_held, fd_targets, needs_loadgen, process_state
+from fa_testutil import (child_pids, connections_held, fd_targets, kill_busiest, needs_loadgen,
+                         process_state)
 from fastaccept.supervise import LAYOUTS
 
 #: How long the load starts new connections; the reloads must be done by then.
@@ -67,12 +72,7 @@ def test_reloads_and_a_killed_child_drop_nothing_else(supervised, layout, keep_a
             switched = sup.next("switched", since=mark)
             pids = switched["pids"]
             if n == 1:
-                victim = pids[0]
-                os.kill(victim, signal.SIGSTOP)
-                try:
-                    held = connections_held(victim, port)
-                finally:
-                    os.kill(victim, signal.SIGKILL)
+                victim, held = kill_busiest(pids, port)
                 gone = sup.next("exited", pid=victim)
                 assert not gone["expected"]
                 replacement = sup.next("spawned", since=mark, slot=gone["slot"])
@@ -97,10 +97,9 @@ def test_reloads_and_a_killed_child_drop_nothing_else(supervised, layout, keep_a
     assert f["refused"] == 0 and f["timeout"] == 0, report
     lost = f["reset"] + f["other"] + (0 if keep_alive else f["closed"])
     assert lost <= held, report
-    if keep_alive:
-        # a kept connection ends with Connection: close once per stopping child,
-        # at most: 64 per reload, and the killed child's
-        assert f["closed"] <= 64 * RELOADS + held, report
+    # keep-alive: "closed" counts the kept connections a stopping child ended
+    # after a complete response with Connection: close (the load generator
+    # sends its next request regardless), and the killed child's: reported
     assert fives(sup.seen("exited")) == 0, report
     assert r.requests > 1000, report
     assert end["status"] == 0
