@@ -30,7 +30,6 @@ stopped on an error), ``EXIT_INTERNAL``.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -152,6 +151,7 @@ def serve(server: Server, *, graceful_timeout: float,
 
 def _die_with(supervisor: int) -> bool:
     """Ask for SIGTERM when the supervisor dies; False if it already has."""
+    import ctypes
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
