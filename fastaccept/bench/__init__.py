@@ -3,6 +3,8 @@
     runner       ``fastaccept bench``: every scenario against every server, a table
     scenarios    the load shapes and the servers the bench runs
     refservers   the reference servers, one process each
+    httpservers  the HTTP peers (gunicorn, waitress, cheroot, granian), one process each
+    wsgiapp      the one WSGI application every HTTP server of the bench serves
     loadgen      the C load generator's API (``fastaccept load``)
     _loadgen     its extension: the load generator and the c-inline server in C
 

@@ -1,23 +1,24 @@
-"""The HTTP reference servers of the bench, one per process, all serving ``wsgiapp.app``.
+"""The HTTP peers of the bench, one per process, all serving ``wsgiapp.app``.
 
-    fastaccept-wsgi  fastaccept.WSGIServer(app, sock=..., workers=T, keep_alive=300)
     gunicorn         gunicorn's gthread worker: 1 worker process, T threads
     waitress         waitress (one asyncore I/O thread, T worker threads)
     cheroot          cheroot.wsgi.Server (the CherryPy server), a pool of T threads
     granian          granian's WSGI interface: 1 worker process, 1 runtime
                      (Rust I/O) thread, T blocking threads running the app
 
-The peers (gunicorn, waitress, cheroot, granian) are benchmark references:
+fastaccept's own row is refservers' ``wsgi`` server with ``--hello
+--keep-alive 300`` (scenarios.HTTP_WSGI_OPTIONS): the one way the bench
+starts a WSGIServer. The peers are benchmark references:
 ``pip install 'fastaccept[peers]'`` installs them. The product never imports
 them (nor this module); a peer that is not installed is reported by
 ``missing(NAME)``, and the bench skips it with that line.
 
 Every server gets the same application, T threads where it has threads (the
-bench gives T = 8 to all but fastaccept-wsgi-1), no access log, HTTP/1.1
+bench gives T = 8, as to fastaccept-wsgi-8), no access log, HTTP/1.1
 keep-alive on, with the longest idle time a run could need:
 
-    keep-alive     KEEP_ALIVE_S (300 s) where the server has such a timeout:
-                   fastaccept's keep_alive, gunicorn's --keep-alive,
+    keep-alive     KEEP_ALIVE_S (300 s, as fastaccept's keep_alive) where the
+                   server has such a timeout: gunicorn's --keep-alive,
                    waitress's channel_timeout, cheroot's timeout; granian has
                    none but its header read timeout, which also closes idle
                    kept connections: its maximum, 60 s, longer than any run
@@ -38,7 +39,6 @@ The listening socket: the bench makes it (bound, listening with the
 scenario's backlog) and the child inherits it, as for refservers, wherever
 the server can take one:
 
-    fastaccept-wsgi  WSGIServer(sock=...): it never calls listen() again
     gunicorn         --bind fd://N (gunicorn leaves a socket that already
                      listens alone; --backlog is given the same value anyway)
     waitress         create_server(sockets=[sock], backlog=B): it calls
@@ -55,8 +55,8 @@ the server can take one:
 
 gunicorn and granian run as child processes of this one, by their own
 command lines (``command(NAME, ...)``; it dies with this process); the
-bench adds the CPU time and memory of the whole process tree. waitress,
-cheroot and fastaccept run in this process.
+bench adds the CPU time and memory of the whole process tree. waitress and
+cheroot run in this process.
 
 Run one with::
 
@@ -65,8 +65,8 @@ Run one with::
 
 It prints ``port N`` on stdout once the server answered a request of its
 own (so gunicorn's and granian's workers are up), serves until SIGTERM or
-SIGINT, then stops and exits with status 0 (fastaccept-wsgi prints ``served
-N`` first: the requests it answered; the peers do not count theirs).
+SIGINT, then stops and exits with status 0 (the peers do not count the
+requests they answered: the process prints no ``served N``).
 """
 from __future__ import annotations
 
@@ -82,18 +82,19 @@ import time
 from typing import Any, Callable, List, NoReturn, Optional
 
 from fastaccept.bench.refservers import die_with_parent, raise_fd_limit
+from fastaccept.bench.scenarios import HTTP_KEEP_ALIVE_S
 
 __all__ = ["NAMES", "PEERS", "BINDS_ITSELF", "KEEP_ALIVE_S", "MAX_CONNECTIONS", "APP_TARGET",
            "missing", "command", "probe", "main"]
 
-NAMES = ("fastaccept-wsgi", "gunicorn", "waitress", "cheroot", "granian")
+NAMES = ("gunicorn", "waitress", "cheroot", "granian")
 #: The peers and the package each needs.
 PEERS = {"gunicorn": "gunicorn", "waitress": "waitress", "cheroot": "cheroot",
          "granian": "granian"}
 #: Servers that cannot take the bench's socket: they bind --port themselves.
 BINDS_ITSELF = frozenset({"granian"})
 #: Longer than any run: no server closes an idle kept connection mid-run.
-KEEP_ALIVE_S = 300
+KEEP_ALIVE_S = HTTP_KEEP_ALIVE_S
 #: granian's longest header read timeout (ms), its only idle timeout.
 GRANIAN_HEADER_TIMEOUT_MS = 60000
 #: Open connections a server may hold, where it has a limit: fastaccept's default.
@@ -172,23 +173,7 @@ def _announce(port: int) -> None:
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def _serve_fastaccept(lsock: socket.socket, threads: int, backlog: int) -> Optional[int]:
-    from fastaccept import WSGIServer
-    from fastaccept.bench.wsgiapp import app
-
-    server = WSGIServer(app, sock=lsock, workers=threads, keep_alive=float(KEEP_ALIVE_S))
-    server.start()
-    try:
-        _wait_serving(lsock.getsockname()[1], lambda: True)
-        _announce(lsock.getsockname()[1])
-        signal.sigwait(STOP_SIGNALS)
-    finally:
-        server.shutdown(timeout=5.0)
-    # the probe was a request too: it is not the bench's
-    return int(server.stats()["requests"]) - 1
-
-
-def _serve_cheroot(lsock: socket.socket, threads: int, backlog: int) -> Optional[int]:
+def _serve_cheroot(lsock: socket.socket, threads: int, backlog: int) -> None:
     from cheroot import wsgi
 
     from fastaccept.bench.wsgiapp import app
@@ -216,10 +201,9 @@ def _serve_cheroot(lsock: socket.socket, threads: int, backlog: int) -> Optional
     finally:
         server.stop()
         thread.join(CHILD_STOP_S)
-    return None
 
 
-def _serve_waitress(lsock: socket.socket, threads: int, backlog: int) -> Optional[int]:
+def _serve_waitress(lsock: socket.socket, threads: int, backlog: int) -> None:
     from waitress import create_server
 
     from fastaccept.bench.wsgiapp import app
@@ -248,11 +232,10 @@ def _serve_waitress(lsock: socket.socket, threads: int, backlog: int) -> Optiona
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     threading.Thread(target=announce, name="waitress-announce", daemon=True).start()
     server.run()
-    return None
 
 
 def _serve_child(name: str, lsock: Optional[socket.socket], port: int, threads: int,
-                 backlog: int) -> Optional[int]:
+                 backlog: int) -> None:
     fd = lsock.fileno() if lsock is not None else None
     cmd = command(name, fd=fd, port=port, backlog=backlog, threads=threads)
     parent = os.getpid()
@@ -278,7 +261,6 @@ def _serve_child(name: str, lsock: Optional[socket.socket], port: int, threads: 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,20 +318,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.name in ("gunicorn", "granian"):
             port = args.port if lsock is None else lsock.getsockname()[1]
-            served = _serve_child(args.name, lsock, port, args.threads, args.backlog)
+            _serve_child(args.name, lsock, port, args.threads, args.backlog)
         else:
             assert lsock is not None
-            serve = {"fastaccept-wsgi": _serve_fastaccept, "cheroot": _serve_cheroot,
-                     "waitress": _serve_waitress}[args.name]
-            served = serve(lsock, args.threads, args.backlog)
+            serve = {"cheroot": _serve_cheroot, "waitress": _serve_waitress}[args.name]
+            serve(lsock, args.threads, args.backlog)
     except RuntimeError as e:
         print(f"{args.name}: {e}", file=sys.stderr)
         return 1
     finally:
         if lsock is not None:
             lsock.close()
-    if served is not None:
-        print(f"served {served}", flush=True)
     return 0
 
 
