@@ -63,7 +63,10 @@ fastaccept with), CPU us/req, request latency p50/p99/max, connect p99,
 overflows and failures, then whether fastaccept meets each target. A peer
 that is not installed is skipped, with a line under the table. The server's
 CPU time and memory are its whole process tree's (gunicorn and granian run
-workers in child processes).
+workers in child processes). In ``http-idle`` the real requests stop
+starting ``timeout`` seconds in (a peer whose threads the idle clients hold
+answers none, and each would wait out its timeout): those never sent count
+as failures (``not_started``).
 
 ListenOverflows is a per-network-namespace counter. When this process may
 create a namespace (root), ``main`` moves into a private one at start (with
@@ -992,6 +995,10 @@ def _run_idle(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
             request = scenario_request(scenario, server.port)
             requests: Dict[str, Any] = {"connections": n, "concurrency": 1, "timeout": timeout,
                                         "request": request}
+            if scenario.is_http:
+                # A peer whose threads the idle clients hold answers no real
+                # request: each would wait out its timeout, one at a time.
+                requests["max_seconds"] = timeout
             warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
             loadgen.run(HOST, server.port, connections=warm, concurrency=min(8, warm),
                         timeout=timeout, max_seconds=timeout, request=request)
@@ -1018,11 +1025,15 @@ def _run_idle(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
     result.base_load = base.as_dict()
     result.failures = {kind: load.failures[kind] + base.failures[kind] for kind in load.failures}
     result.failures["idle_lost"] = lost
-    result.base_rtt_p50_ms = base.rtt_ms.p50
-    result.base_rtt_p99_ms = base.rtt_ms.p99
-    if base.rtt_ms.p50 > 0:
+    if scenario.is_http:
+        # the requests max_seconds left unsent fail too
+        result.failures["not_started"] = 2 * n - base.connections - load.connections
+    if base.completed:
+        result.base_rtt_p50_ms = base.rtt_ms.p50
+        result.base_rtt_p99_ms = base.rtt_ms.p99
+    if base.rtt_ms.p50 > 0 and load.completed:
         result.rtt_p50_ratio = load.rtt_ms.p50 / base.rtt_ms.p50
-    if base.rtt_ms.p99 > 0:
+    if base.rtt_ms.p99 > 0 and load.completed:
         result.rtt_p99_ratio = load.rtt_ms.p99 / base.rtt_ms.p99
     result.rss_before, result.rss_after = rss0, rss1
     result.rss_per_idle_conn = (rss1 - rss0) / k if k else None
@@ -1310,9 +1321,9 @@ def _brief(r: RunResult) -> str:
                 f"{r.killed_held}")
     if kind == "idle":
         rss = "-" if r.rss_per_idle_conn is None else f"{r.rss_per_idle_conn:.0f} B/idle conn"
-        return (f"{r.completed}/{r.connections} ok, rtt p50 {r.base_rtt_p50_ms or 0:.2f} -> "
-                f"{r.rtt_p50_ms:.2f} ms with {r.idle_connections} idle, {rss}, "
-                f"{r.failed} failures")
+        beside = _fmt(r.rtt_p50_ms if r.completed else None, ".2f")
+        return (f"{r.completed}/{r.connections} ok, rtt p50 {_fmt(r.base_rtt_p50_ms, '.2f')} -> "
+                f"{beside} ms with {r.idle_connections} idle, {rss}, {r.failed} failures")
     cpu = "-" if r.cpu_us_per_conn is None else f"{r.cpu_us_per_conn:.0f} us/conn"
     spread_ = f", per process {'/'.join(map(str, r.per_process))}" if r.per_process else ""
     return (f"{r.completed}/{r.connections} ok, {r.conn_per_s:.0f} conn/s, {cpu}, "
@@ -1388,6 +1399,11 @@ def summarize(report: BenchReport) -> Dict[str, Dict[str, Dict[str, Any]]]:
 
 def _ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
     return value / base if value is not None and base else None
+
+
+def _latency(row: Dict[str, Any], key: str) -> Optional[float]:
+    """A latency of ``row``; None (not 0 ms) when no request completed."""
+    return None if row["completed"] == 0 else row[key]
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -1597,10 +1613,10 @@ def _http_rows(rows: Dict[str, Dict[str, Any]], peers: Sequence[str]) -> List[st
             f"{label:<{w}}{_fmt(row['requests_per_s'], '.0f'):>8}" +
             "".join(f"{_fmt(ratios.get(peer), '.2f'):>{rw}}" for peer in peers) +
             f"{_fmt(row['cpu_us_per_request'], '.1f'):>12}"
-            f"{_fmt(row['request_p50_ms'], '.3f'):>12}"
-            f"{_fmt(row['request_p99_ms'], '.2f'):>12}"
-            f"{_fmt(row['request_max_ms'], '.1f'):>12}"
-            f"{_fmt(row['connect_p99_ms'], '.2f'):>16}"
+            f"{_fmt(_latency(row, 'request_p50_ms'), '.3f'):>12}"
+            f"{_fmt(_latency(row, 'request_p99_ms'), '.2f'):>12}"
+            f"{_fmt(_latency(row, 'request_max_ms'), '.1f'):>12}"
+            f"{_fmt(_latency(row, 'connect_p99_ms'), '.2f'):>16}"
             f"{_fmt(row['listen_overflows'], '.0f'):>11}  {_failures_cell(row)}")
     return lines
 
@@ -1640,7 +1656,7 @@ def _judge(what: str, peer: str, bound: float, label: str, rows: Dict[str, Dict[
     if what == "rtt_p99_ms":
         asked = (f"round trip p99 beside {scenario.idle_connections} idle connections "
                  f"< {bound:g} ms")
-        p99 = row["rtt_p99_ms"]
+        p99 = _latency(row, "rtt_p99_ms")
         if p99 is None:
             return f"{asked}: not measured"
         return f"{asked}: {p99:.2f} ms, {'met' if p99 < bound else 'MISSED'}"
@@ -1660,8 +1676,8 @@ def _idle_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
         lines.append(
             f"{label:<{w}}{_fmt(row['base_rtt_p50_ms'], '.3f'):>11}"
             f"{_fmt(row['base_rtt_p99_ms'], '.3f'):>11}"
-            f"{_fmt(row['rtt_p50_ms'], '.3f'):>11}"
-            f"{_fmt(row['rtt_p99_ms'], '.3f'):>11}"
+            f"{_fmt(_latency(row, 'rtt_p50_ms'), '.3f'):>11}"
+            f"{_fmt(_latency(row, 'rtt_p99_ms'), '.3f'):>11}"
             f"{_fmt(row['rtt_p50_ratio'], '.2f'):>7}"
             f"{_fmt(row['rtt_p99_ratio'], '.2f'):>7}"
             f"{_fmt(row['rss_per_idle_conn'], '.0f'):>12}  {_failures_cell(row)}")
