@@ -2,7 +2,8 @@
 
 Descriptors and clients (fd_table, open_fds, read_to_eof, connect, Gate...),
 forked children (fork, wait_child), pipes (read_line), what this machine has
-(has_loadgen, has_ipv6_loopback), the command line (run_cli) and the child
+(has_loadgen, has_ipv6_loopback, needs_peer, needs_tool), processes that must
+be gone (all_gone), the command line (run_cli) and the child
 programs of tests/children/ (child_path, start_child, run_child,
 run_child_json, CommandChild). Fixtures are in conftest.py.
 """
@@ -13,6 +14,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -183,6 +185,29 @@ def has_loadgen() -> bool:
 #: Skips a test that needs fastaccept.bench._loadgen where it is not built.
 needs_loadgen = pytest.mark.skipif(not has_loadgen(),
                                    reason="fastaccept.bench._loadgen is not built")
+
+
+def needs_peer(label: str) -> Any:
+    """A skip mark for a test of the bench's HTTP server ``label`` (a peer of
+    httpservers, or fastaccept's, which never skips) where it is not installed."""
+    from fastaccept.bench import runner, scenarios
+    why = runner.server_missing(scenarios.SERVERS[label])
+    return pytest.mark.skipif(why is not None, reason=f"{label}: {why}")
+
+
+def needs_tool(name: str) -> Any:
+    """A skip mark for a test that runs command ``name`` (wrk, ab) where it is missing."""
+    return pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} is not installed")
+
+
+def all_gone(pids: List[int], timeout: float) -> bool:
+    """Wait until none of pids is a live process (gone or a zombie); True if so in time."""
+    deadline = time.monotonic() + timeout
+    while any(process_state(p) not in (None, "Z") for p in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)    # a poll interval; the loop re-checks
+    return True
 
 
 def has_ipv6_loopback() -> bool:

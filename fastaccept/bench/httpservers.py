@@ -95,6 +95,8 @@ PEERS = {"gunicorn": "gunicorn", "waitress": "waitress", "cheroot": "cheroot",
 BINDS_ITSELF = frozenset({"granian"})
 #: Longer than any run: no server closes an idle kept connection mid-run.
 KEEP_ALIVE_S = HTTP_KEEP_ALIVE_S
+#: The smallest backlog granian takes.
+GRANIAN_MIN_BACKLOG = 128
 #: granian's longest header read timeout (ms), its only idle timeout.
 GRANIAN_HEADER_TIMEOUT_MS = 60000
 #: Open connections a server may hold, where it has a limit: fastaccept's default.
@@ -293,6 +295,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if why is not None:
         print(f"{args.name}: {why}", file=sys.stderr)
         return 3
+    if args.name == "granian" and args.backlog < GRANIAN_MIN_BACKLOG:
+        print(f"granian takes a backlog of at least {GRANIAN_MIN_BACKLOG}", file=sys.stderr)
+        return 2
     if (args.port is not None) != (args.name in BINDS_ITSELF):
         need = "--port" if args.name in BINDS_ITSELF else "--fd"
         print(f"{args.name} needs {need}", file=sys.stderr)

@@ -109,7 +109,8 @@ __all__ = [
     "process_cpu_ns", "process_tree", "read_rss_bytes", "free_port", "listen_queue",
     "scenario_request", "enter_private_netns", "warm_client",
     "spread", "connections_held", "wait_stopped", "busiest", "kill_counting",
-    "make_server", "request_load", "open_idle", "idle_lost", "close_idle", "idle_fd_shortfall",
+    "make_server", "server_missing", "request_load", "open_idle", "idle_lost", "close_idle",
+    "idle_fd_shortfall",
     "scenario_servers", "run_one", "run_bench", "summarize", "format_table", "report_dict",
     "plot", "add_arguments", "main",
 ]
@@ -731,7 +732,7 @@ def request_load(scenario: Scenario, quick: bool, timeout: float,
             "framing": scenario.framing, "request": scenario_request(scenario, port)}
 
 
-def _missing(spec: ServerSpec) -> Optional[str]:
+def server_missing(spec: ServerSpec) -> Optional[str]:
     """Why ``spec``'s server cannot run here (a peer not installed), or None."""
     if not spec.peer:
         return None
@@ -749,7 +750,7 @@ def run_one(scenario: Scenario, spec: ServerSpec, rep: int = 0, *, quick: bool =
             cpu_iters: int = 0, timeout_s: Optional[float] = None,
             source: Optional[str] = None) -> RunResult:
     """Start a fresh server, warm it, run one measured load against it, stop it."""
-    why = _missing(spec)
+    why = server_missing(spec)
     if why is not None:
         return RunResult(scenario.name, spec.label, rep, skipped=why)
     if scenario.kind == "requests":

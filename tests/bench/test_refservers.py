@@ -17,7 +17,7 @@ import pytest
 
 from fa_testutil import has_loadgen, needs_loadgen, read_line
 from fastaccept import bench
-from fastaccept.bench import refservers, runner
+from fastaccept.bench import refservers, runner, wsgiapp
 
 WORKS = {"plain": {}, "sleep": {"sleep_ms": 1.0}, "cpu": {"cpu_iters": 1000}}
 
@@ -93,6 +93,39 @@ def test_refserver_rejects_a_socket_that_is_not_listening():
                               capture_output=True, timeout=30, cwd=runner.PACKAGE_PARENT)
     assert proc.returncode != 0
     assert b"not a listening socket" in proc.stderr
+
+
+# -- wsgi as the HTTP scenarios run it -------------------------------------------------
+
+def test_wsgi_options_from_the_command_line():
+    parse = refservers.build_parser().parse_args
+    assert refservers._wsgi_options(parse(["wsgi"])) == {"timeout": None}
+    assert refservers._wsgi_options(parse(["wsgi", "--keep-alive", "300", "--max-connections",
+                                           "50"])) == {"timeout": None, "keep_alive": 300.0,
+                                                       "max_connections": 50}
+    # the HTTP scenarios' fastaccept rows: refservers options of its own
+    for label in ("fastaccept-wsgi-1", "fastaccept-wsgi-8"):
+        spec = bench.SERVERS[label]
+        args = parse([spec.kind, *spec.extra])
+        assert args.name == "wsgi" and args.hello and args.keep_alive == 300.0
+
+
+def test_wsgi_hello_answers_the_peers_app_and_keeps_for_keep_alive(no_leaks):
+    """--hello serves wsgiapp.app; --keep-alive is WSGIServer's: a kept
+    connection left idle past it is closed by the server."""
+    server = bench.ServerProcess("wsgi", backlog=16, workers=2,
+                                 extra=["--hello", "--keep-alive", "0.2"])
+    with server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(wsgiapp.BODY):
+                chunk = s.recv(4096)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 13" in data
+            assert s.recv(4096) == b""      # closed after 0.2 s idle (10 s bound)
+    assert server.returncode == 0 and server.served == 1
 
 
 def test_burn_does_work_proportional_to_its_count():

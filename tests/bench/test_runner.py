@@ -12,10 +12,11 @@ import os
 import resource
 import socket
 import subprocess
+import sys
 
 import pytest
 
-from fa_testutil import needs_loadgen, read_line, run_child, run_cli, start_child
+from fa_testutil import needs_loadgen, needs_peer, read_line, run_child, run_cli, start_child
 from fastaccept import _kernel, bench
 from fastaccept.bench import runner
 
@@ -430,3 +431,251 @@ def test_bench_quick_of_the_new_kinds_with_only(tmp_path):
             assert run["completed"] == 200 and run["base_load"]["completed"] == 200
             assert run["failures"]["idle_lost"] == 0
             assert run["rss_per_idle_conn"] is not None
+
+
+# -- the HTTP scenarios: fastaccept's WSGIServer beside the peers -------------------
+
+HTTP_SCENARIOS = ("http-close", "http-keepalive", "http-burst", "http-idle")
+
+
+def test_http_scenarios_as_the_issue_asks():
+    from fastaccept.bench import scenarios
+    sc = bench.SCENARIOS
+    assert all(sc[n].is_http and not sc[n].optional and n in scenarios.DEFAULT_SCENARIOS
+               for n in HTTP_SCENARIOS)
+    assert all(sc[n].servers == scenarios.HTTP_SERVERS for n in HTTP_SCENARIOS)
+    assert scenarios.HTTP_SERVERS == ("fastaccept-wsgi-1", "fastaccept-wsgi-8",
+                                      "gunicorn-gthread", "waitress", "cheroot", "granian")
+    close, keep, burst, idle = (sc[n] for n in HTTP_SCENARIOS)
+    assert (close.kind, close.protocol, close.per_connection(), close.concurrency) == \
+        ("requests", "http/1.0", 1, 64)
+    assert (keep.kind, keep.protocol, keep.framing, keep.connections, keep.concurrency) == \
+        ("requests", "http/1.1", "http", 64, 64)
+    assert keep.per_connection() > 1 and keep.per_connection(quick=True) > 1
+    assert (burst.kind, burst.burst, burst.connections, burst.backlog) == \
+        ("connections", True, 2000, 128)
+    assert burst.per_rep_overflows
+    assert (idle.kind, idle.idle_connections) == ("idle", 64)
+    assert keep.targets == (("ratio", "gunicorn-gthread", 5.0), ("ratio", "granian", 0.6))
+    assert close.targets == (("ratio", "granian", 1.0),)
+    assert burst.targets == (("overflows", "", 0),)
+    assert idle.targets == (("rtt_p99_ms", "", 10.0),)
+    assert [bench.SERVERS[s].workers_for(keep) for s in scenarios.HTTP_SERVERS] == \
+        [1, 8, 8, 8, 8, 8]
+    # no fastaccept variant runs here (their kind is fastaccept, not wsgi)
+    assert not any(scenarios.runs_in(keep, v) for v in scenarios.VARIANTS)
+
+
+def test_scenario_request_carries_a_host_field():
+    port = 4321
+    assert bench.scenario_request(bench.SCENARIOS["http-close"], port) == \
+        b"GET / HTTP/1.0\r\nHost: 127.0.0.1:4321\r\n\r\n"
+    kept = bench.scenario_request(bench.SCENARIOS["http-keepalive"], port)
+    assert kept.startswith(b"GET / HTTP/1.1\r\n") and b"\r\nHost: 127.0.0.1:4321\r\n" in kept
+    assert bench.scenario_request(bench.SCENARIOS["throughput"], port) == runner.REQUEST
+    assert bench.scenario_request(bench.SCENARIOS["keepalive"], port) == runner.LINE_REQUEST
+
+
+def test_make_server_for_the_http_servers():
+    keep = bench.SCENARIOS["http-keepalive"]
+    fa = bench.make_server(keep, bench.SERVERS["fastaccept-wsgi-8"])
+    assert (fa.kind, fa.peer, fa.protocol, fa.workers) == ("wsgi", False, "http-close", 8)
+    assert fa.extra == ["--hello", "--keep-alive", "300"]
+    peer = bench.make_server(bench.SCENARIOS["http-idle"], bench.SERVERS["gunicorn-gthread"])
+    assert (peer.kind, peer.peer, peer.workers, peer.fds) == ("gunicorn", True, 8, 64 + 1024)
+
+
+def test_process_tree_lists_every_descendant(tmp_path):
+    proc = subprocess.Popen(["sh", "-c", "(sleep 60 & wait) & sleep 60 & wait"],
+                            start_new_session=True)
+    try:
+        deadline = 100
+        tree = bench.process_tree(proc.pid)
+        while len(tree) < 4 and deadline:       # sh, its subshell, two sleeps
+            deadline -= 1
+            subprocess.run(["sleep", "0.05"])   # a poll interval while sh forks
+            tree = bench.process_tree(proc.pid)
+        assert tree[0] == proc.pid and len(tree) == 4 and len(set(tree)) == 4
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+    assert bench.process_tree(proc.pid) == [proc.pid]   # gone: itself alone, no error
+
+
+def test_free_port_is_bindable():
+    port = bench.free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def _http_run(scenario, server, rep, rps=None, **fields):
+    r = _fake_run(scenario, server, rep, 0.0)
+    r.listen_overflows = 0
+    if rps is not None:
+        r.requests, r.requests_per_s, r.cpu_us_per_request = 1000, rps, 20.0
+        r.request_p50_ms, r.request_p99_ms, r.request_max_ms = 0.5, 2.0, 9.0
+    for k, v in fields.items():
+        setattr(r, k, v)
+    return r
+
+
+def test_http_tables_show_the_ratios_the_targets_and_the_skipped_peers():
+    servers = ["fastaccept-wsgi-1", "fastaccept-wsgi-8", "gunicorn-gthread", "waitress",
+               "granian"]
+    report = bench.BenchReport(["http-keepalive", "http-close", "http-burst", "http-idle"],
+                               servers, 2, False, "private", "", "cpu-clock", 1000)
+    rps = {"fastaccept-wsgi-1": 60000.0, "fastaccept-wsgi-8": 30000.0,
+           "gunicorn-gthread": 6000.0, "granian": 80000.0}
+    for rep in range(2):
+        for label in servers:
+            if label == "waitress":     # as a peer that is not installed is
+                for name in report.scenarios:
+                    report.runs.append(bench.RunResult(name, label, rep,
+                                                       skipped="waitress is not installed"))
+                continue
+            report.runs.append(_http_run("http-keepalive", label, rep, rps[label]))
+            report.runs.append(_http_run("http-close", label, rep, 20000.0 if label !=
+                                         "fastaccept-wsgi-8" else 30000.0))
+            report.runs.append(_http_run("http-burst", label, rep, listen_overflows=(
+                [0, 3][rep] if label == "fastaccept-wsgi-8" else
+                0 if label.startswith("fastaccept") else 500 + rep)))
+            report.runs.append(_http_run("http-idle", label, rep, base_rtt_p50_ms=0.1,
+                                         base_rtt_p99_ms=0.2, rtt_p50_ms=0.1,
+                                         rtt_p99_ms=4.0 if label != "fastaccept-wsgi-8"
+                                         else 12.0))
+    table = bench.format_table(report)
+    assert "req/s  x gthread  x granian  CPU us/req" in table
+    assert "fastaccept-wsgi-1     60000      10.00       0.75" in table
+    assert "(waitress skipped: waitress is not installed)" in table
+    assert "\nwaitress " not in table
+    lines = [ln.strip() for ln in table.splitlines() if ln.strip().startswith("target ")]
+    assert lines == [
+        # http-keepalive
+        "target fastaccept-wsgi-1: req/s >= 5x gunicorn-gthread's: 10.00x, met",
+        "target fastaccept-wsgi-1: req/s >= 0.6x granian's: 0.75x, met",
+        "target fastaccept-wsgi-8: req/s >= 5x gunicorn-gthread's: 5.00x, met",
+        "target fastaccept-wsgi-8: req/s >= 0.6x granian's: 0.38x, MISSED",
+        # http-close
+        "target fastaccept-wsgi-1: req/s >= 1x granian's: 1.00x, met",
+        "target fastaccept-wsgi-8: req/s >= 1x granian's: 1.50x, met",
+        # http-burst: every repetition
+        "target fastaccept-wsgi-1: at most 0 overflows in every repetition: 0 0, met",
+        "target fastaccept-wsgi-8: at most 0 overflows in every repetition: 0 3, MISSED",
+        # http-idle
+        "target fastaccept-wsgi-1: round trip p99 beside 64 idle connections < 10 ms: "
+        "4.00 ms, met",
+        "target fastaccept-wsgi-8: round trip p99 beside 64 idle connections < 10 ms: "
+        "12.00 ms, MISSED",
+    ]
+    rows = bench.summarize(report)["http-keepalive"]
+    assert rows["fastaccept-wsgi-8"]["req_ratio"] == {"gunicorn-gthread": 5.0, "granian": 0.375}
+    assert rows["waitress"]["skipped"] == "waitress is not installed"
+    json.dumps(bench.report_dict(report))
+
+
+def test_a_target_against_a_skipped_peer_cannot_be_judged():
+    report = bench.BenchReport(["http-close"], ["fastaccept-wsgi-1", "granian"], 1, False,
+                               "private", "", "cpu-clock", 1000)
+    report.runs.append(_http_run("http-close", "fastaccept-wsgi-1", 0, 1000.0))
+    report.runs.append(bench.RunResult("http-close", "granian", 0,
+                                       skipped="granian is not installed"))
+    table = bench.format_table(report)
+    assert ("target fastaccept-wsgi-1: req/s >= 1x granian's: cannot be judged, granian "
+            "skipped (granian is not installed)") in table
+
+
+def test_run_one_skips_a_peer_that_is_not_installed(monkeypatch):
+    from fastaccept.bench import httpservers
+    monkeypatch.setitem(httpservers.PEERS, "granian", "no_such_package_for_the_bench")
+    r = bench.run_one(bench.SCENARIOS["http-close"], bench.SERVERS["granian"], quick=True)
+    assert r.error is None and "no_such_package_for_the_bench is not installed" in r.skipped
+
+
+def _http_params(labels):
+    return [pytest.param(label, marks=needs_peer(label)) for label in labels]
+
+
+@needs_loadgen
+@pytest.mark.parametrize("label", _http_params(bench.SCENARIOS["http-keepalive"].servers))
+def test_run_one_http_keepalive(label, no_leaks):
+    """8 clients x 20 HTTP/1.1 requests, each on one kept connection."""
+    sc = _tiny("http-keepalive", connections=8, quick_connections=8, concurrency=8,
+               quick_requests_per_connection=20, timeout_s=20.0)
+    r = bench.run_one(sc, bench.SERVERS[label], quick=True)
+    _ok(r)
+    assert (r.connections, r.completed, r.requests, r.failed) == (8, 8, 160, 0), r.failures
+    assert r.requests_per_s > 0 and r.cpu_us_per_request is not None
+    if label.startswith("fastaccept"):
+        assert r.served == 8 * 16 + 160     # the warm-up: 8 connections x 16 requests
+
+
+@needs_loadgen
+@pytest.mark.parametrize("label", _http_params(bench.SCENARIOS["http-close"].servers))
+def test_run_one_http_close(label, no_leaks):
+    sc = _tiny("http-close", connections=40, quick_connections=40, concurrency=8,
+               timeout_s=20.0)
+    r = bench.run_one(sc, bench.SERVERS[label], quick=True)
+    _ok(r)
+    assert (r.connections, r.completed, r.requests, r.failed) == (40, 40, 40, 0), r.failures
+
+
+@needs_loadgen
+@pytest.mark.parametrize("label", _http_params(["fastaccept-wsgi-8", "granian"]))
+def test_run_one_http_burst(label, no_leaks):
+    """A burst on the bench's socket (sampled) and on granian's own (not)."""
+    sc = _tiny("http-burst", connections=100, quick_connections=100)
+    r = bench.run_one(sc, bench.SERVERS[label], quick=True)
+    _ok(r)
+    assert r.connections == 100 and r.completed + r.failed == 100
+    assert r.listen_overflows is not None
+    assert bool(r.queue_samples) == (label != "granian")
+
+
+@needs_loadgen
+@pytest.mark.parametrize("label", _http_params(["fastaccept-wsgi-1", "cheroot"]))
+def test_run_one_http_idle_is_bounded_and_counts_every_request(label, no_leaks):
+    """The real requests stop starting ``timeout`` seconds in (cheroot's
+    threads may all be held by the idle clients): every request asked for is
+    completed, failed, or counted as not started."""
+    n = 20
+    sc = _tiny("http-idle", connections=n, quick_connections=n, idle_connections=16,
+               workers=4, timeout_s=2.0)
+    r = bench.run_one(sc, bench.SERVERS[label], quick=True)
+    _ok(r)
+    assert r.base_load["connections"] + r.connections + r.failures["not_started"] == 2 * n
+    assert r.failures["idle_lost"] == 0
+    if label.startswith("fastaccept"):
+        assert r.completed == n and r.failed == 0, r.failures
+
+
+@pytest.mark.slow
+@needs_loadgen
+@needs_peer("granian")
+def test_bench_quick_http_keepalive_against_granian(tmp_path):
+    """The command of the README: one HTTP scenario, quick, two servers, JSON;
+    nothing of the peer's left running afterwards."""
+    out = tmp_path / "bench.json"
+    child = subprocess.Popen([sys.executable, "-m", "fastaccept", "bench", "--quick",
+                              "--scenario", "http-keepalive", "--only",
+                              "fastaccept-wsgi-1,granian", "--json", str(out)],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        stdout, stderr = child.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "\nhttp-keepalive: " in proc.stdout
+    assert "target fastaccept-wsgi-1: req/s >= 0.6x granian's: " in proc.stdout
+    assert "cannot be judged, gunicorn-gthread not run" in proc.stdout
+    data = json.loads(out.read_text())
+    assert [r["server"] for r in data["runs"]] == ["fastaccept-wsgi-1", "granian"]
+    for run in data["runs"]:
+        assert run["error"] is None and run["completed"] == 64, run
+    # every server the bench started was given --parent PID: none is left
+    left = subprocess.run(["pgrep", "-f", f"--parent {child.pid}( |$)"], capture_output=True,
+                          text=True)
+    assert left.stdout == "", left.stdout
