@@ -5,6 +5,7 @@
     refservers   the reference servers, one process each
     httpservers  the HTTP peers (gunicorn, waitress, cheroot, granian), one process each
     wsgiapp      the one WSGI application every HTTP server of the bench serves
+    crosscheck   the load generator beside wrk and ab, on one HTTP server
     loadgen      the C load generator's API (``fastaccept load``)
     _loadgen     its extension: the load generator and the c-inline server in C
 
