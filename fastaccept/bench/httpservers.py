@@ -81,7 +81,7 @@ import threading
 import time
 from typing import Any, Callable, List, NoReturn, Optional
 
-from fastaccept.bench.refservers import die_with_parent, raise_fd_limit
+from fastaccept.bench.refservers import die_with_parent, take_process_options
 from fastaccept.bench.scenarios import HTTP_KEEP_ALIVE_S
 
 __all__ = ["NAMES", "PEERS", "BINDS_ITSELF", "KEEP_ALIVE_S", "MAX_CONNECTIONS", "APP_TARGET",
@@ -144,12 +144,8 @@ def probe(port: int, timeout: float = 2.0) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as s:
             s.sendall(b"GET / HTTP/1.0\r\nHost: %s:%d\r\n\r\n" % (HOST.encode(), port))
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            with s.makefile("rb") as reply:
+                data = reply.read()         # to EOF: HTTP/1.0, the server closes
     except OSError:
         return False
     return data.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 "))
@@ -302,14 +298,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         need = "--port" if args.name in BINDS_ITSELF else "--fd"
         print(f"{args.name} needs {need}", file=sys.stderr)
         return 2
-    if args.fds is not None:
-        try:
-            raise_fd_limit(args.fds)
-        except ValueError as e:
-            print(f"--fds: {e}", file=sys.stderr)
-            return 2
-    if args.parent is not None:
-        die_with_parent(args.parent)
+    why = take_process_options(args.fds, args.parent)
+    if why is not None:
+        print(why, file=sys.stderr)
+        return 2
     # The stop signals are blocked before any thread exists (threads inherit
     # the mask) and taken with sigwait; waitress unblocks them for its own.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

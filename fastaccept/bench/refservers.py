@@ -89,7 +89,7 @@ from fastaccept.bench import wsgiapp
 from fastaccept.demo import DEMO_REPLY
 
 __all__ = ["NAMES", "PROTOCOLS", "RESPONSE", "make_handler", "make_app", "calibrate_cpu_iters",
-           "burn", "raise_fd_limit", "die_with_parent", "main"]
+           "burn", "raise_fd_limit", "die_with_parent", "take_process_options", "main"]
 
 #: The demo server's reply: every reference server answers the same bytes.
 RESPONSE = DEMO_REPLY
@@ -589,6 +589,19 @@ def die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def take_process_options(fds: Optional[int], parent: Optional[int]) -> Optional[str]:
+    """Apply a bench server's --fds (raise_fd_limit) and --parent
+    (die_with_parent) when given; return why --fds cannot be had, or None."""
+    if fds is not None:
+        try:
+            raise_fd_limit(fds)
+        except ValueError as e:
+            return f"--fds: {e}"
+    if parent is not None:
+        die_with_parent(parent)
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m fastaccept.bench.refservers``."""
     p = argparse.ArgumentParser(prog="python -m fastaccept.bench.refservers",
@@ -669,14 +682,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{args.name} answers http-close only (in C, without a handler): it cannot "
               f"serve --protocol {args.protocol}", file=sys.stderr)
         return 2
-    if args.fds is not None:
-        try:
-            raise_fd_limit(args.fds)
-        except ValueError as e:
-            print(f"--fds: {e}", file=sys.stderr)
-            return 2
-    if args.parent is not None:
-        die_with_parent(args.parent)
+    why = take_process_options(args.fds, args.parent)
+    if why is not None:
+        print(why, file=sys.stderr)
+        return 2
     if args.processes > 1 or args.listener is not None:
         if args.name not in SUPERVISED:
             print(f"{args.name} runs in one process: --processes and --listener are for "

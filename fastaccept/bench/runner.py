@@ -1567,22 +1567,44 @@ def _reload_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def _requests_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
+#: A table column: its head, its width, and the cell of a row.
+_Column = Tuple[str, int, Callable[[Dict[str, Any]], str]]
+
+
+def _cell(key: str, spec: str, latency: bool = False) -> Callable[[Dict[str, Any]], str]:
+    """The cell of ``row[key]`` formatted with ``spec`` (a latency: "-" when
+    nothing completed)."""
+    return lambda row: _fmt(_latency(row, key) if latency else row[key], spec)
+
+
+#: The columns of a requests table, after req/s.
+_REQUEST_COLUMNS: List[_Column] = [
+    ("CPU us/req", 12, _cell("cpu_us_per_request", ".1f")),
+    ("req p50 ms", 12, _cell("request_p50_ms", ".3f", latency=True)),
+    ("req p99 ms", 12, _cell("request_p99_ms", ".2f", latency=True)),
+    ("req max ms", 12, _cell("request_max_ms", ".1f", latency=True)),
+]
+_REQ_PER_S: _Column = ("req/s", 8, _cell("requests_per_s", ".0f"))
+
+
+def _columns_rows(rows: Dict[str, Dict[str, Any]], columns: Sequence[_Column]) -> List[str]:
+    """A table: the server, ``columns``, the failures; a line per row."""
     w = _label_width(rows)
-    lines = [f"{'server':<{w}}{'req/s':>8}{'CPU us/req':>12}{'req p50 ms':>12}"
-             f"{'req p99 ms':>12}{'req max ms':>12}  {'failures'}"]
+    lines = [f"{'server':<{w}}" + "".join(f"{head:>{width}}" for head, width, _ in columns) +
+             "  failures"]
     for label, row in rows.items():
         gone = _unmeasured(label, row, w)
         if gone:
             lines.append(gone)
             continue
-        lines.append(
-            f"{label:<{w}}{_fmt(row['requests_per_s'], '.0f'):>8}"
-            f"{_fmt(row['cpu_us_per_request'], '.1f'):>12}"
-            f"{_fmt(row['request_p50_ms'], '.3f'):>12}"
-            f"{_fmt(row['request_p99_ms'], '.2f'):>12}"
-            f"{_fmt(row['request_max_ms'], '.1f'):>12}  {_failures_cell(row)}")
+        lines.append(f"{label:<{w}}" + "".join(f"{cell(row):>{width}}"
+                                               for _, width, cell in columns) +
+                     f"  {_failures_cell(row)}")
     return lines
+
+
+def _requests_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    return _columns_rows(rows, [_REQ_PER_S, *_REQUEST_COLUMNS])
 
 
 def _http_lines(scenario: Scenario, rows: Dict[str, Dict[str, Any]]) -> List[str]:
@@ -1598,28 +1620,18 @@ def _http_lines(scenario: Scenario, rows: Dict[str, Dict[str, Any]]) -> List[str
 
 
 def _http_rows(rows: Dict[str, Dict[str, Any]], peers: Sequence[str]) -> List[str]:
-    w = _label_width(rows)
-    ratio_heads = [f"x {peer.rsplit('-', 1)[-1]}" for peer in peers]
-    rw = max([9] + [len(h) + 2 for h in ratio_heads])
-    lines = [f"{'server':<{w}}{'req/s':>8}" + "".join(f"{h:>{rw}}" for h in ratio_heads) +
-             f"{'CPU us/req':>12}{'req p50 ms':>12}{'req p99 ms':>12}{'req max ms':>12}"
-             f"{'connect p99 ms':>16}{'overflows':>11}  {'failures'}"]
-    for label, row in rows.items():
-        gone = _unmeasured(label, row, w)
-        if gone:
-            lines.append(gone)
-            continue
-        ratios = row.get("req_ratio", {})
-        lines.append(
-            f"{label:<{w}}{_fmt(row['requests_per_s'], '.0f'):>8}" +
-            "".join(f"{_fmt(ratios.get(peer), '.2f'):>{rw}}" for peer in peers) +
-            f"{_fmt(row['cpu_us_per_request'], '.1f'):>12}"
-            f"{_fmt(_latency(row, 'request_p50_ms'), '.3f'):>12}"
-            f"{_fmt(_latency(row, 'request_p99_ms'), '.2f'):>12}"
-            f"{_fmt(_latency(row, 'request_max_ms'), '.1f'):>12}"
-            f"{_fmt(_latency(row, 'connect_p99_ms'), '.2f'):>16}"
-            f"{_fmt(row['listen_overflows'], '.0f'):>11}  {_failures_cell(row)}")
-    return lines
+    """A requests table with the ratio of req/s to each of ``peers``, the
+    connect p99 and the overflows."""
+    heads = [f"x {peer.rsplit('-', 1)[-1]}" for peer in peers]
+    rw = max([9] + [len(h) + 2 for h in heads])
+
+    def ratio(peer: str) -> Callable[[Dict[str, Any]], str]:
+        return lambda row: _fmt(row.get("req_ratio", {}).get(peer), ".2f")
+
+    return _columns_rows(rows, [_REQ_PER_S, *[(h, rw, ratio(p)) for h, p in zip(heads, peers)],
+                                *_REQUEST_COLUMNS,
+                                ("connect p99 ms", 16, _cell("connect_p99_ms", ".2f", True)),
+                                ("overflows", 11, _cell("listen_overflows", ".0f"))])
 
 
 def _target_lines(scenario: Scenario, rows: Dict[str, Dict[str, Any]]) -> List[str]:
