@@ -1848,7 +1848,9 @@ def main(args: argparse.Namespace) -> int:
         why = enter_private_netns()
         netns, reason = ("private", "") if why is None else ("host", why)
     progress = _progress_printer()
-    progress(f"bench: {len(scenarios)} scenarios x {len(servers)} servers x {reps} reps; "
+    running = {label for name in scenarios
+               for label in scenario_servers(SCENARIOS[name], servers)}
+    progress(f"bench: {len(scenarios)} scenarios x {len(running)} servers x {reps} reps; "
              f"network namespace: {netns}{' (' + reason + ')' if reason else ''}")
     try:
         report = run_bench(scenarios, servers, reps=reps, quick=args.quick,
