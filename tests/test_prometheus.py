@@ -15,6 +15,7 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+import fastaccept  # noqa: E402
 from fastaccept.prometheus import Collector  # noqa: E402
 
 
@@ -236,3 +237,20 @@ def test_wsgi_server_http_families(wsgi_factory, wait_for):
     wait_for(lambda: get("fastaccept_http_rejected_total", {"status": "400"}) == 1, 10.0,
              "a 400 from C")
     assert get("fastaccept_http_request_seconds_count") == 3
+
+
+def test_servers_not_started_yet_are_collected(no_leaks):
+    """Before start() the counts by name are empty dicts, as they are later."""
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return []
+
+    servers = {"wsgi": fastaccept.WSGIServer(app), "plain": fastaccept.Server(lambda c, a: None)}
+    try:
+        get = _registry(servers).get_sample_value
+        assert get("fastaccept_accepted_total", {"server": "wsgi"}) == 0
+        assert get("fastaccept_http_requests_total", {"server": "wsgi"}) == 0
+        assert get("fastaccept_accepted_total", {"server": "plain"}) == 0
+    finally:
+        for server in servers.values():
+            server.shutdown()

@@ -46,8 +46,11 @@ def test_stats_keys_before_start_while_running_and_after_shutdown(server_factory
     server.start()
     running = server.stats()
     assert KEYS <= set(running)
-    # the stand-in counters before start are the acceptor's, key for key
+    # the stand-in counters before start are the acceptor's, key for key,
+    # of the same types (a dict of counts by name is an empty dict)
     assert set(st) == set(running), set(st) ^ set(running)
+    assert [k for k in running if type(st[k]) is not type(running[k])] == []
+    assert st["accept_errors"] == st["http_rejected"] == {}
     assert server.shutdown(timeout=10.0)
     st = server.stats()
     assert KEYS <= set(st)
