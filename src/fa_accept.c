@@ -399,6 +399,24 @@ int fa_acceptor_keep(fa_acceptor *a, int fd, void *data, uint32_t len)
 
 enum batch_end { QUEUE_EMPTY, BATCH_DONE, RING_FULL, PAUSE, MAXED };
 
+/* Reads and drops the input a connection about to be closed has already
+ * received (up to FA_SHED_DISCARD_MAX; nonblocking): closing a socket with
+ * unread input sends a reset instead of a FIN. */
+static void discard_input(int fd)
+{
+    char sink[4096];
+    for (uint32_t taken = 0; taken < FA_SHED_DISCARD_MAX;) {
+        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        taken += (uint32_t)n;
+        if ((size_t)n < sizeof sink)
+            break;          /* the queue is empty: saves the EAGAIN call */
+    }
+}
+
 /*
  * Answers a connection the ring has no room for and closes it, without ever
  * blocking (the send and the reads are nonblocking): the response goes out
@@ -412,22 +430,12 @@ enum batch_end { QUEUE_EMPTY, BATCH_DONE, RING_FULL, PAUSE, MAXED };
  */
 static void shed(fa_acceptor *a, int fd)
 {
-    char sink[4096];
     if (a->shed_len > 0)
         while (send(fd, a->shed_response, a->shed_len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
                errno == EINTR)
             ;
     shutdown(fd, SHUT_WR);
-    for (uint32_t taken = 0; taken < FA_SHED_DISCARD_MAX;) {
-        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        taken += (uint32_t)n;
-        if ((size_t)n < sizeof sink)
-            break;          /* the queue is empty: saves the EAGAIN call */
-    }
+    discard_input(fd);
     /* counted before the close, so that a peer that has seen its EOF finds
      * itself counted */
     count(&a->stats.shed);
@@ -631,15 +639,7 @@ static void http_reject(fa_acceptor *a, int fd, fa_slot *s, int status)
         while (send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR)
             ;
     shutdown(fd, SHUT_WR);
-    char sink[4096];
-    for (uint32_t taken = 0; taken < FA_SHED_DISCARD_MAX;) {
-        ssize_t r = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        taken += (uint32_t)r;
-    }
+    discard_input(fd);
     close_conn(a, fd);
     for (int i = 0; i < FA_HTTP_REJECT_SLOTS; i++)
         if (http_reject_statuses[i] == status)
