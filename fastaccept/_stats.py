@@ -40,7 +40,7 @@ class WorkerCounts:
 
 
 #: The accept loop's counters that are dicts (counts by errno, status or error name).
-CORE_DICT_KEYS = ("accept_errors", "http_rejected")
+CORE_DICT_KEYS = ("accept_errors", "http_rejected", "proxy_rejected")
 
 
 def idle_core_stats(ring_capacity: int, core_keys: Sequence[str]) -> Stats:
