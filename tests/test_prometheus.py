@@ -37,7 +37,8 @@ class FakeServer:
                    "listen_drops": 55, "listen_counters_scope": "namespace",
                    "dispatched": 21, "kept": 22, "idle_closed": 23, "peer_closed": 24,
                    "stop_closed": 25, "max_connections_pauses": 26, "conns_open": 27,
-                   "conns_waiting": 28}
+                   "conns_waiting": 28, "proxy_rejected": {"ENOTPROXY": 29, "ECHECKSUM": 30},
+                   "proxy_timeouts": 31}
         self.st.update(overrides)
 
     def stats(self) -> dict:
@@ -73,6 +74,9 @@ def test_metric_names_types_and_values_from_stats():
     assert get("fastaccept_max_connections_pauses_total") == 26
     assert get("fastaccept_conns_open") == 27
     assert get("fastaccept_conns_waiting") == 28
+    assert get("fastaccept_proxy_rejected_total", {"reason": "ENOTPROXY"}) == 29
+    assert get("fastaccept_proxy_rejected_total", {"reason": "ECHECKSUM"}) == 30
+    assert get("fastaccept_proxy_timeouts_total") == 31
     assert get("fastaccept_tcpext_listen_overflows_total") == 50
     assert get("fastaccept_tcpext_listen_drops_total") == 55
     # the histogram, in seconds
@@ -89,6 +93,7 @@ def test_metric_names_types_and_values_from_stats():
     assert types["fastaccept_ring_depth"] == "gauge"
     assert types["fastaccept_queue_wait_seconds"] == "histogram"
     assert types["fastaccept_tcpext_listen_overflows"] == "counter"
+    assert types["fastaccept_proxy_rejected"] == "counter"
 
 
 def test_several_servers_are_labelled_and_tcpext_appears_once():
@@ -251,6 +256,18 @@ def test_servers_not_started_yet_are_collected(no_leaks):
         assert get("fastaccept_accepted_total", {"server": "wsgi"}) == 0
         assert get("fastaccept_http_requests_total", {"server": "wsgi"}) == 0
         assert get("fastaccept_accepted_total", {"server": "plain"}) == 0
+        assert get("fastaccept_proxy_timeouts_total", {"server": "plain"}) == 0
     finally:
         for server in servers.values():
             server.shutdown()
+
+
+def test_proxy_rejections_of_a_real_server(server_factory, wait_for):
+    server = server_factory(lambda c, a: None, proxy_protocol=True)
+    get = _registry(server).get_sample_value
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")        # a direct client: no header
+        assert sock.recv(16) == b""
+    wait_for(lambda: get("fastaccept_proxy_rejected_total", {"reason": "ENOTPROXY"}) == 1,
+             10.0, "the rejection")
+    assert get("fastaccept_proxy_timeouts_total") == 0
