@@ -237,6 +237,7 @@ VARIANTS: Dict[str, ServerSpec] = {s.label: s for s in (
                idle_ok=False),
     ServerSpec("fastaccept-8-defer", "fastaccept", 8,
                extra=("--fa-dispatch", "accept", "--defer-accept", "1"), idle_ok=False),
+    ServerSpec("fastaccept-8-readable-defer", "fastaccept", 8, extra=("--defer-accept", "1")),
     ServerSpec("fastaccept-1-nice0", "fastaccept", 1, extra=("--fa-worker-nice", "0")),
     ServerSpec("fastaccept-8-nice0", "fastaccept", 8, extra=("--fa-worker-nice", "0")),
     ServerSpec("fastaccept-1-normal", "fastaccept", 1,
