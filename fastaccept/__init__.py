@@ -45,6 +45,8 @@ except ImportError as e:  # pragma: no cover - depends on the install
 from fastaccept.server import KEEP, Server  # noqa: E402
 from fastaccept.tcpserver import TCPServer  # noqa: E402
 from fastaccept.http.wsgi import WSGIServer  # noqa: E402
+from fastaccept.supervise import serve_processes  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Server", "TCPServer", "WSGIServer", "KEEP", "Acceptor", "Ring", "__version__"]
+__all__ = ["Server", "TCPServer", "WSGIServer", "KEEP", "serve_processes", "Acceptor", "Ring",
+           "__version__"]

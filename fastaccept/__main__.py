@@ -58,7 +58,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     args = build_parser(argv).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # the pid: with --processes, several processes write to the same stream
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     run = getattr(importlib.import_module(args.module), VERBS[args.verb][3])
     try:
         return int(run(args))

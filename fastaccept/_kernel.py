@@ -9,6 +9,7 @@ bench all read these; none keeps a copy of its own.
     tcp_migrate_req()       net.ipv4.tcp_migrate_req: whether closing one of
                             several SO_REUSEPORT listeners hands its queue to
                             the others instead of resetting it
+    file_max()              fs.file-max, the descriptors the whole system may open
 
 ``ListenOverflows`` and ``ListenDrops`` count for the whole network namespace
 the reader runs in (``COUNTERS_SCOPE``): other servers' drops count too.
@@ -21,11 +22,12 @@ import struct
 from typing import Dict, Optional, Sequence, Tuple
 
 __all__ = ["COUNTERS_SCOPE", "TCPEXT_FIELDS", "listen_queue", "read_tcpext", "somaxconn",
-           "tcp_migrate_req"]
+           "tcp_migrate_req", "file_max"]
 
 PROC_NET = "/proc/net"
 SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
 TCP_MIGRATE_REQ_PATH = "/proc/sys/net/ipv4/tcp_migrate_req"
+FILE_MAX_PATH = "/proc/sys/fs/file-max"
 #: How ``stats()`` and ``monitor`` label the TcpExt counters.
 COUNTERS_SCOPE = "namespace"
 #: The TcpExt counters ``stats()`` and ``monitor`` report.
@@ -109,3 +111,8 @@ def tcp_migrate_req(path: str = TCP_MIGRATE_REQ_PATH) -> Optional[bool]:
     another listener of the group; with it off they are reset."""
     value = _read_int(path)
     return None if value is None else value != 0
+
+
+def file_max(path: str = FILE_MAX_PATH) -> Optional[int]:
+    """fs.file-max (open descriptors the whole system allows), or None if unreadable."""
+    return _read_int(path)

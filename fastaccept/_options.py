@@ -26,8 +26,10 @@ __all__ = [
     "DEFAULT_MAX_BATCH", "MAX_BATCH", "DEFAULT_SPIN_US", "MAX_SPIN_US", "DEFAULT_NAP_US",
     "MAX_NAP_US", "DEFAULT_WORKER_NICE", "OVERLOAD_POLICIES", "MAX_SHED_RESPONSE",
     "DEFAULT_IDLE_TIMEOUT", "MAX_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "MAX_CONNECTIONS",
-    "DISPATCH_CHOICES", "check_dispatch", "check_idle_timeout", "DEFAULT_PROXY_TIMEOUT",
-    "MAX_PROXY_TIMEOUT", "check_proxy",
+    "DISPATCH_CHOICES", "MAX_PROCESSES", "DEFAULT_GRACEFUL_TIMEOUT",
+    "DEFAULT_MAX_START_FAILURES", "DEFAULT_BACKOFF", "DEFAULT_MAX_BACKOFF", "DEFAULT_MIN_UPTIME",
+    "DEFAULT_PROXY_TIMEOUT", "MAX_PROXY_TIMEOUT",
+    "check_dispatch", "check_idle_timeout", "check_duration", "check_proxy",
     "check_int", "check_ring_size", "check_timeout", "check_seconds", "check_overload",
     "check_listening", "listen",
 ]
@@ -64,6 +66,21 @@ MAX_IDLE_TIMEOUT = 7 * 86400.0
 #: connection's first segment.
 DEFAULT_PROXY_TIMEOUT = 3.0
 MAX_PROXY_TIMEOUT = MAX_IDLE_TIMEOUT
+#: Processes a supervisor may run (``serve_processes``, ``--processes``).
+MAX_PROCESSES = 1024
+#: Seconds a stopping process gets to finish what it accepted before SIGKILL
+#: (gunicorn's graceful_timeout is 30 s as well).
+DEFAULT_GRACEFUL_TIMEOUT = 30.0
+#: Start failures in a row (a child that exits before it is ready, or within
+#: ``DEFAULT_MIN_UPTIME`` of it) after which a supervisor gives up.
+DEFAULT_MAX_START_FAILURES = 6
+#: The first back-off after a start failure, in seconds; it doubles with each
+#: failure in a row, up to DEFAULT_MAX_BACKOFF (0.5 + 1 + 2 + 4 + 8 s before
+#: the sixth failure gives up: long enough for a database to come up).
+DEFAULT_BACKOFF = 0.5
+DEFAULT_MAX_BACKOFF = 30.0
+#: A child that exits sooner than this after it was ready failed to start.
+DEFAULT_MIN_UPTIME = 1.0
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -105,6 +122,15 @@ def check_seconds(name: str, value: Any, high: float, *, allow_none: bool = Fals
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     if not (math.isfinite(value) and 0 < value <= high):
         raise ValueError(f"{name} must be in (0, {high:g}] seconds, got {value!r}")
+    return float(value)
+
+
+def check_duration(name: str, value: Any, high: float = MAX_TIMEOUT) -> float:
+    """A finite number of seconds in [0, high] (0 allowed), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not (math.isfinite(value) and 0 <= value <= high):
+        raise ValueError(f"{name} must be in [0, {high:g}] seconds, got {value!r}")
     return float(value)
 
 
@@ -166,11 +192,14 @@ def warn_if_capped(backlog: int) -> None:
                     backlog, somaxconn)
 
 
-def listen(host: str, port: int, backlog: int, *, reuse_port: bool = False) -> socket.socket:
+def listen(host: str, port: int, backlog: int, *, reuse_port: bool = False,
+           warn_capped: bool = True) -> socket.socket:
     """Return a socket bound to (host, port) and listening; nothing left open on error.
 
     SO_REUSEADDR always (a restarted server rebinds at once over TIME_WAIT);
-    SO_REUSEPORT when ``reuse_port``, for one listener per process."""
+    SO_REUSEPORT when ``reuse_port``, for one listener per process. A
+    backlog that net.core.somaxconn caps is logged, unless ``warn_capped``
+    is False (the supervisor's kernel check says it instead)."""
     family, type_, proto, _, sockaddr = socket.getaddrinfo(
         host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
     sock = socket.socket(family, type_, proto)
@@ -183,5 +212,6 @@ def listen(host: str, port: int, backlog: int, *, reuse_port: bool = False) -> s
     except BaseException:
         sock.close()
         raise
-    warn_if_capped(backlog)
+    if warn_capped:
+        warn_if_capped(backlog)
     return sock

@@ -7,6 +7,7 @@ defaults; it exists to try fastaccept in one command and to watch it work
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import threading
 from typing import Any, Dict, Optional
@@ -62,6 +63,8 @@ def timeout_arg(text: str) -> Optional[float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the serve verb's options to ``parser``."""
+    from fastaccept import supervise
+
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"port to bind (default {DEFAULT_PORT}; 0 picks one)")
@@ -81,43 +84,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "PROXY protocol header (v1 or v2, e.g. HAProxy's send-proxy-v2), "
                              "whose client address is then the peer's; others are closed")
     parser.add_argument("--stats-interval", type=float, default=None, metavar="S",
-                        help="print the server's stats every S seconds")
+                        help="print the server's stats every S seconds (each process's "
+                             "with --processes)")
+    supervise.add_arguments(parser)
 
 
-def _print_stats_every(server: Any, interval: float, done: threading.Event) -> None:
+def _print_stats_every(server: Any, interval: float, done: threading.Event,
+                       prefix: str) -> None:
     while not done.wait(interval):
-        print("stats: " + format_stats(server.stats()), flush=True)
+        print(prefix + format_stats(server.stats()), flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """The serve verb: serve until SIGINT/SIGTERM; print the totals."""
+    from fastaccept import _options, supervise
     from fastaccept.server import Server
 
     if args.stats_interval is not None and not 0 < args.stats_interval <= MAX_TIMEOUT:
         raise ValueError(f"--stats-interval must be > 0 and at most {MAX_TIMEOUT:g} s, "
                          f"got {args.stats_interval}")
+    # Checked here, before any child exists: a bad option is an error, not a
+    # start failure of every child.
+    _options.check_int("workers", args.workers, 1, _options.MAX_WORKERS)
+    _options.check_ring_size(args.ring_size)
+    _options.check_timeout(args.timeout)
     shed_reply = DEMO_SHED_REPLY if args.overload == "shed" else b""
-    server = Server(demo_handler, args.host, args.port, workers=args.workers,
-                    backlog=args.backlog, ring_size=args.ring_size, timeout=args.timeout,
-                    overload=args.overload, shed_response=shed_reply,
-                    proxy_protocol=args.proxy_protocol)
-    host, port = server.address[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"fastaccept serving on http://{shown}:{port}/ ({args.workers} workers); "
-          "Ctrl-C to stop", flush=True)
+    _options.check_overload(args.overload, shed_reply)
+
+    def factory(sock: socket.socket) -> Server:
+        return Server(demo_handler, sock=sock, workers=args.workers, ring_size=args.ring_size,
+                      timeout=args.timeout, overload=args.overload, shed_response=shed_reply,
+                      proxy_protocol=args.proxy_protocol)
+
     done = threading.Event()
-    printer = None
-    if args.stats_interval is not None:
-        printer = threading.Thread(target=_print_stats_every, name="fastaccept-stats",
-                                   args=(server, args.stats_interval, done), daemon=True)
-        printer.start()
+    several = args.processes > 1
+
+    def on_start(server: Server) -> None:
+        if args.stats_interval is None:
+            return
+        prefix = f"stats [{os.getpid()}]: " if several else "stats: "
+        threading.Thread(target=_print_stats_every, name="fastaccept-stats", daemon=True,
+                         args=(server, args.stats_interval, done, prefix)).start()
+
+    supervisor = supervise.from_args(args, factory, on_start=on_start)
+    host, port = supervisor.address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    how = (f"{args.workers} workers x {args.processes} processes, "
+           f"{supervisor.listeners.layout} listener" if several else f"{args.workers} workers")
+    print(f"fastaccept serving on http://{shown}:{port}/ ({how}); Ctrl-C to stop", flush=True)
     try:
-        server.serve_forever()
+        status = supervisor.run()
     finally:
         done.set()
-        if printer is not None:
-            printer.join()
-    stats = server.stats()
-    print(f"stopped: accepted {stats['accepted']}, handled {stats['handled']}, "
-          f"handler errors {stats['handler_errors']}", flush=True)
-    return 0
+    stats = supervisor.totals()
+    print(f"stopped: accepted {stats.get('accepted', 0)}, handled {stats.get('handled', 0)}, "
+          f"handler errors {stats.get('handler_errors', 0)}", flush=True)
+    return status

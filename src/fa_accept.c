@@ -1203,6 +1203,19 @@ static int64_t queued_now(fa_acceptor *a)
     return ti.tcpi_unacked;
 }
 
+/* The backlog of the listening socket (its accept queue's length at most,
+ * after the somaxconn cap), or 0 if the socket cannot tell. For a LISTEN
+ * socket Linux reports it in tcpi_sacked. */
+static uint32_t backlog_now(fa_acceptor *a)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(a->listen_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        ti.tcpi_state != 10 /* TCP_LISTEN */)
+        return 0;
+    return ti.tcpi_sacked;
+}
+
 /* Milliseconds until deadline_ns (rounded up, so a wait never ends early),
  * capped at cap_ms; cap_ms when there is no deadline. */
 static int ms_until(uint64_t deadline_ns, uint64_t now, int cap_ms)
@@ -1505,7 +1518,14 @@ int fa_acceptor_run(fa_acceptor *a)
     pthread_sigmask(SIG_BLOCK, &all, &old);
     loop_sched sched;
     sched_start(a, &sched);
-    uint64_t last_burst_ns = 0;    /* a wake-up last found the kernel queue built up */
+    uint64_t last_burst_ns = 0;    /* when the kernel queue last held a burst */
+    /* A burst: rt_burst connections taken before the queue ran empty. Half
+     * the backlog, so that a steady load with fewer clients than that
+     * never counts as one, however late a normal loop wakes for it. */
+    uint32_t rt_burst = backlog_now(a) / 2;
+    if (rt_burst < FA_RT_BURST)
+        rt_burst = FA_RT_BURST;
+    uint32_t run = 0;               /* taken since the queue was last empty */
     /* Named for top -H, perf and py-spy while it runs the loop; the thread
      * is the caller's, so its own name comes back afterwards. */
     char thread_name[16] = {0};
@@ -1605,8 +1625,11 @@ int fa_acceptor_run(fa_acceptor *a)
             end = accept_batch(a, a->max_batch, &got);
             pushed += got;
             uint64_t accepted = fa_stat_accepted(a) - before;
-            if (!napped && (accepted >= FA_RT_BURST || end == BATCH_DONE))
-                last_burst_ns = fa_now_ns();    /* (a nap gathers a batch on purpose) */
+            run = napped ? 0 : run + (uint32_t)accepted;   /* (a nap gathers on purpose) */
+            if (run >= rt_burst)
+                last_burst_ns = fa_now_ns();
+            if (end != BATCH_DONE)
+                run = 0;
             if (accepted) {
                 /* Poll on only when the kernel queue had built up while we
                  * slept (or we are polling already): then the wake-up

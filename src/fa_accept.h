@@ -162,11 +162,12 @@
  * task and below any realtime task the machine's owner set up. */
 #define FA_ACCEPT_RT_PRIORITY 1
 /* A realtime loop turns normal once every sleep for FA_RT_STEADY_NS was
- * shorter than FA_RT_IDLE_NS (or the workers had work meanwhile), unless a
- * wake-up in the last FA_RT_HOT_NS found FA_RT_BURST or more connections
- * queued (or a full batch); see fa_acceptor_set_realtime. */
+ * shorter than FA_RT_IDLE_NS (or the workers had work meanwhile), unless in
+ * the last FA_RT_HOT_NS it took half the backlog (FA_RT_BURST at least)
+ * from the kernel queue before the queue ran empty; see
+ * fa_acceptor_set_realtime. */
 #define FA_RT_STEADY_NS 100000000u
-#define FA_RT_IDLE_NS 1000000u
+#define FA_RT_IDLE_NS 10000000u
 #define FA_RT_BURST 16u
 #define FA_RT_HOT_NS 100000000u
 
@@ -355,11 +356,11 @@ void fa_acceptor_set_grace(fa_acceptor *a, uint64_t grace_ns);
  * a time) the loop would take the CPU from a worker or the client once per
  * event instead of once per batch. So the loop turns normal under a steady
  * load (FA_RT_STEADY_NS without a sleep of FA_RT_IDLE_NS with the ring
- * empty) unless it is in a burst (a wake-up found FA_RT_BURST or more
- * connections queued in the last FA_RT_HOT_NS), and realtime again once it
- * idles (a normal loop sleeps FA_RT_IDLE_NS at most, so its next wake-up
- * after a quiet spell is a realtime one) or a burst comes; each switch is
- * one sched_setattr. Refused at start (no CAP_SYS_NICE and RLIMIT_RTPRIO 0,
+ * empty) unless it is in a burst (in the last FA_RT_HOT_NS it took half the
+ * backlog from the kernel queue before the queue ran empty), and realtime
+ * again once it idles (a normal loop sleeps FA_RT_IDLE_NS at most, so its
+ * next wake-up after a quiet spell is a realtime one) or a burst comes; each
+ * switch is one sched_setattr. Refused at start (no CAP_SYS_NICE and RLIMIT_RTPRIO 0,
  * or a cgroup without a realtime budget), the loop runs under the normal
  * policy with a short time slice throughout. Call before fa_acceptor_run. */
 void fa_acceptor_set_realtime(fa_acceptor *a, int on);

@@ -25,7 +25,8 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _SOURCE
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fastaccept  # noqa: E402  (after the sys.path fix above)
-from fa_testutil import REQUEST, fd_table, read_request, read_to_eof  # noqa: E402
+from fa_testutil import (REQUEST, SupervisorChild, fd_table, read_request,  # noqa: E402
+                         read_to_eof)
 
 #: How long the leak check waits for exiting threads and closing fds.
 LEAK_WAIT_S = 5.0
@@ -175,3 +176,20 @@ def join_all(threads: List[threading.Thread], timeout: float) -> List[threading.
 def join_all_fixture() -> Callable[..., List[threading.Thread]]:
     """The join_all(threads, timeout) helper."""
     return join_all
+
+
+@pytest.fixture
+def supervised(tmp_path, no_leaks):
+    """Return make(*args, env=None, pass_fds=()) -> a SupervisorChild running
+    children/supervised.py with ``args``; every one is closed (its session
+    killed if anything still runs) in teardown, then the leak check runs."""
+    made: List[SupervisorChild] = []
+
+    def make(*args: Any, **kwargs: Any) -> SupervisorChild:
+        child = SupervisorChild(tmp_path, *args, **kwargs)
+        made.append(child)
+        return child
+
+    yield make
+    for child in made:
+        child.close()

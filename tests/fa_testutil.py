@@ -330,3 +330,146 @@ class CommandChild:
             self.proc.wait(timeout=10.0)
         self.proc.stdin.close()
         self.proc.stdout.close()
+
+
+# -- supervisors (tests/supervise/) ------------------------------------------------
+
+def process_state(pid: int) -> Optional[str]:
+    """The state letter of process pid (R, S, Z...), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def child_pids(pid: int) -> List[int]:
+    """The children of process pid (zombies included), from /proc."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def fd_targets(pid: int) -> List[str]:
+    """What every descriptor of process pid points to (readlink of /proc/PID/fd/N)."""
+    out = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+        except OSError:
+            pass
+    return out
+
+
+def connections_held(pid: int, port: int) -> int:
+    """How many established connections to local ``port`` process pid holds
+    (the bench's counter: one copy)."""
+    from fastaccept.bench.runner import connections_held as held
+    return held(pid, port)
+
+
+def kill_busiest(pids: List[int], port: int) -> tuple:
+    """SIGKILL the one of pids holding the most connections to port (once one
+    holds some, within 2 s); return (its pid, the connections it held),
+    counted under SIGSTOP (the bench's helpers: one copy)."""
+    from fastaccept.bench.runner import busiest, kill_counting
+    victim = busiest(pids, port)
+    return victim, kill_counting(victim, port)
+
+
+class SupervisorChild:
+    """children/supervised.py in a process of its own (and its own session),
+    and the test's end of its event lines.
+
+    ``args`` are the child's options; its stderr goes to
+    tmp_path/supervisor.stderr. ``events`` holds every event read so far.
+    Call close() in a finally: it kills the session if anything still runs."""
+
+    def __init__(self, tmp_path: Path, *args: Any, env: Optional[dict] = None,
+                 pass_fds: tuple = ()) -> None:
+        self.stderr_path = tmp_path / "supervisor.stderr"
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = start_child("supervised.py", *args, cwd=tmp_path, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=stderr, start_new_session=True, pass_fds=pass_fds)
+        self.out = self.proc.stdout.fileno()
+        self.events: List[dict] = []
+        self._taken: set = set()
+        first = self.next("listening", 30.0)
+        self.pid: int = first["pid"]
+        self.address = tuple(first["address"][:2])
+        self.layout: str = first["layout"]
+
+    def _read(self, timeout: float) -> dict:
+        event = json.loads(read_line(self.out, timeout, self.proc, self.stderr_path))
+        self.events.append(event)
+        return event
+
+    def mark(self) -> int:
+        """Where the events read so far end: next(since=mark()) looks only at later ones."""
+        return len(self.events)
+
+    def next(self, kind: str, timeout: float = 20.0, since: int = 0, **match: Any) -> dict:
+        """The first event named ``kind`` whose fields have the values
+        ``match`` gives and that no call returned yet, whether it was read
+        already or comes later (from index ``since`` on); fail after
+        ``timeout`` s."""
+        def wanted(i: int, event: dict) -> bool:
+            return (i >= since and i not in self._taken and event["event"] == kind and
+                    all(event.get(k) == v for k, v in match.items()))
+        for i, event in enumerate(self.events):
+            if wanted(i, event):
+                self._taken.add(i)
+                return event
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"no {kind} event {match or ''} within {timeout} s; "
+                            f"seen: {[e['event'] for e in self.events]}{_tail(self.stderr_path)}",
+                            pytrace=False)
+            event = self._read(left)
+            if wanted(len(self.events) - 1, event):
+                self._taken.add(len(self.events) - 1)
+                return event
+
+    def ready(self, n: int, timeout: float = 30.0, **match: Any) -> List[dict]:
+        """The next n "ready" events."""
+        return [self.next("ready", timeout, **match) for _ in range(n)]
+
+    def seen(self, kind: str, **match: Any) -> List[dict]:
+        """The events named ``kind`` read so far (matching ``match``)."""
+        return [e for e in self.events
+                if e["event"] == kind and all(e.get(k) == v for k, v in match.items())]
+
+    def spawned_pids(self) -> List[int]:
+        """Every child pid the supervisor reported, in order."""
+        return [e["pid"] for e in self.seen("spawned")]
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def finish(self, timeout: float = 30.0) -> dict:
+        """Read to the "exit" event and wait for the process; return the event."""
+        event = self.next("exit", timeout)
+        self.proc.wait(timeout=timeout)
+        return event
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10.0)
+        else:
+            try:    # children it left, if any (there should be none)
+                os.killpg(self.proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.proc.stdout.close()

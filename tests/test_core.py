@@ -305,16 +305,18 @@ def test_acceptor_run_lends_the_thread_its_scheduling_and_gives_it_back(listener
     t = threading.Thread(target=lender, name="lender", daemon=True)
     try:
         t.start()
-        wait_for(lambda: acceptor.running, 5.0, "run() to start")
-        assert thread_name(t.native_id) == "fa-accept"
+        # the loop names its thread once its scheduling is set (running
+        # turns true before that, as run() enters C)
+        wait_for(lambda: thread_name(t.native_id) == "fa-accept", 5.0, "the loop to start")
         assert os.sched_getscheduler(t.native_id) == (
             os.SCHED_FIFO | os.SCHED_RESET_ON_FORK if expected else os.SCHED_OTHER)
         assert acceptor.stats()["accept_realtime"] == int(expected)
     finally:
         acceptor.stop()
         t.join(5.0)
+        if not t.is_alive():
+            acceptor.close()
     assert not t.is_alive()
-    acceptor.close()
     assert seen["after"] == seen["before"]
 
 

@@ -14,6 +14,17 @@
     c-inline      fastaccept.bench._loadgen.serve_inline: the C accept loop reads,
                   answers and closes in C with no Python at all; the ceiling
                   for this protocol on this machine (it ignores the handler work)
+    wsgi          fastaccept.WSGIServer with an application answering the demo
+                  reply's body, "ok" (HTTP/1.1: it keeps a connection a client
+                  asks it to keep, so the loadgen's http framing can send
+                  several requests on one)
+
+``--processes N`` (fastaccept and wsgi) serves with ``fastaccept.serve_processes``:
+N processes on the inherited socket (``--fd``, shared) or on sockets of
+their own (``--listener reuseport``, bound on ``--port``). The supervisor then
+also prints one ``event {json}`` line on stdout per supervisor event (ready,
+switched, exited...), and at exit ``per-process N1 N2 ...``: the requests
+each process that stopped gracefully served, in the order they exited.
 
 Every server speaks every protocol (``--protocol``), except c-inline, which
 speaks only the first:
@@ -38,6 +49,7 @@ Run one with::
     python -m fastaccept.bench.refservers NAME [--protocol P] [--backlog B]
         [--workers W] [--sleep-ms S] [--cpu-ms C | --cpu-iters N] [--fd FD]
         [--parent PID] [--fds N] [--max-connections N]
+        [--processes N] [--listener shared|reuseport] [--port P]
 
 It binds 127.0.0.1:0 (or serves the listening socket inherited as ``--fd``),
 prints ``port N`` on stdout once it serves, and serves until SIGTERM or SIGINT;
@@ -71,8 +83,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, cast
 
 from fastaccept.demo import DEMO_REPLY
 
-__all__ = ["NAMES", "PROTOCOLS", "RESPONSE", "make_handler", "calibrate_cpu_iters", "burn",
-           "raise_fd_limit", "main"]
+__all__ = ["NAMES", "PROTOCOLS", "RESPONSE", "make_handler", "make_app", "calibrate_cpu_iters",
+           "burn", "raise_fd_limit", "main"]
 
 #: The demo server's reply: every reference server answers the same bytes.
 RESPONSE = DEMO_REPLY
@@ -81,11 +93,13 @@ MAX_REQUEST = 65536
 STOP_GRACE_S = 5.0
 PR_SET_PDEATHSIG = 1
 
-NAMES = ("serial", "threadpool", "socketserver", "fastaccept", "gthread", "c-inline")
+NAMES = ("serial", "threadpool", "socketserver", "fastaccept", "gthread", "c-inline", "wsgi")
 #: What the servers speak (see the module's docstring); the first is the default.
 PROTOCOLS = ("http-close", "line-keep", "line-close")
 #: Servers that speak the http-close protocol only.
-HTTP_ONLY = ("c-inline",)
+HTTP_ONLY = ("c-inline", "wsgi")
+#: Servers that run in several processes with --processes.
+SUPERVISED = ("fastaccept", "wsgi")
 
 #: handler(conn, addr) -> None: nothing was asked (the peer closed first);
 #: False: answered, close the connection; True: answered, keep it for the
@@ -191,6 +205,23 @@ def make_handler(sleep_ms: float = 0.0, cpu_iters: int = 0,
         conn.sendall(response)
         return False
     return working_handler
+
+
+def make_app(sleep_ms: float = 0.0, cpu_iters: int = 0) -> Callable[..., Any]:
+    """A WSGI application answering 200 "ok" (the demo reply's body) after
+    the work: sleep ``sleep_ms``, burn ``cpu_iters``."""
+    sleep_s = sleep_ms / 1000.0
+    body = RESPONSE.split(b"\r\n\r\n", 1)[1]
+    headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+
+    def app(environ: Any, start_response: Callable[..., Any]) -> List[bytes]:
+        if sleep_s:
+            time.sleep(sleep_s)
+        if cpu_iters:
+            burn(cpu_iters)
+        start_response("200 OK", headers)
+        return [body]
+    return app
 
 
 def _serve_one(handler: Handler, conn: socket.socket, addr: Any,
@@ -471,6 +502,25 @@ class GthreadServer(_RefServer):
         return joined
 
 
+class WsgiServer(_RefServer):
+    """fastaccept.WSGIServer over the listening socket (the handler's work in its app)."""
+
+    #: the application (main() sets it with the work asked for)
+    app: Optional[Callable[..., Any]] = None
+
+    def start(self) -> None:
+        from fastaccept import WSGIServer
+        self.server = WSGIServer(self.app or make_app(), sock=self.lsock, workers=self.workers,
+                                 timeout=None)
+        self.server.start()
+
+    def stop(self, deadline: float) -> bool:
+        return self.server.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+
+    def served(self) -> int:
+        return int(self.server.stats()["requests"])
+
+
 class InlineServer(_RefServer):
     """fastaccept.bench._loadgen.serve_inline: accept, read, reply and close in C."""
 
@@ -504,6 +554,7 @@ SERVER_CLASSES = {
     "fastaccept": FastacceptServer,
     "gthread": GthreadServer,
     "c-inline": InlineServer,
+    "wsgi": WsgiServer,
 }
 
 
@@ -570,6 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fastaccept's nap_us (default: Server's)")
     p.add_argument("--defer-accept", type=int, default=None, metavar="S",
                    help="set TCP_DEFER_ACCEPT to S seconds on the listener (any server)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="fastaccept and wsgi: serve in this many processes (default 1)")
+    p.add_argument("--listener", choices=("shared", "reuseport"), default=None,
+                   help="with --processes: the listener layout (reuseport binds --port)")
     return p
 
 
@@ -610,6 +665,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
     if args.parent is not None:
         _die_with_parent(args.parent)
+    if args.processes > 1 or args.listener is not None:
+        if args.name not in SUPERVISED:
+            print(f"{args.name} runs in one process: --processes and --listener are for "
+                  f"{' and '.join(SUPERVISED)}", file=sys.stderr)
+            return 2
+        return _serve_processes(args)
     # Block the stop signals before any thread exists (threads inherit the
     # mask), then wait for them with sigwait: no handler, no polling.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
@@ -630,6 +691,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                             ("nap_us", args.fa_nap_us),
                                             ("accept_priority", args.fa_accept_priority))
                           if v is not None}
+    if isinstance(server, WsgiServer):
+        server.app = make_app(args.sleep_ms, cpu_iters)
     try:
         server.start()
         print(f"port {lsock.getsockname()[1]}", flush=True)
@@ -641,6 +704,46 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not clean:
         print(f"{args.name}: some threads were still busy at exit", file=sys.stderr)
     return 0
+
+
+def _serve_processes(args: argparse.Namespace) -> int:
+    """fastaccept or wsgi in --processes processes (fastaccept.serve_processes)."""
+    import json
+
+    from fastaccept import KEEP, Server, WSGIServer
+    from fastaccept.supervise import Supervisor
+
+    cpu_iters = args.cpu_iters if args.cpu_iters is not None else calibrate_cpu_iters(args.cpu_ms)
+    handler = make_handler(args.sleep_ms, cpu_iters, args.protocol)
+    app = make_app(args.sleep_ms, cpu_iters)
+    limits = {} if args.max_connections is None else {"max_connections": args.max_connections}
+
+    def counted(conn: socket.socket, addr: Any) -> Any:
+        try:
+            answered = handler(conn, addr)
+        except OSError:
+            return None
+        return KEEP if answered else None
+
+    def factory(sock: socket.socket) -> Server:
+        if args.name == "wsgi":
+            return WSGIServer(app, sock=sock, workers=args.workers, timeout=None, **limits)
+        return Server(counted, sock=sock, workers=args.workers, timeout=None, **limits)
+
+    def emit(event: Any) -> None:
+        print("event " + json.dumps(event, default=str), flush=True)
+
+    where: Any = {"fd": args.fd} if args.fd is not None else {"port": args.port}
+    supervisor = Supervisor(factory, processes=args.processes, listener=args.listener,
+                            backlog=args.backlog, graceful_timeout=STOP_GRACE_S, min_uptime=0.0,
+                            backoff=0.05, on_event=emit, **where)
+    print(f"port {supervisor.address[1]}", flush=True)
+    status = supervisor.run()
+    key = "requests" if args.name == "wsgi" else "handled"
+    counts = [int((e["stats"] or {}).get(key, 0)) for e in supervisor.exits if e["stats"]]
+    print(f"served {sum(counts)}", flush=True)
+    print("per-process " + " ".join(map(str, counts)), flush=True)
+    return status
 
 
 if __name__ == "__main__":

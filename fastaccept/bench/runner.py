@@ -80,17 +80,19 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from fastaccept import _kernel
-from fastaccept.bench.scenarios import (BASELINE, IDLE_FD_HEADROOM, SCENARIOS, SERVERS, VARIANTS,
-                                        Scenario, ServerSpec, runs_in)
+from fastaccept.bench.scenarios import (BASELINE, DEFAULT_SCENARIOS, IDLE_FD_HEADROOM,
+                                        SCENARIOS, SERVERS, VARIANTS, Scenario, ServerSpec,
+                                        runs_in)
 
 __all__ = [
     "HOST", "REQUEST", "LINE_REQUEST",
     "Scenario", "ServerSpec", "SCENARIOS", "SERVERS", "RunResult", "BenchReport",
     "ServerProcess", "ServerStartError", "QueueSampler", "read_netstat", "cpu_source",
     "process_cpu_ns", "read_rss_bytes", "listen_queue", "enter_private_netns", "warm_client",
+    "spread", "connections_held", "wait_stopped", "busiest", "kill_counting",
     "make_server", "request_load", "open_idle", "idle_lost", "close_idle", "idle_fd_shortfall",
     "scenario_servers", "run_one", "run_bench", "summarize", "format_table", "report_dict",
     "plot", "add_arguments", "main",
@@ -248,14 +250,28 @@ class ServerProcess:
     The listening socket is created here (so its backlog is exactly the
     scenario's and its accept queue can be sampled from here with TCP_INFO)
     and inherited by the child. Use as a context manager.
+
+    With ``processes`` > 1 the server is a supervisor of that many processes
+    (``refservers --processes``): on the inherited socket (``listener``
+    "shared"), or, for "reuseport", on sockets it binds itself (``sock`` is
+    then None, and there is no queue to sample). Its CPU time is the sum
+    over the supervisor and its children; its supervisor events are read
+    with ``next_event``.
     """
 
     def __init__(self, kind: str, *, backlog: int, workers: int, sleep_ms: float = 0.0,
                  cpu_iters: int = 0, source: Optional[str] = None,
                  protocol: str = "http-close", fds: Optional[int] = None,
-                 max_connections: Optional[int] = None, extra: Sequence[str] = ()) -> None:
+                 max_connections: Optional[int] = None, processes: int = 1,
+                 listener: Optional[str] = None, extra: Sequence[str] = ()) -> None:
         self.kind = kind
         self.extra = list(extra)
+        self.processes = processes
+        self.listener = listener
+        self.events: List[Dict[str, Any]] = []
+        self.per_process: List[int] = []
+        self._taken: Set[int] = set()
+        self._out = b""
         self.backlog = backlog
         self.workers = workers
         self.sleep_ms = sleep_ms
@@ -272,17 +288,25 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         """Start the process; return once it serves (bounded by START_TIMEOUT_S)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        own = self.listener == "reuseport"
+        sock = None if own else socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock = sock
         try:
-            sock.bind((HOST, 0))
-            sock.listen(self.backlog)
-            self.port = sock.getsockname()[1]
+            where = ["--port", "0"]
+            if sock is not None:
+                sock.bind((HOST, 0))
+                sock.listen(self.backlog)
+                self.port = sock.getsockname()[1]
+                where = ["--fd", str(sock.fileno())]
             self._stderr = tempfile.TemporaryFile()
             cmd = [sys.executable, "-m", "fastaccept.bench.refservers", self.kind,
-                   "--fd", str(sock.fileno()), "--backlog", str(self.backlog),
+                   *where, "--backlog", str(self.backlog),
                    "--workers", str(self.workers), "--sleep-ms", repr(self.sleep_ms),
                    "--cpu-iters", str(self.cpu_iters), "--parent", str(os.getpid())]
+            if self.processes > 1 or self.listener is not None:
+                cmd += ["--processes", str(self.processes)]
+                if self.listener is not None:
+                    cmd += ["--listener", self.listener]
             # Only when asked, so the command line of the first scenarios stays as it was.
             if self.protocol != "http-close":
                 cmd += ["--protocol", self.protocol]
@@ -292,24 +316,78 @@ class ServerProcess:
                 cmd += ["--max-connections", str(self.max_connections)]
             cmd += self.extra
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, pass_fds=(sock.fileno(),),
+                                         stderr=self._stderr,
+                                         pass_fds=() if sock is None else (sock.fileno(),),
                                          cwd=PACKAGE_PARENT)
             line = self._read_line(time.monotonic() + START_TIMEOUT_S)
             if not line.startswith(b"port "):
                 raise ServerStartError(f"{self.kind} did not start: {self._why()}")
+            if sock is None:
+                self.port = int(line.split()[1])
         except BaseException:
             self.stop()
             raise
         return self
 
     def _read_line(self, deadline: float) -> bytes:
+        """The next line of the server's stdout, or b"" at the deadline or EOF.
+
+        Read with os.read into a buffer of its own (a buffered readline
+        after select() could swallow the lines behind this one)."""
         assert self.proc is not None and self.proc.stdout is not None
-        out = self.proc.stdout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([out], [], [], max(0.0, deadline - time.monotonic()))
-            if ready:
-                return bytes(out.readline())    # the server writes the line in one flush
-        return b""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._out:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return b""
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b""
+            self._out += chunk
+        line, self._out = self._out.split(b"\n", 1)
+        return line + b"\n"
+
+    def _take(self, line: bytes) -> None:
+        """Keep what a supervisor's stdout line says."""
+        if line.startswith(b"event "):
+            self.events.append(json.loads(line[len(b"event "):]))
+        elif line.startswith(b"served "):
+            self.served = int(line.split()[1])
+        elif line.startswith(b"per-process"):
+            self.per_process = [int(n) for n in line.split()[1:]]
+
+    def mark(self) -> int:
+        """Where the events read so far end (next_event's ``since``)."""
+        return len(self.events)
+
+    def next_event(self, kind: str, timeout: float, since: int = 0,
+                   **match: Any) -> Optional[Dict[str, Any]]:
+        """The first supervisor event named ``kind`` (with the fields
+        ``match`` gives, from index ``since`` on) that no call returned yet;
+        None if none comes within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        i = since
+        while True:
+            while i < len(self.events):
+                e = self.events[i]
+                if i not in self._taken and e.get("event") == kind and all(
+                        e.get(k) == v for k, v in match.items()):
+                    self._taken.add(i)
+                    return e
+                i += 1
+            line = self._read_line(deadline)
+            if not line:
+                return None
+            self._take(line)
+
+    def children(self) -> List[int]:
+        """The server process's children (a supervisor's serving processes)."""
+        assert self.proc is not None
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return []
 
     def _why(self) -> str:
         assert self.proc is not None
@@ -323,9 +401,17 @@ class ServerProcess:
         return f"{state}{': ' + text if text else ''}"
 
     def cpu_ns(self) -> int:
-        """CPU time the server process has used so far, in ns."""
+        """CPU time the server process (and its children, for a supervisor)
+        has used so far, in ns."""
         assert self.proc is not None
-        return process_cpu_ns(self.proc.pid, self.source)
+        total = process_cpu_ns(self.proc.pid, self.source)
+        if self.processes > 1:
+            for pid in self.children():
+                try:
+                    total += process_cpu_ns(pid, self.source)
+                except OSError:
+                    pass        # exited since it was listed
+        return total
 
     def rss_bytes(self) -> int:
         """The server process's resident set size now, in bytes."""
@@ -346,8 +432,10 @@ class ServerProcess:
         return last
 
     def queue(self) -> Tuple[int, int]:
-        """(depth, limit) of the server's accept queue right now."""
-        assert self.sock is not None
+        """(depth, limit) of the server's accept queue right now (the
+        socket this process made: not for a server binding its own)."""
+        if self.sock is None:
+            raise OSError(errno.EINVAL, "the server binds its own listeners")
         return listen_queue(self.sock)
 
     def stop(self) -> None:
@@ -361,9 +449,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 out, _ = proc.communicate()
-            for line in out.splitlines():
-                if line.startswith(b"served "):
-                    self.served = int(line.split()[1])
+            for line in (self._out + out).splitlines():
+                self._take(line)
+            self._out = b""
             self.returncode = proc.returncode
         if self.sock is not None:
             self.sock.close()
@@ -463,6 +551,15 @@ class RunResult:
     rss_per_idle_conn: Optional[float] = None
     base_load: Dict[str, Any] = field(default_factory=dict)
     skipped: Optional[str] = None               # why the run did not happen
+    # several processes
+    per_process: List[int] = field(default_factory=list)   # requests each one served
+    spread: Optional[float] = None              # the least loaded one's share x processes
+    # the reload kind
+    reloads: int = 0
+    reload_p50_ms: Optional[float] = None       # SIGHUP -> every new child ready, switched
+    reload_max_ms: Optional[float] = None
+    killed_held: Optional[int] = None           # connections the SIGKILLed child held
+    responses_5xx: Optional[int] = None         # over the exit reports of the children
 
     @property
     def failed(self) -> int:
@@ -479,7 +576,36 @@ def make_server(scenario: Scenario, spec: ServerSpec, *, cpu_iters: int = 0,
                          protocol=scenario.protocol, fds=fds,
                          # fastaccept's default (10,000) would stop accepting at 10,000 idle
                          max_connections=fds if spec.kind == "fastaccept" else None,
+                         processes=spec.processes, listener=spec.listener,
                          extra=spec.extra)
+
+
+def spread(counts: Sequence[int]) -> Optional[float]:
+    """How evenly ``counts`` are spread: the smallest one's share of the sum
+    times their number (1.0: even; 0.0: one took nothing)."""
+    total = sum(counts)
+    return min(counts) * len(counts) / total if counts and total else None
+
+
+def connections_held(pid: int, port: int) -> int:
+    """How many established TCP connections to local ``port`` process pid
+    holds: its socket descriptors matched against one sock_diag dump (which
+    leaves TIME_WAIT out, unlike /proc/net/tcp, which a busy run fills with
+    tens of thousands of them)."""
+    from fastaccept.monitor import TCP_ESTABLISHED, _diag_rows
+    inodes = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:["):-1]))
+    held = 0
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for _, state, _, _, _, inode in _diag_rows(family, port):
+            held += state == TCP_ESTABLISHED and inode in inodes
+    return held
 
 
 def request_load(scenario: Scenario, quick: bool, timeout: float) -> Dict[str, Any]:
@@ -507,6 +633,9 @@ def run_one(scenario: Scenario, spec: ServerSpec, rep: int = 0, *, quick: bool =
     if scenario.kind == "idle":
         return _run_idle(scenario, spec, rep, quick=quick, cpu_iters=cpu_iters,
                          timeout_s=timeout_s, source=source)
+    if scenario.kind == "reload":
+        return _run_reload(scenario, spec, rep, quick=quick, cpu_iters=cpu_iters,
+                           timeout_s=timeout_s, source=source)
     return _run_connections(scenario, spec, rep, quick=quick, cpu_iters=cpu_iters,
                             timeout_s=timeout_s, source=source)
 
@@ -522,21 +651,28 @@ def _run_connections(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: b
     timeout = timeout_s if timeout_s is not None else scenario.timeout_s
     server = ServerProcess(spec.kind, backlog=scenario.backlog, workers=spec.workers_for(scenario),
                            sleep_ms=scenario.sleep_ms, cpu_iters=cpu_iters, source=source,
+                           processes=spec.processes, listener=spec.listener,
                            extra=spec.extra)
     try:
         with server:
+            for _ in range(spec.processes if spec.processes > 1 else 0):
+                if server.next_event("ready", START_TIMEOUT_S) is None:
+                    raise ServerStartError(f"{spec.label}: its processes did not start")
             warm = QUICK_WARM_CONNECTIONS if quick else WARM_CONNECTIONS
             loadgen.run(HOST, server.port, connections=warm, concurrency=min(8, warm),
                         timeout=timeout, max_seconds=timeout, request=REQUEST)
             cpu0 = server.wait_idle()
             net0 = read_netstat()
             client0 = time.process_time_ns()
-            if scenario.burst:
+            if scenario.burst and server.sock is not None:
                 with QueueSampler(server) as sampler:
                     load = loadgen.run(HOST, server.port, connections=n, burst=True,
                                        timeout=timeout, max_seconds=timeout, request=REQUEST)
                 result.queue_samples = sampler.samples
                 result.queue_max = max((d for _, d in sampler.samples), default=0)
+            elif scenario.burst:
+                load = loadgen.run(HOST, server.port, connections=n, burst=True,
+                                   timeout=timeout, max_seconds=timeout, request=REQUEST)
             else:
                 load = loadgen.run(HOST, server.port, connections=n,
                                    concurrency=scenario.concurrency, timeout=timeout,
@@ -548,6 +684,10 @@ def _run_connections(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: b
         result.error = str(e)
         return result
     result.served = server.served
+    if spec.processes > 1:
+        # the warm-up's connections are in the counts too: a few dozen of thousands
+        result.per_process = list(server.per_process)
+        result.spread = spread(server.per_process)
     result.connections = load.connections
     result.completed = load.completed
     result.failures = dict(load.failures)
@@ -773,6 +913,167 @@ def _run_idle(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
     return result
 
 
+# -- reloads under load ---------------------------------------------------------------
+
+#: How long the bench waits for one supervisor event (a reload's switch...).
+EVENT_TIMEOUT_S = 30.0
+#: How long a reload run's load waits for requests already started.
+RELOAD_REQUEST_TIMEOUT_S = 10.0
+
+
+def _wait_flowing(port: int, deadline: float) -> None:
+    """Wait until connections to port are established (the load is on)."""
+    from fastaccept.monitor import snapshot
+    while snapshot(port)["established"] == 0:
+        if time.monotonic() >= deadline:
+            raise TimeoutError(errno.ETIMEDOUT, "the load did not start")
+        time.sleep(POLL_INTERVAL_S)     # a poll interval: the condition is re-checked
+
+
+def wait_stopped(pid: int, timeout: float = 5.0) -> bool:
+    """Wait until every thread of process pid is stopped (state T: kill()
+    returns before a SIGSTOP takes effect, and a thread still running may
+    accept a batch of connections meanwhile); False after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+            states = []
+            for tid in tids:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            return False        # gone
+        if all(state in ("T", "t") for state in states):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL_S)     # a poll interval: the states are read again
+
+
+def busiest(pids: Sequence[int], port: int, timeout: float = 2.0) -> int:
+    """The one of ``pids`` holding the most connections to ``port``, looked
+    for until one holds some (or ``timeout``): a killed process that held
+    nothing would test nothing. Each is counted stopped (SIGSTOP, then
+    SIGCONT): connections a few milliseconds long come and go faster than
+    a running process's descriptors can be matched to a socket dump. The
+    one returned is left stopped, for ``kill_counting``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        best, most = -1, -1
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            held = connections_held(pid, port) if wait_stopped(pid) else -1
+            if held > most:
+                if best >= 0:
+                    os.kill(best, signal.SIGCONT)
+                best, most = pid, held
+            else:
+                os.kill(pid, signal.SIGCONT)
+        if most > 0 or time.monotonic() >= deadline:
+            return best
+        os.kill(best, signal.SIGCONT)
+        time.sleep(POLL_INTERVAL_S)     # a poll interval: the connections are counted again
+
+
+def kill_counting(pid: int, port: int) -> int:
+    """SIGKILL a serving process; return the connections to ``port`` it held
+    then (counted once it is stopped with SIGSTOP, so none comes or goes)."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        if not wait_stopped(pid):
+            raise OSError(errno.ETIMEDOUT, f"process {pid} did not stop on SIGSTOP")
+        return connections_held(pid, port)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _run_reload(scenario: Scenario, spec: ServerSpec, rep: int, *, quick: bool,
+                cpu_iters: int, timeout_s: Optional[float],
+                source: Optional[str]) -> RunResult:
+    """One run of a ``reload`` scenario (see scenarios): a load of
+    ``concurrency`` clients for the scenario's window while the supervisor
+    gets ``reloads`` SIGHUPs, each sent once the one before has switched,
+    and one serving child is SIGKILLed after the ``kill_after``-th."""
+    from fastaccept.bench import loadgen
+
+    result = RunResult(scenario.name, spec.label, rep)
+    window = timeout_s if timeout_s is not None else scenario.timeout_s
+    per_conn = scenario.per_connection(quick)
+    framing = scenario.framing
+    server = make_server(scenario, spec, cpu_iters=cpu_iters, source=source)
+    loads: List[Any] = []
+    failed: List[BaseException] = []
+    times: List[float] = []
+    outlasted = False
+
+    def load() -> None:
+        try:
+            loads.append(loadgen.run(
+                HOST, server.port, connections=10**7, concurrency=scenario.concurrency,
+                timeout=RELOAD_REQUEST_TIMEOUT_S, max_seconds=window,
+                requests_per_connection=per_conn, framing=framing,
+                request=None if framing == "http" else REQUEST))
+        except BaseException as e:      # reported as the run's error
+            failed.append(e)
+
+    thread = threading.Thread(target=load, name="reload-load", daemon=True)
+    try:
+        with server:
+            for _ in range(spec.processes):
+                if server.next_event("ready", START_TIMEOUT_S) is None:
+                    raise ServerStartError(f"{spec.label}: its processes did not start")
+            loadgen.run(HOST, server.port, connections=WARM_CONNECTIONS, concurrency=8,
+                        timeout=RELOAD_REQUEST_TIMEOUT_S, request=REQUEST)
+            net0 = read_netstat()
+            thread.start()
+            _wait_flowing(server.port, time.monotonic() + EVENT_TIMEOUT_S)
+            for i in range(scenario.reloads):
+                mark = server.mark()
+                t0 = time.monotonic()
+                assert server.proc is not None
+                os.kill(server.proc.pid, signal.SIGHUP)
+                switched = server.next_event("switched", EVENT_TIMEOUT_S, since=mark)
+                if switched is None:
+                    raise OSError(errno.ETIMEDOUT, f"reload {i + 1} did not switch")
+                times.append(time.monotonic() - t0)
+                if i + 1 == scenario.kill_after:
+                    victim = busiest(switched["pids"], server.port)
+                    result.killed_held = kill_counting(victim, server.port)
+                    gone = server.next_event("exited", EVENT_TIMEOUT_S, pid=victim)
+                    new = gone and server.next_event("spawned", EVENT_TIMEOUT_S, since=mark,
+                                                     slot=gone["slot"])
+                    if not new or not server.next_event("ready", EVENT_TIMEOUT_S,
+                                                        pid=new["pid"]):
+                        raise OSError(errno.ETIMEDOUT, "the killed child was not replaced")
+            outlasted = not thread.is_alive()
+            thread.join(window + per_conn * RELOAD_REQUEST_TIMEOUT_S + 10.0)
+            net1 = read_netstat()
+    except (OSError, ServerStartError, ValueError) as e:
+        result.error = str(e)
+        if thread.ident is not None:
+            thread.join(window + per_conn * RELOAD_REQUEST_TIMEOUT_S + 10.0)
+        return result
+    if failed or not loads:
+        result.error = f"the load failed: {failed[0] if failed else 'it did not end'}"
+        return result
+    if outlasted:
+        result.error = (f"the load ended before the {scenario.reloads} reloads: lengthen the "
+                        "window (--timeout)")
+    result.served = server.served
+    _take_load(result, loads[0])
+    result.reloads = len(times)
+    if times:
+        result.reload_p50_ms = statistics.median(times) * 1000.0
+        result.reload_max_ms = max(times) * 1000.0
+    result.responses_5xx = sum(
+        int(((e.get("stats") or {}).get("responses") or {}).get("5xx", 0))
+        for e in server.events if e.get("event") == "exited")
+    result.listen_overflows = net1.get("ListenOverflows", 0) - net0.get("ListenOverflows", 0)
+    result.listen_drops = net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0)
+    return result
+
+
 # -- the whole bench --------------------------------------------------------------
 
 @dataclass
@@ -885,14 +1186,19 @@ def _brief(r: RunResult) -> str:
         cpu = "-" if r.cpu_us_per_request is None else f"{r.cpu_us_per_request:.0f} us/req"
         return (f"{r.requests} requests, {r.completed}/{r.connections} connections ok, "
                 f"{r.requests_per_s:.0f} req/s, {cpu}, {r.failed} failures")
+    if kind == "reload":
+        return (f"{r.requests} requests, {r.reloads} reloads (p50 {r.reload_p50_ms or 0:.0f} ms), "
+                f"failures {r.failures}, 5xx {r.responses_5xx}, killed child held "
+                f"{r.killed_held}")
     if kind == "idle":
         rss = "-" if r.rss_per_idle_conn is None else f"{r.rss_per_idle_conn:.0f} B/idle conn"
         return (f"{r.completed}/{r.connections} ok, rtt p50 {r.base_rtt_p50_ms or 0:.2f} -> "
                 f"{r.rtt_p50_ms:.2f} ms with {r.idle_connections} idle, {rss}, "
                 f"{r.failed} failures")
     cpu = "-" if r.cpu_us_per_conn is None else f"{r.cpu_us_per_conn:.0f} us/conn"
+    spread_ = f", per process {'/'.join(map(str, r.per_process))}" if r.per_process else ""
     return (f"{r.completed}/{r.connections} ok, {r.conn_per_s:.0f} conn/s, {cpu}, "
-            f"{r.listen_overflows} overflows")
+            f"{r.listen_overflows} overflows{spread_}")
 
 
 def _median(values: Sequence[Optional[float]]) -> Optional[float]:
@@ -938,6 +1244,15 @@ def summarize(report: BenchReport) -> Dict[str, Dict[str, Dict[str, Any]]]:
                 "rtt_p99_ratio": _median([r.rtt_p99_ratio for r in ok]),
                 "rss_per_idle_conn": _median([r.rss_per_idle_conn for r in ok]),
                 "idle_lost": _median([r.failures.get("idle_lost") for r in ok]),
+                "spread": _median([r.spread for r in ok]),
+                "per_process_per_rep": [r.per_process for r in ok],
+                "reload_p50_ms": _median([r.reload_p50_ms for r in ok]),
+                "reload_max_ms": max((r.reload_max_ms for r in ok
+                                      if r.reload_max_ms is not None), default=None),
+                "reloads_per_rep": [r.reloads for r in ok],
+                "killed_held_per_rep": [r.killed_held for r in ok],
+                "failures_per_rep": [r.failures for r in ok],
+                "responses_5xx_per_rep": [r.responses_5xx for r in ok],
             }
         base = rows.get(BASELINE, {}).get("cpu_us_per_conn")
         for row in rows.values():
@@ -977,6 +1292,10 @@ def format_table(report: BenchReport, summary: Optional[Dict[str, Any]] = None) 
         rows = summary[name]
         if scenario.kind == "requests":
             lines += _requests_rows(rows)
+        elif scenario.kind == "reload":
+            lines += _reload_rows(rows)
+        elif scenario.per_process:
+            lines += _process_rows(rows)
         elif scenario.kind == "idle":
             lines += _idle_rows(rows)
         else:
@@ -1039,6 +1358,63 @@ def _connections_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
             f"{_fmt(row['connect_p99_ms'], '.2f'):>16}"
             f"{_fmt(row['rtt_p99_ms'], '.1f'):>12}"
             f"{_fmt(row['listen_overflows'], '.0f'):>11}  {_failures_cell(row)}")
+    return lines
+
+
+def _process_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    """A connections table for several processes: how the connections spread
+    over them (the least loaded one's share x processes: 1.00 is even), the
+    client's CPU per connection, and conn/s against one process."""
+    one = rows.get("fastaccept-8", {}).get("conn_per_s")
+    w = max(18, _label_width(rows))
+    lines = [f"{'server':<{w}}{'conn/s':>8}{'x 1 proc':>9}{'CPU us/conn':>13}"
+             f"{'client us/conn':>16}{'spread':>8}{'overflows':>11}  {'failures'}"]
+    for label, row in rows.items():
+        gone = _unmeasured(label, row, w)
+        if gone:
+            lines.append(gone)
+            continue
+        ratio = row["conn_per_s"] / one if one and row["conn_per_s"] else None
+        lines.append(
+            f"{label:<{w}}{_fmt(row['conn_per_s'], '.0f'):>8}{_fmt(ratio, '.2f'):>9}"
+            f"{_fmt(row['cpu_us_per_conn'], '.1f'):>13}"
+            f"{_fmt(row['client_cpu_us_per_conn'], '.1f'):>16}"
+            f"{_fmt(row['spread'], '.2f'):>8}"
+            f"{_fmt(row['listen_overflows'], '.0f'):>11}  {_failures_cell(row)}")
+    per_process = "; ".join(
+        f"{label} " + " ".join("/".join(map(str, counts)) for counts in row["per_process_per_rep"])
+        for label, row in rows.items() if any(row["per_process_per_rep"]))
+    if per_process:
+        lines.append(f"  (connections per process, each repetition: {per_process})")
+    return lines
+
+
+def _reload_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    """The reload contract, every repetition: reloads done, their time, the
+    load's failures by kind, 5xx, and what the SIGKILLed child held."""
+    w = _label_width(rows)
+    lines = [f"{'server':<{w}}{'rep':>4}{'req/s':>8}{'reloads':>8}{'p50 ms':>8}{'max ms':>8}"
+             f"{'refused':>8}{'reset':>6}{'timeout':>8}{'other':>6}{'closed':>7}{'5xx':>5}"
+             f"{'killed held':>12}"]
+    for label, row in rows.items():
+        gone = _unmeasured(label, row, w)
+        if gone:
+            lines.append(gone)
+            continue
+        for i, failures in enumerate(row["failures_per_rep"]):
+            lines.append(
+                f"{label:<{w}}{i + 1:>4}{_fmt(row['requests_per_s'], '.0f') if i == 0 else '':>8}"
+                f"{row['reloads_per_rep'][i]:>8}"
+                f"{_fmt(row['reload_p50_ms'] if i == 0 else None, '.0f'):>8}"
+                f"{_fmt(row['reload_max_ms'] if i == 0 else None, '.0f'):>8}"
+                f"{failures.get('refused', 0):>8}{failures.get('reset', 0):>6}"
+                f"{failures.get('timeout', 0):>8}{failures.get('other', 0):>6}"
+                f"{failures.get('closed', 0):>7}"
+                f"{_fmt(row['responses_5xx_per_rep'][i], 'd'):>5}"
+                f"{_fmt(row['killed_held_per_rep'][i], 'd'):>12}")
+    lines.append("  (req/s and reload times: medians over the repetitions; a reload runs from "
+                 "SIGHUP to the switch, every new child ready. closed: kept connections a "
+                 "stopping child ended with Connection: close, and the killed child's)")
     return lines
 
 
@@ -1176,9 +1552,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="one repetition with fewer connections (under a minute)")
     parser.add_argument("--only", action="append", metavar="SERVER[,SERVER]",
-                        help=f"servers to run (default all: {', '.join(SERVERS)})")
+                        help=f"servers to run (default all: {', '.join(SERVERS)}); also "
+                             f"fastaccept variants, run only when named: "
+                             f"{', '.join(VARIANTS)}")
     parser.add_argument("--scenario", action="append", metavar="NAME[,NAME]",
-                        help=f"scenarios to run (default all: {', '.join(SCENARIOS)})")
+                        help=f"scenarios to run (default: {', '.join(DEFAULT_SCENARIOS)}; "
+                             "also: " + ", ".join(n for n in SCENARIOS
+                                                  if n not in DEFAULT_SCENARIOS) + ")")
     parser.add_argument("--reps", type=int, default=None,
                         help=f"repetitions (default {DEFAULT_REPS}; 1 with --quick)")
     parser.add_argument("--timeout", type=float, default=None,
@@ -1207,7 +1587,8 @@ def _progress_printer() -> Progress:
 
 def main(args: argparse.Namespace) -> int:
     """Run the bench verb with parsed ``args``; print the table; return the exit status."""
-    scenarios = _names(args.scenario, SCENARIOS, "scenario")
+    scenarios = (_names(args.scenario, SCENARIOS, "scenario") if args.scenario
+                 else list(DEFAULT_SCENARIOS))
     servers = _names(args.only, SERVERS, "server", VARIANTS)
     reps = args.reps if args.reps is not None else (1 if args.quick else DEFAULT_REPS)
     if reps < 1:

@@ -18,13 +18,22 @@ A scenario's ``kind`` says what one run is:
                   send, then the same requests again: the round trips with
                   and without them, and the server's memory per idle
                   connection.
+    reload        ``concurrency`` clients keep requests going against a
+                  supervisor of several processes while it gets ``reloads``
+                  SIGHUPs and one child is SIGKILLed (after the
+                  ``kill_after``-th reload): the reload contract's counts
+                  (refused, reset, timeout, 5xx; what the killed child held)
+                  and each reload's time.
+
+The scenarios of several processes (``processes-*``, ``reload``) are
+``optional``: not in the default run, chosen with ``--scenario``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-KINDS = ("connections", "requests", "idle")
+KINDS = ("connections", "requests", "idle", "reload")
 
 #: The servers of the first scenarios (``connections`` kind), in table order.
 CONNECTION_SERVERS = ("serial", "threadpool", "socketserver", "fastaccept-1", "fastaccept-8",
@@ -42,6 +51,10 @@ IDLE_BLOCKING = (
     ("socketserver", "not run: it would start one thread per idle connection "
                      "(10,000 threads for idle-10000), each blocked in recv()"),
 )
+#: Several processes: 8 workers each, 2 processes, the two listener layouts,
+#: against one process (fastaccept-8).
+PROCESS_SERVERS = ("fastaccept-8", "fastaccept-8x2", "fastaccept-8x2-rp")
+RELOAD_SERVERS = ("wsgi-8x2", "wsgi-8x2-rp")
 #: Descriptors a server (and the bench) gets beyond its idle connections.
 IDLE_FD_HEADROOM = 1024
 
@@ -82,6 +95,14 @@ class Scenario:
     servers: Tuple[str, ...] = CONNECTION_SERVERS
     skipped: Tuple[Tuple[str, str], ...] = ()
     per_rep_overflows: bool = False
+    #: not in the default run (long, or of several processes): --scenario NAME
+    optional: bool = False
+    #: the table shows how the connections spread over the processes, and
+    #: the client's CPU per connection
+    per_process: bool = False
+    #: the reload kind: SIGHUPs, and after which one a child is SIGKILLed
+    reloads: int = 0
+    kill_after: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -117,6 +138,12 @@ class Scenario:
                 load = (f"{n} connections, {self.concurrency} concurrent, one request each, "
                         f"protocol {self.protocol}")
             return f"{load}; {work}; backlog {self.backlog}; {self.workers} workers"
+        if self.kind == "reload":
+            r = self.per_connection(quick)
+            shape = f"{r} requests per connection" if r > 1 else "one request per connection"
+            return (f"{self.concurrency} clients for {self.timeout_s:g} s, {shape}; "
+                    f"{self.reloads} SIGHUPs, one child SIGKILLed after the "
+                    f"{self.kill_after}th; {self.workers} workers per process")
         if self.kind == "idle":
             return (f"{n} requests one at a time ({self.protocol}), first alone, then beside "
                     f"{self.idle_connections} idle connections; {work}; backlog "
@@ -150,7 +177,20 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     _idle(64),
     _idle(1000),
     _idle(10000),
+    Scenario("processes-spread", 20000, 4000, 64, False, 128, 8, 0.0, 0.0, 60.0,
+             servers=PROCESS_SERVERS, optional=True, per_process=True),
+    Scenario("processes-burst", 2000, 500, 0, True, 128, 8, 1.0, 0.0, 15.0,
+             servers=PROCESS_SERVERS, optional=True, per_process=True),
+    Scenario("processes-cpu", 4000, 1000, 64, False, 2048, 8, 0.0, 1.0, 60.0,
+             servers=PROCESS_SERVERS, optional=True, per_process=True),
+    Scenario("reload", 0, 0, 64, False, 2048, 8, 0.0, 0.0, 12.0, kind="reload",
+             servers=RELOAD_SERVERS, optional=True, reloads=10, kill_after=5),
+    Scenario("reload-keepalive", 0, 0, 64, False, 2048, 8, 0.0, 0.0, 12.0, kind="reload",
+             requests_per_connection=100, quick_requests_per_connection=100, framing="http",
+             servers=RELOAD_SERVERS, optional=True, reloads=10, kill_after=5),
 )}
+#: What the bench runs when no --scenario is given.
+DEFAULT_SCENARIOS = tuple(name for name, s in SCENARIOS.items() if not s.optional)
 
 
 @dataclass(frozen=True)
@@ -164,6 +204,13 @@ class ServerSpec:
     workers: Optional[int] = None       # None: the scenario's
     uses_workers: bool = True
     extra: Tuple[str, ...] = ()
+    processes: int = 1
+    #: with processes > 1: "shared" (the bench's socket, inherited) or
+    #: "reuseport" (the server binds one per process itself)
+    listener: Optional[str] = None
+    #: False for a variant that hands connections to workers as they are
+    #: accepted: idle connections would hold every worker (not run in ``idle``)
+    idle_ok: bool = True
 
     def workers_for(self, scenario: Scenario) -> int:
         """Return the worker count this server runs with in ``scenario``."""
@@ -178,19 +225,29 @@ SERVERS: Dict[str, ServerSpec] = {s.label: s for s in (
     ServerSpec("fastaccept-8", "fastaccept", 8),
     ServerSpec("gthread", "gthread"),
     ServerSpec("c-inline", "c-inline", uses_workers=False),
+    ServerSpec("fastaccept-8x2", "fastaccept", 8, processes=2, listener="shared"),
+    ServerSpec("fastaccept-8x2-rp", "fastaccept", 8, processes=2, listener="reuseport"),
+    ServerSpec("wsgi-8x2", "wsgi", 8, processes=2, listener="shared"),
+    ServerSpec("wsgi-8x2-rp", "wsgi", 8, processes=2, listener="reuseport"),
 )}
 #: fastaccept with one choice changed, to measure the choice (design.md): not
 #: in the default run, named with --only.
 VARIANTS: Dict[str, ServerSpec] = {s.label: s for s in (
-    ServerSpec("fastaccept-8-accept", "fastaccept", 8, extra=("--fa-dispatch", "accept")),
+    ServerSpec("fastaccept-8-accept", "fastaccept", 8, extra=("--fa-dispatch", "accept"),
+               idle_ok=False),
     ServerSpec("fastaccept-8-defer", "fastaccept", 8,
-               extra=("--fa-dispatch", "accept", "--defer-accept", "1")),
+               extra=("--fa-dispatch", "accept", "--defer-accept", "1"), idle_ok=False),
+    ServerSpec("fastaccept-8-readable-defer", "fastaccept", 8, extra=("--defer-accept", "1")),
     ServerSpec("fastaccept-1-nice0", "fastaccept", 1, extra=("--fa-worker-nice", "0")),
     ServerSpec("fastaccept-8-nice0", "fastaccept", 8, extra=("--fa-worker-nice", "0")),
     ServerSpec("fastaccept-1-normal", "fastaccept", 1,
                extra=("--fa-accept-priority", "normal")),
     ServerSpec("fastaccept-8-normal", "fastaccept", 8,
                extra=("--fa-accept-priority", "normal")),
+    ServerSpec("fastaccept-1-normal-nice0", "fastaccept", 1,
+               extra=("--fa-accept-priority", "normal", "--fa-worker-nice", "0")),
+    ServerSpec("fastaccept-8-normal-nice0", "fastaccept", 8,
+               extra=("--fa-accept-priority", "normal", "--fa-worker-nice", "0")),
     ServerSpec("fastaccept-1-nospin", "fastaccept", 1, extra=("--fa-spin-us", "0")),
     ServerSpec("fastaccept-8-nospin", "fastaccept", 8, extra=("--fa-spin-us", "0")),
     ServerSpec("fastaccept-8-nonap", "fastaccept", 8, extra=("--fa-nap-us", "0")),
@@ -200,9 +257,13 @@ BASELINE = "c-inline"
 
 def runs_in(scenario: Scenario, label: str) -> bool:
     """Whether server ``label`` runs in ``scenario``: a variant runs wherever
-    a server of its kind does."""
+    a server of its kind and process count does (``idle`` ones only if
+    ``idle_ok``)."""
     if label in scenario.servers:
         return True
     variant = VARIANTS.get(label)
+    if variant is not None and scenario.kind == "idle" and not variant.idle_ok:
+        return False
     return variant is not None and any(
-        SERVERS[s].kind == variant.kind for s in scenario.servers if s in SERVERS)
+        SERVERS[s].kind == variant.kind and SERVERS[s].processes == variant.processes
+        for s in scenario.servers if s in SERVERS)

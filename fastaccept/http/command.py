@@ -12,15 +12,21 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any, Callable
+import socket
+from typing import TYPE_CHECKING, Any, Callable, Tuple
 
 from fastaccept._options import DEFAULT_BACKLOG, DEFAULT_TIMEOUT, DEFAULT_WORKERS
 
-__all__ = ["load_app", "add_arguments", "run", "VERB_DESCRIPTION"]
+if TYPE_CHECKING:   # pragma: no cover
+    from fastaccept.http.wsgi import WSGIServer
+
+__all__ = ["check_spec", "load_app", "add_arguments", "run", "VERB_DESCRIPTION"]
 
 VERB_DESCRIPTION = ("Serve the WSGI application MODULE:APP over HTTP/1.1. Request heads are "
                     "read and parsed in C before a worker thread wakes; idle and kept "
-                    "connections wait in C. Ctrl-C or SIGTERM stops it gracefully.")
+                    "connections wait in C. Ctrl-C or SIGTERM stops it gracefully. With "
+                    "--processes N each process imports the application itself, and SIGHUP "
+                    "reloads it without dropping a connection.")
 DEFAULT_PORT = 8000
 
 
@@ -28,15 +34,21 @@ class AppError(ValueError):
     """MODULE:APP does not name a WSGI application (the message says why)."""
 
 
-def load_app(spec: str, chdir: str = "") -> Callable[..., Any]:
-    """Import MODULE:APP (from chdir, or the current directory) and return APP."""
+def check_spec(spec: str, chdir: str = "") -> Tuple[str, str, str]:
+    """(module, attribute path, directory) of MODULE:APP, checked without importing it."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AppError(f"expected MODULE:APP, got {spec!r}")
     where = os.path.abspath(chdir or os.getcwd())
+    if chdir and not os.path.isdir(where):
+        raise AppError(f"--chdir {chdir!r}: no such directory")
+    return module_name, attr, where
+
+
+def load_app(spec: str, chdir: str = "") -> Callable[..., Any]:
+    """Import MODULE:APP (from chdir, or the current directory) and return APP."""
+    module_name, attr, where = check_spec(spec, chdir)
     if chdir:
-        if not os.path.isdir(where):
-            raise AppError(f"--chdir {chdir!r}: no such directory")
         os.chdir(where)
     if where not in sys.path:
         sys.path.insert(0, where)
@@ -87,20 +99,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="log each request to FILE ('-': stderr); off by default")
     parser.add_argument("--chdir", metavar="DIR", default="",
                         help="import MODULE from DIR (default: the current directory)")
+    from fastaccept import supervise
+    supervise.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """The wsgi verb: serve until SIGINT/SIGTERM."""
+    from fastaccept import _options, supervise
     from fastaccept.http.wsgi import WSGIServer
-    app = load_app(args.app, args.chdir)
-    server = WSGIServer(app, args.host, args.port, workers=args.workers, backlog=args.backlog,
-                        keep_alive=args.keep_alive, timeout=args.timeout,
-                        access_log=args.access_log, proxy_protocol=args.proxy_protocol)
-    host, port = server.address[:2]
+
+    check_spec(args.app, args.chdir)
+    _options.check_int("workers", args.workers, 1, _options.MAX_WORKERS)
+    _options.check_timeout(args.timeout)
+    _options.check_seconds("keep_alive", args.keep_alive, _options.MAX_IDLE_TIMEOUT,
+                           allow_none=True)
+    if args.processes == 1:
+        # One process: import now, so that a bad MODULE:APP is one line and
+        # exit status 2, before anything is bound.
+        loaded = load_app(args.app, args.chdir)
+
+        def app_now() -> Callable[..., Any]:
+            return loaded
+    else:
+        # Several: the supervisor never imports it; each child does, after
+        # the fork, so a reload (SIGHUP) serves the code on disk now.
+        def app_now() -> Callable[..., Any]:
+            return load_app(args.app, args.chdir)
+
+    def factory(sock: socket.socket) -> "WSGIServer":
+        return WSGIServer(app_now(), sock=sock, workers=args.workers,
+                          keep_alive=args.keep_alive, timeout=args.timeout,
+                          access_log=args.access_log,
+                          proxy_protocol=args.proxy_protocol)
+
+    supervisor = supervise.from_args(args, factory)
+    host, port = supervisor.address[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"fastaccept serving {args.app} on http://{shown}:{port}/ ({args.workers} workers); "
+    how = (f"{args.workers} workers x {args.processes} processes, "
+           f"{supervisor.listeners.layout} listener" if args.processes > 1
+           else f"{args.workers} workers")
+    print(f"fastaccept serving {args.app} on http://{shown}:{port}/ ({how}); "
           "Ctrl-C to stop", flush=True)
-    server.serve_forever()
-    st = server.stats()
-    print(f"stopped: {st['requests']} requests on {st['accepted']} connections", flush=True)
-    return 0
+    status = supervisor.run()
+    st = supervisor.totals()
+    print(f"stopped: {st.get('requests', 0)} requests on {st.get('accepted', 0)} connections",
+          flush=True)
+    return status

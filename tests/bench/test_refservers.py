@@ -33,9 +33,36 @@ def test_refserver_serves_and_exits_cleanly(kind, work, http_get, no_leaks):
     with server:
         for _ in range(5):
             reply = http_get(("127.0.0.1", server.port), timeout=10.0)
-            assert reply == refservers.RESPONSE
+            if kind == "wsgi":      # a real HTTP server: Date, Server, Connection: close
+                assert reply.startswith(b"HTTP/1.0 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
+            else:
+                assert reply == refservers.RESPONSE
     assert server.returncode == 0
     assert server.served == 5
+
+
+@pytest.mark.parametrize("kind", refservers.SUPERVISED)
+@pytest.mark.parametrize("listener", ["shared", "reuseport"])
+def test_refserver_in_two_processes(kind, listener, http_get, no_leaks):
+    server = bench.ServerProcess(kind, backlog=16, workers=2, processes=2, listener=listener)
+    with server:
+        assert (server.sock is None) == (listener == "reuseport")
+        ready = [server.next_event("ready", 30.0) for _ in range(2)]
+        assert all(ready) and len({e["pid"] for e in ready}) == 2
+        assert sorted(server.children()) == sorted(e["pid"] for e in ready)
+        assert server.cpu_ns() > 0
+        for _ in range(6):
+            assert http_get(("127.0.0.1", server.port), timeout=10.0).endswith(b"\r\n\r\nok")
+    assert server.returncode == 0
+    assert server.served == 6 and sum(server.per_process) == 6 and len(server.per_process) == 2
+    assert [e["event"] for e in server.events].count("exited") == 2
+
+
+def test_refserver_processes_are_for_fastaccept_and_wsgi():
+    proc = subprocess.run([sys.executable, "-m", "fastaccept.bench.refservers", "serial",
+                           "--processes", "2"], capture_output=True, text=True, timeout=30,
+                          cwd=runner.PACKAGE_PARENT)
+    assert proc.returncode == 2 and "runs in one process" in proc.stderr
 
 
 def test_refserver_binds_its_own_port_and_stops_on_sigint():

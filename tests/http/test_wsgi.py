@@ -169,16 +169,63 @@ def test_connection_close_is_honoured(wsgi_factory):
     assert reply.endswith(HELLO) and b"Connection: close\r\n" in reply
 
 
+def _tool_env() -> Dict[str, str]:
+    """The environment for a client tool: not under test, so without the
+    sanitizer stage's LD_PRELOAD."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl(wsgi_factory, tmp_path):
     server = wsgi_factory(hello)
     url = f"http://127.0.0.1:{server.address[1]}/"
-    # curl is not under test: none of the sanitizer stage's LD_PRELOAD for it
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     proc = subprocess.run(["curl", "-sS", "--max-time", "10", url, url], capture_output=True,
-                          timeout=30, env=env)
+                          timeout=30, env=_tool_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == HELLO * 2
+
+
+def _ab_field(out: str, name: str) -> int:
+    line = next(ln for ln in out.splitlines() if ln.startswith(name + ":"))
+    return int(line.split(":", 1)[1].split()[0])
+
+
+@pytest.mark.skipif(shutil.which("ab") is None, reason="ab (apache2-utils) is not installed")
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["http10", "keep-alive"])
+def test_ab(wsgi_factory, keep_alive):
+    """ApacheBench, one connection per request (HTTP/1.0) and with -k:
+    every request answered, no failure, the right length every time."""
+    server = wsgi_factory(hello)
+    url = f"http://127.0.0.1:{server.address[1]}/"
+    proc = subprocess.run(["ab", "-q", "-n", "400", "-c", "8", "-s", "10",
+                           *(["-k"] if keep_alive else []), url],
+                          capture_output=True, text=True, timeout=60, env=_tool_env())
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert _ab_field(out, "Complete requests") == 400
+    assert _ab_field(out, "Failed requests") == 0
+    assert _ab_field(out, "Document Length") == len(HELLO)
+    assert "Non-2xx responses" not in out
+    if keep_alive:
+        assert _ab_field(out, "Keep-Alive requests") == 400
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_wrk(wsgi_factory):
+    """wrk keeps 16 connections busy for a second: no socket error, no
+    non-2xx answer, and the server served at least what wrk counted."""
+    server = wsgi_factory(hello)
+    url = f"http://127.0.0.1:{server.address[1]}/"
+    proc = subprocess.run(["wrk", "-t", "1", "-c", "16", "-d", "1s", "--timeout", "10s", url],
+                          capture_output=True, text=True, timeout=60, env=_tool_env())
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Socket errors" not in out, out
+    assert "Non-2xx or 3xx responses" not in out, out
+    done = int(next(ln for ln in out.splitlines() if " requests in " in ln).split()[0])
+    assert done > 0
+    assert server.shutdown(timeout=10.0)
+    assert server.stats()["http_requests"] >= done
 
 
 def test_keep_alive_deadline_closes_an_idle_connection(wsgi_factory, wait_for):
