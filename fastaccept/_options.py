@@ -52,7 +52,7 @@ DEFAULT_TIMEOUT = 30.0
 #: raise OverflowError beyond it (None is the way to wait for ever).
 MAX_TIMEOUT = threading.TIMEOUT_MAX
 #: How far workers step back for the accept loop (see server._lower_priority).
-DEFAULT_WORKER_NICE = 10
+DEFAULT_WORKER_NICE = 0
 #: Seconds a connection may wait in C with nothing for a worker (its first
 #: bytes, or its next request after a KEEP) before C closes it. As
 #: DEFAULT_TIMEOUT for the first request (a slowloris costs no thread now,

@@ -76,19 +76,20 @@ def _lower_priority(nice: int) -> None:
     """Make the calling worker thread yield the CPU to the accept loop.
 
     On Linux both settings apply to the calling thread only and need no
-    privilege: SCHED_BATCH keeps a woken worker from preempting the running
-    accept loop, and the nice value gives the loop the larger CPU share.
-    During a burst, workers woken for the first connections would otherwise
-    take the CPU from the loop while the kernel queue overflows. Best effort:
-    a refusal leaves the thread as it was. ``nice`` 0 changes nothing.
+    privilege. SCHED_BATCH, always: a woken worker does not preempt the
+    running thread (the accept loop in a burst, another worker between
+    connections), yet keeps a nice-0 thread's share of the CPU against the
+    machine's other processes. ``nice`` above 0 also gives the loop and every
+    neighbour a larger share (docs/design.md section 4: the bench's bursts
+    do not need it). Best effort: a refusal leaves the thread as it was.
     """
-    if nice <= 0:
-        return
     tid = threading.get_native_id()
     try:
         if hasattr(os, "SCHED_BATCH"):
             os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        if nice > 0:
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except OSError as e:
         log.debug("could not lower the worker's priority: %s", e)
 

@@ -382,10 +382,11 @@ def test_timeout_is_applied_to_connections(server_factory, http_get, timeout):
     assert seen == [timeout]
 
 
-@pytest.mark.parametrize("worker_nice", [0, 5])
+@pytest.mark.parametrize("worker_nice", [None, 0, 5])
 def test_workers_step_back_for_the_accept_loop(server_factory, http_get, read_request,
                                                worker_nice):
-    """Workers run SCHED_BATCH at +worker_nice; the caller's own thread is untouched."""
+    """Workers run SCHED_BATCH at +worker_nice (default 0: the caller's nice value);
+    the caller's own thread is untouched."""
     seen = []
     main_tid = threading.get_native_id()
     before = (os.sched_getscheduler(main_tid), os.getpriority(os.PRIO_PROCESS, main_tid))
@@ -396,13 +397,11 @@ def test_workers_step_back_for_the_accept_loop(server_factory, http_get, read_re
         read_request(conn)
         conn.sendall(REPLY_OK)
 
-    server = server_factory(handler, worker_nice=worker_nice)
+    options = {} if worker_nice is None else {"worker_nice": worker_nice}
+    server = server_factory(handler, **options)
     assert http_get(server.address, timeout=10.0)
     assert server.shutdown(timeout=10.0)
-    if worker_nice:
-        assert seen == [(os.SCHED_BATCH, min(19, before[1] + worker_nice))]
-    else:
-        assert seen == [before]
+    assert seen == [(os.SCHED_BATCH, min(19, before[1] + (worker_nice or 0)))]
     assert (os.sched_getscheduler(main_tid), os.getpriority(os.PRIO_PROCESS, main_tid)) == before
 
 
