@@ -3,7 +3,7 @@
 PYTHON ?= python3
 CC = gcc
 STRESS_CFLAGS = -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc
-CORE_SRC = src/fa_accept.c src/fa_park.c src/fa_conn.c src/fa_http.c
+CORE_SRC = src/fa_accept.c src/fa_park.c src/fa_conn.c src/fa_http.c src/fa_proxy.c
 STRESS_SRC = tests/c/stress_ring.c $(CORE_SRC)
 STRESS_DEPS = $(STRESS_SRC) $(wildcard src/*.h)
 HTTP_STRESS_SRC = tests/c/stress_http.c $(CORE_SRC)

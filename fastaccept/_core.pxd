@@ -65,6 +65,7 @@ cdef extern from "fa_conn.h" nogil:
     ctypedef struct fa_conns:
         fa_list idle
         fa_list head
+        fa_list proxy
         fa_list ready
 
     ctypedef struct fa_backq:
@@ -96,6 +97,8 @@ cdef extern from "fa_accept.h" nogil:
         int wake_fd
         int placeholder_fd
         int end_listen
+        int proxy
+        uint64_t proxy_ns
 
     int fa_acceptor_init(fa_acceptor *a, int listen_fd, uint64_t capacity, uint32_t max_batch)
     int FA_DISPATCH_ACCEPT
@@ -119,6 +122,7 @@ cdef extern from "fa_accept.h" nogil:
     void fa_acceptor_set_exclusive(fa_acceptor *a, int on)
     void fa_acceptor_set_grace(fa_acceptor *a, uint64_t grace_ns)
     void fa_acceptor_set_realtime(fa_acceptor *a, int on)
+    int fa_acceptor_set_proxy(fa_acceptor *a, int on, uint64_t deadline_ns)
     int fa_acceptor_running_realtime(fa_acceptor *a)
     int fa_acceptor_run(fa_acceptor *a)
     void fa_acceptor_stop(fa_acceptor *a)
@@ -142,6 +146,8 @@ cdef extern from "fa_accept.h" nogil:
     int64_t fa_stat_open(fa_acceptor *a)
     uint64_t fa_stat_http_requests(fa_acceptor *a)
     uint64_t fa_stat_http_rejected(fa_acceptor *a, int status)
+    uint64_t fa_stat_proxy_rejected(fa_acceptor *a, int rc)
+    uint64_t fa_stat_proxy_timeouts(fa_acceptor *a)
     uint64_t fa_stat_errors(fa_acceptor *a, int err)
 
 

@@ -65,7 +65,8 @@ class Acceptor:
                 max_request_line: int = 8192, max_fields: int = 100,
                 max_head: int = 65536, head_timeout: Optional[float] = None,
                 max_body: Optional[int] = None, exclusive: bool = False,
-                grace: Optional[float] = None, realtime: bool = False) -> Acceptor: ...
+                grace: Optional[float] = None, realtime: bool = False,
+                proxy: bool = False, proxy_timeout: Optional[float] = None) -> Acceptor: ...
     @property
     def capacity(self) -> int: ...
     @property
@@ -82,6 +83,10 @@ class Acceptor:
     def idle_timeout(self) -> Optional[float]: ...
     @property
     def max_connections(self) -> int: ...
+    @property
+    def proxy(self) -> bool: ...
+    @property
+    def proxy_timeout(self) -> Optional[float]: ...
     @property
     def end_listen(self) -> str: ...
     @property
@@ -245,6 +250,7 @@ PROXY_EFAMILY: int
 PROXY_ETOOLONG: int
 PROXY_ECHECKSUM: int
 PROXY_ERRORS: Dict[int, str]
+PROXY_ERROR_NAMES: Dict[int, str]
 
 # The dict of a parsed header: version (1 or 2); command ("PROXY", or
 # "LOCAL" for a v2 LOCAL and a v1 UNKNOWN: the connection's own addresses

@@ -85,7 +85,7 @@ STATS_KEYS = ("accepted", "accept_errors", "emfile_pauses", "shed", "ring_depth"
               "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us",
               "conns_open", "conns_waiting", "dispatched", "kept", "idle_closed",
               "peer_closed", "stop_closed", "max_connections_pauses", "http_requests",
-              "http_rejected", "accept_realtime")
+              "http_rejected", "proxy_rejected", "proxy_timeouts", "accept_realtime")
 MAX_SHED_RESPONSE = FA_SHED_RESPONSE_MAX
 
 
@@ -388,6 +388,12 @@ cdef class Acceptor:
     dup2()ed over ``fd``, which stays valid for its owner to close; a
     listener nobody else holds then refuses new clients), "keep" leaves it
     listening for its owner to serve again.
+    ``proxy=True``: every new connection must first send a PROXY protocol
+    header (v1 or v2), read in C before the dispatch and complete within
+    ``proxy_timeout`` seconds of the accept (None: no deadline); its source
+    address is the ``addr`` of the popped entry. A connection whose header is
+    bad or late is closed with a FIN, counted in ``proxy_rejected`` (by
+    ``PROXY_ERROR_NAMES``) or ``proxy_timeouts``.
     """
     cdef fa_acceptor a
     cdef fa_hist waits         # queue wait of every popped entry, accept to pop
@@ -405,7 +411,7 @@ cdef class Acceptor:
                   max_request_line=FA_HTTP_DEFAULT_MAX_REQUEST_LINE,
                   max_fields=FA_HTTP_DEFAULT_MAX_FIELDS, max_head=FA_HTTP_DEFAULT_MAX_HEAD,
                   head_timeout=None, max_body=None, exclusive=False, grace=None,
-                  realtime=False):
+                  realtime=False, proxy=False, proxy_timeout=None):
         cap = _int_arg("ring_size", ring_size)
         if not (0 <= cap < 2**63 and fa_ring_capacity_ok(cap)):
             raise ValueError(
@@ -430,6 +436,18 @@ cdef class Acceptor:
         if idle_timeout is not None and idle_ns <= 0:
             raise ValueError(f"idle_timeout must be None or > 0, got {idle_timeout!r}")
         conns = _int_arg("max_connections", max_connections, 1, FA_MAX_CONNS_MAX)
+        if not isinstance(proxy, bool):
+            raise TypeError(f"proxy must be a bool, got {type(proxy).__name__}")
+        cdef int64_t proxy_ns = 0
+        if proxy_timeout is not None:
+            if isinstance(proxy_timeout, bool) or not isinstance(proxy_timeout, (int, float)):
+                raise TypeError(f"proxy_timeout must be None or a number of seconds, "
+                                f"got {type(proxy_timeout).__name__}")
+            if not 0 < proxy_timeout <= 1e9:
+                raise ValueError(f"proxy_timeout must be None or in (0, 1e9] seconds, "
+                                 f"got {proxy_timeout!r}")
+            if proxy:
+                proxy_ns = max(1, <int64_t>(proxy_timeout * 1e9))
         cdef fa_http_limits lim
         cdef int64_t head_ns = 0
         cdef uint64_t body_max = 0
@@ -457,6 +475,8 @@ cdef class Acceptor:
             <uint64_t>idle_ns, conns)
         if rc == 0 and http:
             rc = fa_acceptor_set_http(&self.a, &lim, <uint64_t>head_ns, body_max)
+        if rc == 0 and proxy:
+            rc = fa_acceptor_set_proxy(&self.a, 1, <uint64_t>proxy_ns)
         fa_acceptor_set_exclusive(&self.a, 1 if exclusive else 0)
         fa_acceptor_set_realtime(&self.a, 1 if realtime else 0)
         if grace is not None:
@@ -531,6 +551,16 @@ cdef class Acceptor:
     def max_connections(self):
         """Open connections at most (waiting in C, in the ring, in workers)."""
         return self.a.max_conns
+
+    @property
+    def proxy(self):
+        """True if every new connection must first send a PROXY protocol header."""
+        return bool(self.a.proxy)
+
+    @property
+    def proxy_timeout(self):
+        """Seconds a PROXY header may take after the accept (None: no deadline, or no PROXY)."""
+        return self.a.proxy_ns / 1e9 if self.a.proxy_ns else None
 
     @property
     def end_listen(self):
@@ -675,6 +705,10 @@ cdef class Acceptor:
             "http_requests": fa_stat_http_requests(&self.a),
             "http_rejected": {st: fa_stat_http_rejected(&self.a, st) for st in HTTP_REJECTED
                               if fa_stat_http_rejected(&self.a, st)},
+            "proxy_rejected": {name: fa_stat_proxy_rejected(&self.a, rc)
+                               for rc, name in PROXY_ERROR_NAMES.items()
+                               if fa_stat_proxy_rejected(&self.a, rc)},
+            "proxy_timeouts": fa_stat_proxy_timeouts(&self.a),
             "accept_realtime": fa_acceptor_running_realtime(&self.a),
         }
 
@@ -732,11 +766,12 @@ cdef class Acceptor:
             n += 1
         # ... and of the connections waiting in C, or on their way back
         cdef int fd
-        for lst in (0, 1, 2):
+        for lst in (0, 1, 2, 3):
             while True:
                 fd = fa_list_pop(&self.a.conns,
                                  &self.a.conns.idle if lst == 0 else
-                                 &self.a.conns.head if lst == 1 else &self.a.conns.ready)
+                                 &self.a.conns.head if lst == 1 else
+                                 &self.a.conns.proxy if lst == 2 else &self.a.conns.ready)
                 if fd < 0:
                     break
                 close(fd)
@@ -1279,6 +1314,12 @@ PROXY_ECHECKSUM = FA_PROXY_ECHECKSUM
 PROXY_ERRORS = {rc: fa_proxy_strerror(rc).decode("ascii") for rc in (
     FA_PROXY_ENOTPROXY, FA_PROXY_EMALFORMED, FA_PROXY_EVERSION, FA_PROXY_ECOMMAND,
     FA_PROXY_EFAMILY, FA_PROXY_ETOOLONG, FA_PROXY_ECHECKSUM)}
+#: The name of each result below zero, as the C names it without FA_PROXY_:
+#: the keys of stats()["proxy_rejected"], as errno names key accept_errors.
+PROXY_ERROR_NAMES = {
+    FA_PROXY_ENOTPROXY: "ENOTPROXY", FA_PROXY_EMALFORMED: "EMALFORMED",
+    FA_PROXY_EVERSION: "EVERSION", FA_PROXY_ECOMMAND: "ECOMMAND", FA_PROXY_EFAMILY: "EFAMILY",
+    FA_PROXY_ETOOLONG: "ETOOLONG", FA_PROXY_ECHECKSUM: "ECHECKSUM"}
 
 # family (high nibble) and transport (low nibble) as the spec names them
 _PROXY_FAMILIES = {

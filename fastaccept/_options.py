@@ -28,7 +28,8 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT", "MAX_IDLE_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "MAX_CONNECTIONS",
     "DISPATCH_CHOICES", "MAX_PROCESSES", "DEFAULT_GRACEFUL_TIMEOUT",
     "DEFAULT_MAX_START_FAILURES", "DEFAULT_BACKOFF", "DEFAULT_MAX_BACKOFF", "DEFAULT_MIN_UPTIME",
-    "check_dispatch", "check_idle_timeout", "check_duration",
+    "DEFAULT_PROXY_TIMEOUT", "MAX_PROXY_TIMEOUT",
+    "check_dispatch", "check_idle_timeout", "check_duration", "check_proxy",
     "check_int", "check_ring_size", "check_timeout", "check_seconds", "check_overload",
     "check_listening", "listen",
 ]
@@ -51,7 +52,7 @@ DEFAULT_TIMEOUT = 30.0
 #: raise OverflowError beyond it (None is the way to wait for ever).
 MAX_TIMEOUT = threading.TIMEOUT_MAX
 #: How far workers step back for the accept loop (see server._lower_priority).
-DEFAULT_WORKER_NICE = 10
+DEFAULT_WORKER_NICE = 0
 #: Seconds a connection may wait in C with nothing for a worker (its first
 #: bytes, or its next request after a KEEP) before C closes it. As
 #: DEFAULT_TIMEOUT for the first request (a slowloris costs no thread now,
@@ -59,6 +60,12 @@ DEFAULT_WORKER_NICE = 10
 #: clients and proxies expect of an idle connection (nginx 75 s, gunicorn 2 s).
 DEFAULT_IDLE_TIMEOUT = 30.0
 MAX_IDLE_TIMEOUT = 7 * 86400.0
+#: Seconds a connection behind a load balancer may take, from its accept, to
+#: send its whole PROXY protocol header. The spec (section 2) has a
+#: receiver wait at least 3 s; a balancer sends the header at once, in the
+#: connection's first segment.
+DEFAULT_PROXY_TIMEOUT = 3.0
+MAX_PROXY_TIMEOUT = MAX_IDLE_TIMEOUT
 #: Processes a supervisor may run (``serve_processes``, ``--processes``).
 MAX_PROCESSES = 1024
 #: Seconds a stopping process gets to finish what it accepted before SIGKILL
@@ -137,6 +144,15 @@ def check_dispatch(dispatch: Any) -> str:
 def check_idle_timeout(idle_timeout: Any) -> Optional[float]:
     """None (wait for ever) or seconds in (0, MAX_IDLE_TIMEOUT]."""
     return check_seconds("idle_timeout", idle_timeout, MAX_IDLE_TIMEOUT, allow_none=True)
+
+
+def check_proxy(proxy_protocol: Any, proxy_timeout: Any) -> Tuple[bool, Optional[float]]:
+    """PROXY protocol on or off, and the header's deadline: (bool, seconds in
+    (0, MAX_PROXY_TIMEOUT] or None for none)."""
+    if not isinstance(proxy_protocol, bool):
+        raise TypeError(f"proxy_protocol must be a bool, got {type(proxy_protocol).__name__}")
+    return proxy_protocol, check_seconds("proxy_timeout", proxy_timeout, MAX_PROXY_TIMEOUT,
+                                         allow_none=True)
 
 
 def check_overload(overload: Any, shed_response: Any) -> Tuple[str, bytes]:

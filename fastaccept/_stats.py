@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fastaccept import _kernel
 
-__all__ = ["QUEUE_WAIT_BOUNDS_US", "WorkerCounts", "OverloadWatch", "overload_message",
-           "idle_core_stats", "assemble", "histogram_buckets"]
+__all__ = ["QUEUE_WAIT_BOUNDS_US", "CORE_DICT_KEYS", "WorkerCounts", "OverloadWatch",
+           "overload_message", "idle_core_stats", "assemble", "histogram_buckets"]
 
 #: Upper bounds (us) of the queue-wait histogram's buckets: powers of 4 from
 #: 1 us to 67 s. Powers of two fall on the C histogram's bucket edges, so the
@@ -39,10 +39,16 @@ class WorkerCounts:
         self.conn: Optional[socket.socket] = None
 
 
+#: The accept loop's counters that are dicts (counts by errno, status or error name).
+CORE_DICT_KEYS = ("accept_errors", "http_rejected", "proxy_rejected")
+
+
 def idle_core_stats(ring_capacity: int, core_keys: Sequence[str]) -> Stats:
-    """The accept loop's counters of a server not started yet: every key, all zero."""
+    """The accept loop's counters of a server not started yet: every key, all
+    zero (an empty dict for the counts by name)."""
     st: Stats = dict.fromkeys(core_keys, 0)
-    st["accept_errors"] = {}
+    for key in CORE_DICT_KEYS:
+        st[key] = {}
     st["ring_capacity"] = ring_capacity
     return st
 

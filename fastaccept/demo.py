@@ -79,6 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overload", choices=OVERLOAD_POLICIES, default="queue",
                         help="when the ring is full: leave connections in the kernel "
                              "backlog (queue, the default) or answer them 503 from C (shed)")
+    parser.add_argument("--proxy-protocol", action="store_true",
+                        help="behind a load balancer: every connection must start with a "
+                             "PROXY protocol header (v1 or v2, e.g. HAProxy's send-proxy-v2), "
+                             "whose client address is then the peer's; others are closed")
     parser.add_argument("--stats-interval", type=float, default=None, metavar="S",
                         help="print the server's stats every S seconds (each process's "
                              "with --processes)")
@@ -109,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
 
     def factory(sock: socket.socket) -> Server:
         return Server(demo_handler, sock=sock, workers=args.workers, ring_size=args.ring_size,
-                      timeout=args.timeout, overload=args.overload, shed_response=shed_reply)
+                      timeout=args.timeout, overload=args.overload, shed_response=shed_reply,
+                      proxy_protocol=args.proxy_protocol)
 
     done = threading.Event()
     several = args.processes > 1

@@ -24,6 +24,10 @@ itself is ``prometheus_client``'s. Metric names (all prefixed ``fastaccept_``):
                                                              past idle_timeout, peer gone,
                                                              idle at a stop)
     max_connections_pauses_total                             counter
+    proxy_rejected_total{reason="ENOTPROXY"}                 counter per PROXY header
+                                                             error: closed by C
+    proxy_timeouts_total                                     counter: no whole PROXY
+                                                             header by proxy_timeout
     ring_depth, ring_high_water, ring_capacity                gauges (connections)
     conns_open, conns_waiting                                gauges: open connections,
                                                              and those waiting in C
@@ -76,6 +80,8 @@ COUNTERS = (
     ("peer_closed", "Connections closed by C because the peer left while they waited."),
     ("stop_closed", "Idle connections closed by C (a FIN) at a stop."),
     ("max_connections_pauses", "Times the accept loop stopped accepting at max_connections."),
+    ("proxy_timeouts", "Connections closed by C (a FIN) without a whole PROXY protocol "
+     "header within proxy_timeout."),
 )
 #: (stats key, help) of the gauges; the metric is PREFIX + the key.
 GAUGES = (
@@ -96,6 +102,8 @@ GAUGES = (
 )
 
 ACCEPT_ERRORS_HELP = "accept4() failures by errno name (the loop went on or backed off)."
+PROXY_REJECTED_HELP = ("Connections closed by C (a FIN, no answer) because their PROXY "
+                       "protocol header was invalid, by error (ENOTPROXY: none at all).")
 QUEUE_WAIT_HELP = ("Time from accept4() to a worker taking the connection, in whole "
                    "microseconds.")
 #: (stats key, metric name without prefix, TcpExt field) of the namespace-wide counters.
@@ -137,6 +145,8 @@ class Collector:
             yield CounterMetricFamily(PREFIX + key, doc, labels=labels)
         yield CounterMetricFamily(PREFIX + "accept_errors", ACCEPT_ERRORS_HELP,
                                   labels=labels + ["errno"])
+        yield CounterMetricFamily(PREFIX + "proxy_rejected", PROXY_REJECTED_HELP,
+                                  labels=labels + ["reason"])
         for key, doc in GAUGES:
             yield GaugeMetricFamily(PREFIX + key, doc, labels=labels)
         yield HistogramMetricFamily(PREFIX + "queue_wait_seconds", QUEUE_WAIT_HELP,
@@ -163,6 +173,13 @@ class Collector:
             for errno_name, n in sorted(st.get("accept_errors", {}).items()):
                 errors.add_metric(values + [errno_name], n)
         yield errors
+
+        rejected = CounterMetricFamily(PREFIX + "proxy_rejected", PROXY_REJECTED_HELP,
+                                       labels=labels + ["reason"])
+        for values, _, st in snaps:
+            for reason, n in sorted(st.get("proxy_rejected", {}).items()):
+                rejected.add_metric(values + [reason], n)
+        yield rejected
 
         for key, doc in GAUGES:
             gauge = GaugeMetricFamily(PREFIX + key, doc, labels=labels)

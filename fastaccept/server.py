@@ -30,10 +30,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from fastaccept import _fork, _kernel, _options, _stats
 from fastaccept._core import STATS_KEYS, Acceptor
 from fastaccept._options import (DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BATCH,
-                                 DEFAULT_MAX_CONNECTIONS, DEFAULT_NAP_US, DEFAULT_RING_SIZE,
-                                 DEFAULT_SPIN_US, DEFAULT_TIMEOUT, DEFAULT_WORKER_NICE,
-                                 DEFAULT_WORKERS, MAX_BATCH, MAX_CONNECTIONS, MAX_NAP_US,
-                                 MAX_SPIN_US, MAX_WORKERS)
+                                 DEFAULT_MAX_CONNECTIONS, DEFAULT_NAP_US, DEFAULT_PROXY_TIMEOUT,
+                                 DEFAULT_RING_SIZE, DEFAULT_SPIN_US, DEFAULT_TIMEOUT,
+                                 DEFAULT_WORKER_NICE, DEFAULT_WORKERS, MAX_BATCH,
+                                 MAX_CONNECTIONS, MAX_NAP_US, MAX_SPIN_US, MAX_WORKERS)
 from fastaccept._stats import QUEUE_WAIT_BOUNDS_US, WorkerCounts
 
 __all__ = ["Server", "Handler", "KEEP"]
@@ -76,19 +76,20 @@ def _lower_priority(nice: int) -> None:
     """Make the calling worker thread yield the CPU to the accept loop.
 
     On Linux both settings apply to the calling thread only and need no
-    privilege: SCHED_BATCH keeps a woken worker from preempting the running
-    accept loop, and the nice value gives the loop the larger CPU share.
-    During a burst, workers woken for the first connections would otherwise
-    take the CPU from the loop while the kernel queue overflows. Best effort:
-    a refusal leaves the thread as it was. ``nice`` 0 changes nothing.
+    privilege. SCHED_BATCH, always: a woken worker does not preempt the
+    running thread (the accept loop in a burst, another worker between
+    connections), yet keeps a nice-0 thread's share of the CPU against the
+    machine's other processes. ``nice`` above 0 also gives the loop and every
+    neighbour a larger share (docs/design.md section 4: the bench's bursts
+    do not need it). Best effort: a refusal leaves the thread as it was.
     """
-    if nice <= 0:
-        return
     tid = threading.get_native_id()
     try:
         if hasattr(os, "SCHED_BATCH"):
             os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        if nice > 0:
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except OSError as e:
         log.debug("could not lower the worker's priority: %s", e)
 
@@ -132,6 +133,18 @@ class Server:
     granted (refused, the loop runs as a normal thread with a short time
     slice). ``"normal"`` never asks.
 
+    ``proxy_protocol=True`` puts the server behind a load balancer that
+    sends the PROXY protocol (HAProxy's ``send-proxy``/``send-proxy-v2``,
+    nginx's ``proxy_protocol on`` in a ``stream`` block): every connection
+    must start with a v1 or v2 header, which C reads before anything else
+    (at most ``proxy_timeout`` seconds after the accept, default 3; None:
+    no deadline), and ``addr`` is then the client's address the header
+    carries, not the balancer's (the balancer's stays for a LOCAL header,
+    as health checks send). Only the header is read: the client's bytes
+    reach the handler intact. A connection without a valid header in time
+    (a direct client too) is closed with a FIN and no answer, counted in
+    ``stats()["proxy_rejected"]`` (by error) or ``["proxy_timeouts"]``.
+
     ``timeout`` (default ``DEFAULT_TIMEOUT``, 30 s; None: none) bounds every
     socket operation of a handler on its connection, so a stalled client
     cannot hold a worker longer than that per operation.
@@ -173,6 +186,8 @@ class Server:
         stop_grace: float = 0.0,
         shared_listener: bool = False,
         accept_priority: str = "realtime",
+        proxy_protocol: bool = False,
+        proxy_timeout: Optional[float] = DEFAULT_PROXY_TIMEOUT,
     ) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -182,7 +197,8 @@ class Server:
                         overload=overload, shed_response=shed_response, nap_us=nap_us,
                         dispatch=dispatch, idle_timeout=idle_timeout,
                         max_connections=max_connections, stop_grace=stop_grace,
-                        shared_listener=shared_listener, accept_priority=accept_priority)
+                        shared_listener=shared_listener, accept_priority=accept_priority,
+                        proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout)
         self._handler: Optional[Handler] = handler
         if sock is None:
             _options.check_int("port", port, 0, 65535)
@@ -197,7 +213,9 @@ class Server:
                    end_listen: str = "release", dispatch: str = "readable",
                    idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
                    max_connections: int = DEFAULT_MAX_CONNECTIONS, stop_grace: float = 0.0,
-                   shared_listener: bool = False, accept_priority: str = "realtime") -> None:
+                   shared_listener: bool = False, accept_priority: str = "realtime",
+                   proxy_protocol: bool = False,
+                   proxy_timeout: Optional[float] = DEFAULT_PROXY_TIMEOUT) -> None:
         """Check and keep the options; set up the state of a server not started."""
         self._workers_n = _options.check_int("workers", workers, 1, MAX_WORKERS)
         self._ring_size = _options.check_ring_size(ring_size)
@@ -221,6 +239,8 @@ class Server:
             raise ValueError(f"accept_priority must be 'realtime' or 'normal', "
                              f"got {accept_priority!r}")
         self._accept_priority = accept_priority
+        self._proxy_protocol, self._proxy_timeout = _options.check_proxy(proxy_protocol,
+                                                                         proxy_timeout)
         self._handler = None
         self._sock: _socket.socket = None  # type: ignore[assignment]  # set by _adopt
         self._address: Any = None
@@ -283,6 +303,7 @@ class Server:
                                 self._idle_timeout, self._max_connections,
                                 exclusive=self._shared_listener, grace=self._stop_grace,
                                 realtime=self._accept_priority == "realtime",
+                                proxy=self._proxy_protocol, proxy_timeout=self._proxy_timeout,
                                 **self._acceptor_options())
             self._acceptor = acceptor
             self._counts = []

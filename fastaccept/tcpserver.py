@@ -26,7 +26,8 @@ from typing import Any, Optional, Set, Tuple, Type
 
 from fastaccept import _options
 from fastaccept._options import (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-                                 DEFAULT_RING_SIZE, DEFAULT_TIMEOUT, DEFAULT_WORKERS)
+                                 DEFAULT_PROXY_TIMEOUT, DEFAULT_RING_SIZE, DEFAULT_TIMEOUT,
+                                 DEFAULT_WORKERS)
 from fastaccept.server import _TAKEN, KEEP, Server
 
 __all__ = ["TCPServer"]
@@ -40,10 +41,13 @@ class TCPServer(Server):
     ``TCPServer(server_address, RequestHandlerClass, bind_and_activate=True,
     *, workers=8, ring_size=4096, socket_timeout=30.0, overload="queue",
     shed_response=b"", dispatch="accept", idle_timeout=30.0,
-    max_connections=10000, accept_priority="realtime")``: the first three as
-    in socketserver; the others are ``Server``'s (``socket_timeout`` is
-    ``Server``'s ``timeout``, renamed because socketserver's ``timeout``
-    attribute is ``handle_request()``'s).
+    max_connections=10000, accept_priority="realtime", proxy_protocol=False,
+    proxy_timeout=3.0)``: the first three as in socketserver; the others
+    are ``Server``'s (``socket_timeout`` is ``Server``'s ``timeout``,
+    renamed because socketserver's ``timeout`` attribute is
+    ``handle_request()``'s). With ``proxy_protocol=True`` C reads each
+    connection's PROXY header first, whatever the dispatch, and
+    ``client_address`` is the client's address it carries.
     ``dispatch`` defaults to ``"accept"``: a socketserver handler may speak
     first (a banner, a greeting), so a request reaches it as soon as it is
     accepted. With ``dispatch="readable"`` connections wait in C for their
@@ -85,12 +89,15 @@ class TCPServer(Server):
         idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         accept_priority: str = "realtime",
+        proxy_protocol: bool = False,
+        proxy_timeout: Optional[float] = DEFAULT_PROXY_TIMEOUT,
     ) -> None:
         # socketserver's shutdown() leaves the socket listening: keep it.
         self._configure(workers=workers, ring_size=ring_size, timeout=socket_timeout,
                         overload=overload, shed_response=shed_response, end_listen="keep",
                         dispatch=dispatch, idle_timeout=idle_timeout,
-                        max_connections=max_connections, accept_priority=accept_priority)
+                        max_connections=max_connections, accept_priority=accept_priority,
+                        proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout)
         self._kept: Set[_socket.socket] = set()
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
@@ -222,9 +229,14 @@ class TCPServer(Server):
 
         As socketserver's: the wait is the socket's timeout or ``timeout``,
         whichever is shorter; if it passes, ``handle_timeout()`` is called.
-        Not while serve_forever() runs (its accept loop owns the socket)."""
+        Not while serve_forever() runs (its accept loop owns the socket), nor
+        with ``proxy_protocol``: it accepts in Python, where no PROXY header
+        is read, and would report the balancer as the client."""
         if self._serving or self._state in ("running", "stopping"):
             raise RuntimeError("handle_request() while serve_forever() runs")
+        if self._proxy_protocol:
+            raise RuntimeError("handle_request() does not read PROXY protocol headers "
+                               "(proxy_protocol=True): use serve_forever()")
         timeout = self.socket.gettimeout()
         if timeout is None:
             timeout = self.timeout

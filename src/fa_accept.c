@@ -188,6 +188,18 @@ int fa_acceptor_set_http(fa_acceptor *a, const fa_http_limits *lim, uint64_t hea
     return 0;
 }
 
+int fa_acceptor_set_proxy(fa_acceptor *a, int on, uint64_t deadline_ns)
+{
+    if (on && a->proxy_buf == NULL) {
+        a->proxy_buf = malloc(FA_PROXY_MAX_HEADER);
+        if (a->proxy_buf == NULL)
+            return -ENOMEM;
+    }
+    a->proxy = on != 0;
+    a->proxy_ns = on ? deadline_ns : 0;
+    return 0;
+}
+
 uint64_t fa_stat_http_rejected(fa_acceptor *a, int status)
 {
     static const int statuses[FA_HTTP_REJECT_SLOTS] = {400, 408, 413, 414, 431, 501, 505};
@@ -271,7 +283,7 @@ static void slot_release(fa_slot *s)
  * down without running, or after an abort). */
 static void close_waiting_all(fa_acceptor *a)
 {
-    fa_list *lists[] = {&a->conns.idle, &a->conns.head, &a->conns.ready};
+    fa_list *lists[] = {&a->conns.idle, &a->conns.head, &a->conns.proxy, &a->conns.ready};
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
         int fd;
         while ((fd = fa_list_pop(&a->conns, lists[i])) >= 0) {
@@ -302,8 +314,10 @@ void fa_acceptor_destroy(fa_acceptor *a)
     fa_conns_destroy(&a->conns);
     free(a->http_fields);
     free(a->rbuf);
+    free(a->proxy_buf);
     a->http_fields = NULL;
     a->rbuf = NULL;
+    a->proxy_buf = NULL;
     if (a->epoll_fd >= 0)
         close(a->epoll_fd);
     if (a->wake_fd >= 0)
@@ -399,6 +413,24 @@ int fa_acceptor_keep(fa_acceptor *a, int fd, void *data, uint32_t len)
 
 enum batch_end { QUEUE_EMPTY, BATCH_DONE, RING_FULL, PAUSE, MAXED };
 
+/* Reads and drops the input a connection about to be closed has already
+ * received (up to FA_SHED_DISCARD_MAX; nonblocking): closing a socket with
+ * unread input sends a reset instead of a FIN. */
+static void discard_input(int fd)
+{
+    char sink[4096];
+    for (uint32_t taken = 0; taken < FA_SHED_DISCARD_MAX;) {
+        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        taken += (uint32_t)n;
+        if ((size_t)n < sizeof sink)
+            break;          /* the queue is empty: saves the EAGAIN call */
+    }
+}
+
 /*
  * Answers a connection the ring has no room for and closes it, without ever
  * blocking (the send and the reads are nonblocking): the response goes out
@@ -412,22 +444,12 @@ enum batch_end { QUEUE_EMPTY, BATCH_DONE, RING_FULL, PAUSE, MAXED };
  */
 static void shed(fa_acceptor *a, int fd)
 {
-    char sink[4096];
     if (a->shed_len > 0)
         while (send(fd, a->shed_response, a->shed_len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
                errno == EINTR)
             ;
     shutdown(fd, SHUT_WR);
-    for (uint32_t taken = 0; taken < FA_SHED_DISCARD_MAX;) {
-        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        taken += (uint32_t)n;
-        if ((size_t)n < sizeof sink)
-            break;          /* the queue is empty: saves the EAGAIN call */
-    }
+    discard_input(fd);
     /* counted before the close, so that a peer that has seen its EOF finds
      * itself counted */
     count(&a->stats.shed);
@@ -447,7 +469,7 @@ static void close_conn(fa_acceptor *a, int fd)
 /* Takes slot s of a waiting connection off its list. */
 static void unlist(fa_acceptor *a, int fd, fa_slot *s)
 {
-    fa_list_remove(&a->conns, s->list == FA_ON_HEAD ? &a->conns.head : &a->conns.idle, fd);
+    fa_list_remove(&a->conns, fa_conns_list(&a->conns, s->list), fd);
     gauge_add(&a->stats.waiting, -1);
 }
 
@@ -545,12 +567,14 @@ static int start_waiting(fa_acceptor *a, int fd, fa_slot *s, int registered, int
         return 0;
     if (s->state == FA_SLOT_WAITING)
         unlist(a, fd, s);
-    uint64_t timeout = list == FA_ON_HEAD ? a->head_ns : a->idle_ns;
+    uint64_t timeout = list == FA_ON_HEAD    ? a->head_ns
+                       : list == FA_ON_PROXY ? a->proxy_ns
+                                             : a->idle_ns;
     s->state = FA_SLOT_WAITING;
     s->waited = 1;
     s->list = (uint8_t)list;
     s->deadline_ns = timeout ? fa_now_ns() + timeout : 0;
-    fa_list_push(&a->conns, list == FA_ON_HEAD ? &a->conns.head : &a->conns.idle, fd);
+    fa_list_push(&a->conns, fa_conns_list(&a->conns, list), fd);
     gauge_add(&a->stats.waiting, 1);
     return 0;
 }
@@ -631,15 +655,7 @@ static void http_reject(fa_acceptor *a, int fd, fa_slot *s, int status)
         while (send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR)
             ;
     shutdown(fd, SHUT_WR);
-    char sink[4096];
-    for (uint32_t taken = 0; taken < FA_SHED_DISCARD_MAX;) {
-        ssize_t r = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        taken += (uint32_t)r;
-    }
+    discard_input(fd);
     close_conn(a, fd);
     for (int i = 0; i < FA_HTTP_REJECT_SLOTS; i++)
         if (http_reject_statuses[i] == status)
@@ -828,6 +844,139 @@ static int wait_or_dispatch(fa_acceptor *a, int fd, fa_slot *s, int registered, 
     return 0;
 }
 
+/* Where a new connection goes once it is ours to serve: accepted, or, behind
+ * a balancer, once its PROXY header is in. Returns 1 if it reached the ring. */
+static int new_conn(fa_acceptor *a, int fd, fa_slot *s, int registered)
+{
+    if (a->dispatch == FA_DISPATCH_READABLE)
+        return wait_or_dispatch(a, fd, s, registered, a->http ? FA_ON_HEAD : FA_ON_IDLE);
+    return dispatch(a, fd, s);
+}
+
+/* ---- PROXY protocol: the balancer's header, before anything else ---- */
+
+/* Closes a connection whose PROXY header did not come right, with nothing
+ * sent: the peer (the balancer, or a client that went around it) does not
+ * speak the protocol an answer would be in, and the spec has the receiver
+ * drop it. A FIN, then the input discarded, so the close is no reset. The
+ * caller counts it. */
+static void proxy_drop(fa_acceptor *a, int fd, fa_slot *s)
+{
+    if (s->state == FA_SLOT_WAITING)
+        unlist(a, fd, s);
+    slot_release(s);
+    shutdown(fd, SHUT_WR);
+    discard_input(fd);
+    close_conn(a, fd);
+}
+
+/* Takes exactly len bytes from fd, which a peek has shown are there. Returns
+ * 0, or -1 if the socket gave fewer (the peer reset it meanwhile). */
+static int take_bytes(int fd, char *into, uint32_t len)
+{
+    while (len > 0) {
+        ssize_t n = recv(fd, into, len, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        into += n;
+        len -= (uint32_t)n;
+    }
+    return 0;
+}
+
+/* Appends n bytes of an undecided header to the slot's. Returns 0 or -1. */
+static int proxy_keep_bytes(fa_slot *s, const char *bytes, uint32_t n)
+{
+    uint32_t need = s->buf_len + n;     /* < FA_PROXY_MAX_HEADER: undecided */
+    if (need > s->buf_cap) {
+        uint32_t cap = need < 64u ? 128u : need * 2;
+        if (cap > FA_PROXY_MAX_HEADER)
+            cap = FA_PROXY_MAX_HEADER;
+        char *grown = realloc(s->buf, cap);
+        if (grown == NULL)
+            return -1;
+        s->buf = grown;
+        s->buf_cap = cap;
+    }
+    memcpy(s->buf + s->buf_len, bytes, n);
+    s->buf_len = need;
+    return 0;
+}
+
+/* The header is complete: the connection is now as if freshly accepted
+ * from the client it names (its own bytes, if any, still in the socket). */
+static int proxy_done(fa_acceptor *a, int fd, fa_slot *s, const fa_proxy_result *r,
+                      int registered)
+{
+    if (r->src_len > 0) {
+        memcpy(&s->addr, &r->src, r->src_len);
+        s->addrlen = r->src_len;
+    }
+    free(s->buf);
+    s->buf = NULL;
+    s->buf_len = s->buf_cap = 0;
+    if (s->state == FA_SLOT_WAITING) {
+        unlist(a, fd, s);
+        s->state = FA_SLOT_FREE;
+    }
+    return new_conn(a, fd, s, registered);
+}
+
+/*
+ * A new connection whose PROXY header is still to come, in whole or in
+ * part: peeks at what it sent, parses the header bytes taken so far
+ * followed by those, and takes from the socket only header bytes (see the
+ * top of fa_accept.h): the rest of the header once it is complete, then
+ * goes on as new_conn; everything peeked while it is undecided, then waits
+ * for more on the proxy list. A bad header, or a peer that left, closes it.
+ * Returns 1 if it reached the ring.
+ */
+static int proxy_input(fa_acceptor *a, int fd, fa_slot *s, int registered)
+{
+    char *p = a->proxy_buf;
+    uint32_t have = s->buf_len;
+    ssize_t n;
+    if (have > 0)
+        memcpy(p, s->buf, have);
+    while ((n = recv(fd, p + have, FA_PROXY_MAX_HEADER - have, MSG_PEEK | MSG_DONTWAIT)) < 0 &&
+           errno == EINTR)
+        ;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        start_waiting(a, fd, s, registered, FA_ON_PROXY);
+        return 0;
+    }
+    if (n <= 0) {                   /* EOF or a reset, the header not whole */
+        peer_gone(a, fd, s);
+        return 0;
+    }
+    fa_proxy_result r;
+    int rc = fa_proxy_parse_max(p, have + (size_t)n, FA_PROXY_MAX_HEADER, &r);
+    if (rc < 0) {
+        proxy_drop(a, fd, s);
+        count(&a->stats.proxy_rejected[-rc < FA_PROXY_REJECT_SLOTS ? -rc : 0]);
+        return 0;
+    }
+    /* Undecided, all n bytes are header bytes, and they were all there was
+     * (max_len bytes always decide); complete, the header ends within them
+     * (it was undecided at `have`). */
+    uint32_t take = rc > 0 ? (uint32_t)rc - have : (uint32_t)n;
+    if (take_bytes(fd, p + have, take) < 0) {
+        peer_gone(a, fd, s);
+        return 0;
+    }
+    if (rc > 0)
+        return proxy_done(a, fd, s, &r, registered);
+    if (proxy_keep_bytes(s, p + have, take) < 0) {
+        count_errno(a, ENOMEM);
+        proxy_drop(a, fd, s);
+        return 0;
+    }
+    start_waiting(a, fd, s, registered, FA_ON_PROXY);
+    return 0;
+}
+
 /* Takes in the connections workers gave back; returns how many reached the
  * ring at once (their next request was already there). */
 static uint32_t take_back(fa_acceptor *a)
@@ -881,6 +1030,8 @@ static int on_conn_event(fa_acceptor *a, uint64_t cookie, uint32_t events)
     fa_slot *s = fa_conns_peek(&a->conns, fd);
     if (s == NULL || s->state != FA_SLOT_WAITING || s->gen != fa_cookie_gen(cookie))
         return 0;                   /* stale: that connection is gone */
+    if (s->list == FA_ON_PROXY)
+        return proxy_input(a, fd, s, 1);
     if (a->http)
         return http_input(a, fd, s, 1, s->list);
     unlist(a, fd, s);
@@ -894,10 +1045,19 @@ static int on_conn_event(fa_acceptor *a, uint64_t cookie, uint32_t events)
 }
 
 /* Closes the waiting connections whose deadline has passed: idle ones with
- * a FIN, an HTTP head that did not complete in time with a 408. */
+ * a FIN, an HTTP head that did not complete in time with a 408, a PROXY
+ * header that did not with a FIN too. */
 static void expire(fa_acceptor *a, uint64_t now)
 {
     fa_conns *t = &a->conns;
+    while (t->proxy.head >= 0) {
+        int fd = t->proxy.head;
+        fa_slot *s = &t->slots[fd];
+        if (s->deadline_ns == 0 || s->deadline_ns > now)
+            break;
+        proxy_drop(a, fd, s);
+        count(&a->stats.proxy_timeouts);
+    }
     while (t->idle.head >= 0) {
         int fd = t->idle.head;
         fa_slot *s = &t->slots[fd];
@@ -993,10 +1153,7 @@ static int accept_batch(fa_acceptor *a, uint32_t limit, uint32_t *pushed)
         s->addrlen = addrlen;
         memcpy(&s->addr, &addr, addrlen);
         s->accepted_ns = fa_now_ns();
-        if (readable)
-            *pushed += (uint32_t)wait_or_dispatch(a, fd, s, 0, a->http ? FA_ON_HEAD : FA_ON_IDLE);
-        else
-            *pushed += (uint32_t)dispatch(a, fd, s);
+        *pushed += (uint32_t)(a->proxy ? proxy_input(a, fd, s, 0) : new_conn(a, fd, s, 0));
     }
     return BATCH_DONE;
 }
@@ -1044,6 +1201,19 @@ static int64_t queued_now(fa_acceptor *a)
         ti.tcpi_state != 10 /* TCP_LISTEN */)
         return -1;
     return ti.tcpi_unacked;
+}
+
+/* The backlog of the listening socket (its accept queue's length at most,
+ * after the somaxconn cap), or 0 if the socket cannot tell. For a LISTEN
+ * socket Linux reports it in tcpi_sacked. */
+static uint32_t backlog_now(fa_acceptor *a)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(a->listen_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        ti.tcpi_state != 10 /* TCP_LISTEN */)
+        return 0;
+    return ti.tcpi_sacked;
 }
 
 /* Milliseconds until deadline_ns (rounded up, so a wait never ends early),
@@ -1118,16 +1288,27 @@ static uint32_t handle_events(fa_acceptor *a, const struct epoll_event *events, 
 }
 
 /* At a stop, once nothing more comes in: every connection still waiting
- * is served if its input has come (for HTTP: a whole head), else closed
- * with a FIN (everything readable was read, so the close is no reset; a
- * head cut short by the stop is closed too). Returns how many reached the
+ * is served if its input has come (for HTTP: a whole head; behind a
+ * balancer, its PROXY header first), else closed with a FIN (everything
+ * readable was read, so the close is no reset; a head or a PROXY header
+ * cut short by the stop is closed too). Returns how many reached the
  * ring. */
 static uint32_t settle_idle(fa_acceptor *a)
 {
     uint32_t pushed = 0;
+    int fd;
+    /* First those whose PROXY header may be in: they may go on to the idle
+     * or head list, next. */
+    while ((fd = a->conns.proxy.head) >= 0) {
+        fa_slot *s = &a->conns.slots[fd];
+        pushed += (uint32_t)proxy_input(a, fd, s, 1);
+        if (s->state == FA_SLOT_WAITING && s->list == FA_ON_PROXY) {
+            proxy_drop(a, fd, s);
+            count(&a->stats.stop_closed);
+        }
+    }
     fa_list *lists[] = {&a->conns.idle, &a->conns.head};
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
-        int fd;
         while ((fd = lists[i]->head) >= 0) {
             fa_slot *s = &a->conns.slots[fd];
             if (a->http) {
@@ -1207,7 +1388,7 @@ static int final_drain(fa_acceptor *a)
             }
             uint64_t now = fa_now_ns();
             expire(a, now);
-            if (now < grace_until && a->conns.idle.len + a->conns.head.len > 0 &&
+            if (now < grace_until && fa_conns_armed(&a->conns) > 0 &&
                 a->conns.ready.head < 0) {
                 if (pushed)
                     fa_lot_wake_one(&a->lot);
@@ -1337,7 +1518,14 @@ int fa_acceptor_run(fa_acceptor *a)
     pthread_sigmask(SIG_BLOCK, &all, &old);
     loop_sched sched;
     sched_start(a, &sched);
-    uint64_t last_burst_ns = 0;    /* a wake-up last found the kernel queue built up */
+    uint64_t last_burst_ns = 0;    /* when the kernel queue last held a burst */
+    /* A burst: rt_burst connections taken before the queue ran empty. Half
+     * the backlog, so that a steady load with fewer clients than that
+     * never counts as one, however late a normal loop wakes for it. */
+    uint32_t rt_burst = backlog_now(a) / 2;
+    if (rt_burst < FA_RT_BURST)
+        rt_burst = FA_RT_BURST;
+    uint32_t run = 0;               /* taken since the queue was last empty */
     /* Named for top -H, perf and py-spy while it runs the loop; the thread
      * is the caller's, so its own name comes back afterwards. */
     char thread_name[16] = {0};
@@ -1381,7 +1569,7 @@ int fa_acceptor_run(fa_acceptor *a)
         int accept_now = 0;
         if (spin_until_ns && now < spin_until_ns && may_accept) {
             /* A burst is arriving: look without sleeping. */
-            if (a->conns.idle.len + a->conns.head.len)
+            if (fa_conns_armed(&a->conns))
                 n = epoll_wait(a->epoll_fd, events, FA_EVENTS, 0);
             accept_now = 1;
         } else if (nap_next && !pushed) {
@@ -1392,7 +1580,7 @@ int fa_acceptor_run(fa_acceptor *a)
             count(&a->stats.naps);
             fa_nap(&a->ring, &a->lot, (int64_t)a->nap_ns);
             accept_now = may_accept;
-            if (a->conns.idle.len + a->conns.head.len)
+            if (fa_conns_armed(&a->conns))
                 n = epoll_wait(a->epoll_fd, events, FA_EVENTS, 0);
         } else {
             spin_until_ns = 0;
@@ -1437,8 +1625,11 @@ int fa_acceptor_run(fa_acceptor *a)
             end = accept_batch(a, a->max_batch, &got);
             pushed += got;
             uint64_t accepted = fa_stat_accepted(a) - before;
-            if (!napped && (accepted >= FA_RT_BURST || end == BATCH_DONE))
-                last_burst_ns = fa_now_ns();    /* (a nap gathers a batch on purpose) */
+            run = napped ? 0 : run + (uint32_t)accepted;   /* (a nap gathers on purpose) */
+            if (run >= rt_burst)
+                last_burst_ns = fa_now_ns();
+            if (end != BATCH_DONE)
+                run = 0;
             if (accepted) {
                 /* Poll on only when the kernel queue had built up while we
                  * slept (or we are polling already): then the wake-up
@@ -1495,7 +1686,8 @@ int fa_acceptor_run(fa_acceptor *a)
     end_listening(a);
     {
         /* after an abort or an error: nobody will serve these */
-        fa_list *lists[] = {&a->conns.idle, &a->conns.head, &a->conns.ready};
+        fa_list *lists[] = {&a->conns.idle, &a->conns.head, &a->conns.proxy,
+                            &a->conns.ready};
         for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
             int fd;
             while ((fd = fa_list_pop(&a->conns, lists[i])) >= 0) {

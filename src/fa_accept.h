@@ -21,6 +21,32 @@
  * waits in the epoll set the same way for its next request, whatever the
  * dispatch; the loop re-arms it, so workers never touch the epoll set.
  *
+ * Behind a load balancer (fa_acceptor_set_proxy), every new connection
+ * first sends a PROXY protocol header (fa_proxy.h, versions 1 and 2) that
+ * carries its client's own address. The loop reads it before anything
+ * else, waiting in the epoll set on a list of its own with its own
+ * deadline, then goes on as with a connection freshly accepted from that
+ * client: the header's source becomes the peer address (unless the header
+ * is LOCAL, v1 UNKNOWN or family UNSPEC, as a balancer's health check
+ * sends: then the balancer's connection stands), and the connection goes
+ * where the dispatch sends a new one (for HTTP, its head deadline starts
+ * then). A header is never guessed at (spec section 5): a connection whose
+ * first bytes are not one is refused, a direct client too; and a kept
+ * connection never sends another. The loop takes only the header's bytes
+ * from the socket, so the client's own bytes behind it stay there for
+ * whatever reads next: it peeks, parses the header bytes it took so far
+ * followed by what it saw, then takes exactly the rest of the header once
+ * it is complete, or everything it saw while the header is undecided (all
+ * of it header). So no connection ever waits with header bytes unread in
+ * its socket: a one-shot, level-triggered arm would fire again at once.
+ * A bad header (counted by error in proxy_rejected), or none complete
+ * within the deadline (proxy_timeouts), closes the connection without an
+ * answer (the peer, the balancer or a client that went around it, does not
+ * speak the protocol it would be in): a FIN, and its input read and
+ * dropped so the close is no reset. A peer that leaves before its header
+ * is whole is peer_closed. Addresses of a datagram transport (UDP4, UDP6)
+ * or AF_UNIX are taken as sent: they name the client all the same.
+ *
  * Limits. At most max_conns connections are open at once (waiting here, in
  * the ring, or in workers until fa_acceptor_finish): at the limit the loop
  * stops accepting and the kernel backlog is the buffer, as it is for a full
@@ -101,6 +127,7 @@
 
 #include "fa_conn.h"
 #include "fa_park.h"
+#include "fa_proxy.h"
 #include "fa_ring.h"
 
 /* errno values above this are counted in the last slot. */
@@ -135,11 +162,12 @@
  * task and below any realtime task the machine's owner set up. */
 #define FA_ACCEPT_RT_PRIORITY 1
 /* A realtime loop turns normal once every sleep for FA_RT_STEADY_NS was
- * shorter than FA_RT_IDLE_NS (or the workers had work meanwhile), unless a
- * wake-up in the last FA_RT_HOT_NS found FA_RT_BURST or more connections
- * queued (or a full batch); see fa_acceptor_set_realtime. */
+ * shorter than FA_RT_IDLE_NS (or the workers had work meanwhile), unless in
+ * the last FA_RT_HOT_NS it took half the backlog (FA_RT_BURST at least)
+ * from the kernel queue before the queue ran empty; see
+ * fa_acceptor_set_realtime. */
 #define FA_RT_STEADY_NS 100000000u
-#define FA_RT_IDLE_NS 1000000u
+#define FA_RT_IDLE_NS 10000000u
 #define FA_RT_BURST 16u
 #define FA_RT_HOT_NS 100000000u
 
@@ -162,6 +190,15 @@
 
 /* HTTP rejections the loop counts (400 408 413 414 431 501 505). */
 #define FA_HTTP_REJECT_SLOTS 7
+
+/* PROXY header rejections the loop counts, at -rc for each FA_PROXY_E* rc
+ * (slot 0: any other, which the parser never returns). */
+#define FA_PROXY_REJECT_SLOTS 8
+_Static_assert(-FA_PROXY_ECHECKSUM < FA_PROXY_REJECT_SLOTS && FA_PROXY_ENOTPROXY == -1,
+               "a slot for every FA_PROXY_E* result");
+/* The longest version 2 header the loop takes (the bound of fa_proxy.h's
+ * default: balancers send a few hundred bytes at most). */
+#define FA_PROXY_MAX_HEADER FA_PROXY_DEFAULT_MAX_LEN
 
 /* What the loop hands a worker with an HTTP request (fa_conn.data): the
  * parsed head, its fields, then every byte read from the connection so far
@@ -192,7 +229,8 @@ static inline char *fa_http_req_buf(fa_http_req *r)
 
 /* Every accepted connection ends in exactly one of: a worker (then
  * fa_acceptor_finish or fa_acceptor_keep), shed, idle_closed, peer_closed,
- * stop_closed, or an errors[] count (epoll refused it). */
+ * stop_closed, http_rejected[], proxy_rejected[], proxy_timeouts, or an
+ * errors[] count (epoll refused it, or memory ran out). */
 typedef struct fa_accept_stats {
     _Atomic uint64_t accepted;          /* taken from the kernel queue, shed ones too */
     _Atomic uint64_t batches;           /* wake-ups (or polls) that accepted */
@@ -209,6 +247,8 @@ typedef struct fa_accept_stats {
     _Atomic uint64_t waiting;           /* gauge: connections waiting here now */
     _Atomic uint64_t http_requests;     /* HTTP heads parsed here and dispatched */
     _Atomic uint64_t http_rejected[FA_HTTP_REJECT_SLOTS];  /* answered here and closed */
+    _Atomic uint64_t proxy_rejected[FA_PROXY_REJECT_SLOTS]; /* bad PROXY header: closed */
+    _Atomic uint64_t proxy_timeouts;    /* no whole PROXY header by its deadline: closed */
     _Atomic uint64_t errors[FA_ERRNO_SLOTS];   /* accept4 failures by errno */
 } fa_accept_stats;
 
@@ -245,6 +285,9 @@ typedef struct fa_acceptor {
     fa_http_field *http_fields;     /* http_lim.max_fields of them (loop only) */
     char *rbuf;             /* where the loop reads heads into (loop only) */
     uint32_t rbuf_cap;
+    int proxy;              /* a PROXY header first (fa_acceptor_set_proxy) */
+    uint64_t proxy_ns;      /* ... complete this long after the accept; 0: no deadline */
+    char *proxy_buf;        /* FA_PROXY_MAX_HEADER bytes: where headers are parsed (loop only) */
     alignas(FA_CACHE_LINE) _Atomic int64_t open;   /* open connections of ours */
     _Atomic uint32_t loop_sleeping;     /* the loop may sleep in epoll_wait: kick it */
     _Atomic uint32_t accept_paused;     /* at max_conns: a close must kick */
@@ -279,6 +322,14 @@ int fa_acceptor_set_conns(fa_acceptor *a, int dispatch, uint64_t idle_ns, uint32
 int fa_acceptor_set_http(fa_acceptor *a, const fa_http_limits *lim, uint64_t head_ns,
                          uint64_t max_body);
 
+/* Behind a load balancer: with on, every new connection must start with a
+ * PROXY protocol header (see the top of this file), complete within
+ * deadline_ns of its accept (0: no deadline); its source address becomes
+ * the connection's peer. Works with either dispatch and with HTTP. Off
+ * (the default), nothing is read before the dispatch. Returns 0 or
+ * -ENOMEM. Call before fa_acceptor_run. */
+int fa_acceptor_set_proxy(fa_acceptor *a, int on, uint64_t deadline_ns);
+
 /* A listener shared by several processes (each runs a loop on it): with
  * on, it joins the epoll set with EPOLLEXCLUSIVE, so a new connection wakes
  * one loop, not all (the others would find the queue empty). Call before
@@ -305,11 +356,11 @@ void fa_acceptor_set_grace(fa_acceptor *a, uint64_t grace_ns);
  * a time) the loop would take the CPU from a worker or the client once per
  * event instead of once per batch. So the loop turns normal under a steady
  * load (FA_RT_STEADY_NS without a sleep of FA_RT_IDLE_NS with the ring
- * empty) unless it is in a burst (a wake-up found FA_RT_BURST or more
- * connections queued in the last FA_RT_HOT_NS), and realtime again once it
- * idles (a normal loop sleeps FA_RT_IDLE_NS at most, so its next wake-up
- * after a quiet spell is a realtime one) or a burst comes; each switch is
- * one sched_setattr. Refused at start (no CAP_SYS_NICE and RLIMIT_RTPRIO 0,
+ * empty) unless it is in a burst (in the last FA_RT_HOT_NS it took half the
+ * backlog from the kernel queue before the queue ran empty), and realtime
+ * again once it idles (a normal loop sleeps FA_RT_IDLE_NS at most, so its
+ * next wake-up after a quiet spell is a realtime one) or a burst comes; each
+ * switch is one sched_setattr. Refused at start (no CAP_SYS_NICE and RLIMIT_RTPRIO 0,
  * or a cgroup without a realtime budget), the loop runs under the normal
  * policy with a short time slice throughout. Call before fa_acceptor_run. */
 void fa_acceptor_set_realtime(fa_acceptor *a, int on);
@@ -396,6 +447,14 @@ static inline uint64_t fa_stat_waiting(fa_acceptor *a) { return fa_stat_load(&a-
 static inline uint64_t fa_stat_http_requests(fa_acceptor *a) { return fa_stat_load(&a->stats.http_requests); }
 /* Rejections with `status` (400 408 413 414 431 501 505), 0 for another. */
 uint64_t fa_stat_http_rejected(fa_acceptor *a, int status);
+/* PROXY headers refused with fa_proxy_parse's result rc (FA_PROXY_E*), 0 for
+ * another rc. */
+static inline uint64_t fa_stat_proxy_rejected(fa_acceptor *a, int rc)
+{
+    return rc < 0 && -rc < FA_PROXY_REJECT_SLOTS ? fa_stat_load(&a->stats.proxy_rejected[-rc])
+                                                 : 0;
+}
+static inline uint64_t fa_stat_proxy_timeouts(fa_acceptor *a) { return fa_stat_load(&a->stats.proxy_timeouts); }
 static inline int64_t fa_stat_open(fa_acceptor *a)
 {
     return atomic_load_explicit(&a->open, memory_order_relaxed);

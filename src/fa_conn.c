@@ -18,6 +18,7 @@ int fa_conns_init(fa_conns *t, uint32_t initial)
     memset(t, 0, sizeof *t);
     t->idle.head = t->idle.tail = -1;
     t->head.head = t->head.tail = -1;
+    t->proxy.head = t->proxy.tail = -1;
     t->ready.head = t->ready.tail = -1;
     uint32_t cap = FA_CONNS_MIN;
     while (cap < initial && cap < (1u << 30))

@@ -3,23 +3,25 @@
  *
  * A connection that has nothing for a worker yet waits in the accept loop's
  * own epoll set instead of in a thread: a new one until its first bytes
- * arrive (dispatch "readable"), one a handler gave back (KEEP) until its
- * next request. While it waits it costs one slot of this table (about 170
+ * arrive (dispatch "readable"), or first until its PROXY header is in
+ * (behind a load balancer), one a handler gave back (KEEP) until its next
+ * request. While it waits it costs one slot of this table (about 170
  * bytes, with its peer address) and an epoll registration in the kernel,
- * and it is closed by C when its idle deadline passes.
+ * and it is closed by C when its list's deadline passes.
  *
  * The table (fa_conns) belongs to the accept loop's thread alone: nothing
  * here is atomic. It is indexed by descriptor number, which the kernel
  * keeps dense, and grows by doubling; epoll events carry the descriptor
  * and the slot's generation, never a pointer, so growing it is safe.
  *
- * Deadlines: every waiting connection has the same idle timeout, so the
- * order connections start waiting in is the order their deadlines come in.
- * A doubly linked list in that order (new waiters at the tail) is sorted
- * by construction: adding, removing and finding the next deadline are
- * O(1), whatever the number of waiting connections, and expiring k of them
- * costs O(k). A second list in the same slots holds connections that are
- * ready for a worker while the ring is full (FIFO, no deadline).
+ * Deadlines: the connections of one list all have the same timeout (idle,
+ * an HTTP head's, a PROXY header's), so the order they join it in is the
+ * order their deadlines come in. A doubly linked list in that order (new
+ * waiters at the tail) is sorted by construction: adding, removing and
+ * finding the next deadline are O(1), whatever the number of waiting
+ * connections, and expiring k of them costs O(k). Another list in the same
+ * slots holds connections that are ready for a worker while the ring is
+ * full (FIFO, no deadline).
  *
  * The way back (fa_backq): a worker that keeps a connection pushes its
  * descriptor into a bounded lock-free queue (Vyukov's MPMC ring, as
@@ -53,6 +55,7 @@ enum fa_slot_state {
 enum fa_slot_list {
     FA_ON_IDLE = 0,         /* nothing of a request yet: the idle deadline */
     FA_ON_HEAD,             /* an HTTP request head on its way: the head deadline */
+    FA_ON_PROXY,            /* its PROXY protocol header to come: the header deadline */
 };
 
 typedef struct fa_slot {
@@ -64,7 +67,8 @@ typedef struct fa_slot {
     uint8_t list;                   /* enum fa_slot_list, while WAITING */
     socklen_t addrlen;
     /* HTTP: the bytes of a request head read so far (NULL when none), and
-     * the parser's progress through them */
+     * the parser's progress through them; on the PROXY list: the bytes of
+     * the PROXY header taken from the socket so far */
     char *buf;
     uint32_t buf_len, buf_cap;
     fa_http_scan scan;
@@ -84,6 +88,7 @@ typedef struct fa_conns {
     uint32_t cap;                   /* slots allocated */
     fa_list idle;                   /* WAITING with nothing yet, by idle deadline */
     fa_list head;                   /* WAITING in an HTTP head, by head deadline */
+    fa_list proxy;                  /* WAITING for a PROXY header, by header deadline */
     fa_list ready;                  /* READY, first come first served */
 } fa_conns;
 
@@ -118,11 +123,29 @@ static inline uint64_t fa_list_next_deadline(fa_conns *t, fa_list *l)
     return l->head >= 0 ? t->slots[l->head].deadline_ns : 0;
 }
 
+/* The list of waiting slots `list` (enum fa_slot_list) names. */
+static inline fa_list *fa_conns_list(fa_conns *t, int list)
+{
+    return list == FA_ON_HEAD ? &t->head : list == FA_ON_PROXY ? &t->proxy : &t->idle;
+}
+
+/* Connections armed in the epoll set, waiting for input (not the ready ones). */
+static inline uint32_t fa_conns_armed(const fa_conns *t)
+{
+    return t->idle.len + t->head.len + t->proxy.len;
+}
+
+static inline uint64_t fa_deadline_min(uint64_t a, uint64_t b)
+{
+    return a == 0 ? b : b == 0 ? a : a < b ? a : b;
+}
+
 /* The earliest deadline of all, or 0 for none. */
 static inline uint64_t fa_conns_next_deadline(fa_conns *t)
 {
-    uint64_t a = fa_list_next_deadline(t, &t->idle), b = fa_list_next_deadline(t, &t->head);
-    return a == 0 ? b : b == 0 ? a : a < b ? a : b;
+    return fa_deadline_min(fa_deadline_min(fa_list_next_deadline(t, &t->idle),
+                                           fa_list_next_deadline(t, &t->head)),
+                           fa_list_next_deadline(t, &t->proxy));
 }
 
 /* The 64-bit epoll cookie of a waiting connection: its descriptor and its

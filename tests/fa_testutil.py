@@ -1,11 +1,12 @@
 """Plain helpers shared by the test modules (conftest.py puts this folder on sys.path).
 
-Descriptors and clients (fd_table, open_fds, read_to_eof, connect, Gate...),
-forked children (fork, wait_child), pipes (read_line), what this machine has
-(has_loadgen, has_ipv6_loopback, needs_peer, needs_tool), processes that must
-be gone (all_gone), the command line (run_cli) and the child
-programs of tests/children/ (child_path, start_child, run_child,
-run_child_json, CommandChild). Fixtures are in conftest.py.
+Descriptors and clients (fd_table, open_fds, read_to_eof, connect, Gate,
+unread_bytes...), forked children (fork, wait_child), pipes (read_line),
+what this machine has (has_loadgen, has_ipv6_loopback, needs_peer,
+needs_tool), processes that must be gone (all_gone), the command line
+(run_cli) and the child programs of tests/children/ (child_path,
+start_child, run_child, run_child_json, CommandChild). Fixtures are in
+conftest.py.
 """
 from __future__ import annotations
 
@@ -208,6 +209,26 @@ def all_gone(pids: List[int], timeout: float) -> bool:
             return False
         time.sleep(0.02)    # a poll interval; the loop re-checks
     return True
+
+
+def unread_bytes(server_port: int, client_port: int) -> Optional[int]:
+    """Bytes the server's end of the open loopback connection between those
+    ports has received and nobody has read yet (rx_queue of /proc/net/tcp
+    and tcp6), or None when the kernel lists no such connection."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+            if (state in ("01", "08")         # ESTABLISHED, CLOSE_WAIT
+                    and int(local.rsplit(":", 1)[1], 16) == server_port
+                    and int(remote.rsplit(":", 1)[1], 16) == client_port):
+                return int(queues.split(":")[1], 16)
+    return None
 
 
 def has_ipv6_loopback() -> bool:

@@ -195,8 +195,9 @@ def test_stress_http(name: str, tmp_path: Path) -> None:
     _build_and_run(HTTP_STRESS_C, HTTP_ARGS[name], name, tmp_path)
 
 
-#: The C the stress programs link with: the product's loop, parking and parser.
-CORE_C = [SRC / "fa_accept.c", SRC / "fa_park.c", SRC / "fa_conn.c", SRC / "fa_http.c"]
+#: The C the stress programs link with: the product's loop, parking and parsers.
+CORE_C = [SRC / "fa_accept.c", SRC / "fa_park.c", SRC / "fa_conn.c", SRC / "fa_http.c",
+          SRC / "fa_proxy.c"]
 #: Every C file and header under src/, the bench's instruments included.
 C_FILES = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.c"))
 HEADERS = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.h"))

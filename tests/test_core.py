@@ -367,6 +367,9 @@ def test_acceptor_close_while_running_is_refused(listener, running, wait_for):
     (dict(overload="drop"), "overload"),
     (dict(overload="shed", shed_response=b"x" * (fastaccept._core.MAX_SHED_RESPONSE + 1)),
      "shed_response"),
+    (dict(proxy=True, proxy_timeout=0), "proxy_timeout"),
+    (dict(proxy=True, proxy_timeout=-1.0), "proxy_timeout"),
+    (dict(proxy=True, proxy_timeout=float("nan")), "proxy_timeout"),
 ])
 def test_acceptor_bad_arguments(listener, kwargs, word):
     with pytest.raises(ValueError, match=word):
@@ -386,6 +389,8 @@ def test_acceptor_refuses_a_negative_fd(no_leaks):
     (dict(nap_us=1.5), "nap_us"),
     (dict(nap_us=True), "nap_us"),
     (dict(shed_response="503"), "shed_response"),
+    (dict(proxy=1), "proxy"),
+    (dict(proxy=True, proxy_timeout="3"), "proxy_timeout"),
 ])
 def test_acceptor_arguments_of_the_wrong_type(listener, kwargs, word):
     with pytest.raises(TypeError, match=word):
@@ -406,6 +411,41 @@ def test_queue_wait_histogram_refuses_bad_bounds(listener, bounds, error):
             acceptor.queue_wait_histogram(bounds)
         assert acceptor.queue_wait_histogram([]) == ([0], 0)
         assert acceptor.queue_wait_histogram(iter([0, 1, 4])) == ([0, 0, 0, 0], 0)
+    finally:
+        acceptor.close()
+
+
+@pytest.mark.parametrize("dispatch", ["accept", "readable"])
+def test_acceptor_reads_a_proxy_header_first(listener, running, wait_for, dispatch):
+    """proxy=True: the popped entry's address is the header's source, the
+    client's bytes are all still in the socket, and a connection without a
+    header is closed (a FIN) and counted by error name."""
+    r = running(dispatch=dispatch, proxy=True, proxy_timeout=5.0)
+    assert (r.acceptor.proxy, r.acceptor.proxy_timeout) == (True, 5.0)
+    header = b"PROXY TCP6 2001:db8::7 2001:db8::1 40002 443\r\n"
+    with socket.create_connection(listener.getsockname(), timeout=10.0) as client:
+        client.sendall(header + b"payload")
+        fd, addr, _ = r.acceptor.pop(timeout=10.0)
+        try:
+            assert addr == ("2001:db8::7", 40002, 0, 0)
+            assert os.read(fd, 100) == b"payload"
+        finally:
+            r.acceptor.finish(fd)
+    with socket.create_connection(listener.getsockname(), timeout=10.0) as client:
+        client.sendall(b"payload")
+        assert client.recv(16) == b""
+    st = wait_for(lambda: (s := r.acceptor.stats())["proxy_rejected"] and s, 10.0, "the count")
+    assert st["proxy_rejected"] == {"ENOTPROXY": 1} and st["proxy_timeouts"] == 0
+    r.stop()
+    assert fastaccept._core.PROXY_ERROR_NAMES[fastaccept._core.PROXY_ENOTPROXY] == "ENOTPROXY"
+
+
+def test_acceptor_without_proxy_reads_nothing(listener):
+    acceptor = fastaccept.Acceptor(listener.fileno(), proxy_timeout=2.0)
+    try:
+        assert (acceptor.proxy, acceptor.proxy_timeout) == (False, None)
+        st = acceptor.stats()
+        assert st["proxy_rejected"] == {} and st["proxy_timeouts"] == 0
     finally:
         acceptor.close()
 

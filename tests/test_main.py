@@ -84,6 +84,20 @@ def test_serve_takes_overload_and_no_timeout(cli, http_get):
     assert proc.wait(timeout=10.0) == 0
 
 
+def test_serve_behind_a_balancer(cli, http_get):
+    """--proxy-protocol: a request behind a PROXY header is answered; a
+    direct client (no header) is closed unanswered."""
+    proc = cli("serve", "--port", "0", "--workers", "1", "--proxy-protocol")
+    match = ADDRESS_RE.search(read_line(proc.stdout.fileno(), 30.0, proc).decode())
+    assert match, "no address printed"
+    address = (match.group("v4") or match.group("v6"), int(match.group("port")))
+    request = b"PROXY TCP4 203.0.113.7 198.51.100.1 40001 443\r\nGET / HTTP/1.0\r\n\r\n"
+    assert http_get(address, timeout=10.0, request=request).endswith(b"\r\n\r\nok")
+    assert http_get(address, timeout=10.0) == b""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10.0) == 0
+
+
 @pytest.mark.parametrize("args", [
     ["serve", "--port", "0", "--workers", "0"],
     ["serve", "--port", "0", "--overload", "drop"],

@@ -168,6 +168,44 @@ def test_check_overload_refuses(overload, response, exc, message):
         _options.check_overload(overload, response)
 
 
+# -- check_proxy -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("proxy, timeout, expected", [
+    (False, _options.DEFAULT_PROXY_TIMEOUT, (False, 3.0)),
+    (True, None, (True, None)),
+    (True, 1, (True, 1.0)),
+    (True, _options.MAX_PROXY_TIMEOUT, (True, _options.MAX_PROXY_TIMEOUT)),
+])
+def test_check_proxy_returns_the_flag_and_float_seconds(proxy, timeout, expected):
+    got = _options.check_proxy(proxy, timeout)
+    assert got == expected and (got[1] is None or type(got[1]) is float)
+
+
+@pytest.mark.parametrize("proxy, timeout, exc, message", [
+    (1, 3.0, TypeError, r"^proxy_protocol must be a bool, got int$"),
+    (None, 3.0, TypeError, r"^proxy_protocol must be a bool, got NoneType$"),
+    (True, 0, ValueError, r"^proxy_timeout must be in \(0, 604800\] seconds, got 0$"),
+    (True, math.nan, ValueError, r"^proxy_timeout must be in \(0, 604800\] seconds, got nan$"),
+    (True, _options.MAX_PROXY_TIMEOUT * 2, ValueError, r"^proxy_timeout must be in "),
+    (True, "3", TypeError, r"^proxy_timeout must be a number of seconds or None, got str$"),
+])
+def test_check_proxy_refuses(proxy, timeout, exc, message):
+    with pytest.raises(exc, match=message):
+        _options.check_proxy(proxy, timeout)
+
+
+def test_max_proxy_timeout_is_what_the_acceptor_takes(no_leaks):
+    from fastaccept._core import Acceptor
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        acceptor = Acceptor(sock.fileno(), proxy=True, proxy_timeout=_options.MAX_PROXY_TIMEOUT)
+        try:
+            assert acceptor.proxy_timeout == _options.MAX_PROXY_TIMEOUT
+        finally:
+            acceptor.close()
+
+
 # -- check_listening -------------------------------------------------------------------------
 
 def test_check_listening_returns_the_socket(no_leaks):

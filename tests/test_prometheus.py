@@ -15,6 +15,7 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+import fastaccept  # noqa: E402
 from fastaccept.prometheus import Collector  # noqa: E402
 
 
@@ -36,7 +37,8 @@ class FakeServer:
                    "listen_drops": 55, "listen_counters_scope": "namespace",
                    "dispatched": 21, "kept": 22, "idle_closed": 23, "peer_closed": 24,
                    "stop_closed": 25, "max_connections_pauses": 26, "conns_open": 27,
-                   "conns_waiting": 28}
+                   "conns_waiting": 28, "proxy_rejected": {"ENOTPROXY": 29, "ECHECKSUM": 30},
+                   "proxy_timeouts": 31}
         self.st.update(overrides)
 
     def stats(self) -> dict:
@@ -72,6 +74,9 @@ def test_metric_names_types_and_values_from_stats():
     assert get("fastaccept_max_connections_pauses_total") == 26
     assert get("fastaccept_conns_open") == 27
     assert get("fastaccept_conns_waiting") == 28
+    assert get("fastaccept_proxy_rejected_total", {"reason": "ENOTPROXY"}) == 29
+    assert get("fastaccept_proxy_rejected_total", {"reason": "ECHECKSUM"}) == 30
+    assert get("fastaccept_proxy_timeouts_total") == 31
     assert get("fastaccept_tcpext_listen_overflows_total") == 50
     assert get("fastaccept_tcpext_listen_drops_total") == 55
     # the histogram, in seconds
@@ -88,6 +93,7 @@ def test_metric_names_types_and_values_from_stats():
     assert types["fastaccept_ring_depth"] == "gauge"
     assert types["fastaccept_queue_wait_seconds"] == "histogram"
     assert types["fastaccept_tcpext_listen_overflows"] == "counter"
+    assert types["fastaccept_proxy_rejected"] == "counter"
 
 
 def test_several_servers_are_labelled_and_tcpext_appears_once():
@@ -236,3 +242,32 @@ def test_wsgi_server_http_families(wsgi_factory, wait_for):
     wait_for(lambda: get("fastaccept_http_rejected_total", {"status": "400"}) == 1, 10.0,
              "a 400 from C")
     assert get("fastaccept_http_request_seconds_count") == 3
+
+
+def test_servers_not_started_yet_are_collected(no_leaks):
+    """Before start() the counts by name are empty dicts, as they are later."""
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return []
+
+    servers = {"wsgi": fastaccept.WSGIServer(app), "plain": fastaccept.Server(lambda c, a: None)}
+    try:
+        get = _registry(servers).get_sample_value
+        assert get("fastaccept_accepted_total", {"server": "wsgi"}) == 0
+        assert get("fastaccept_http_requests_total", {"server": "wsgi"}) == 0
+        assert get("fastaccept_accepted_total", {"server": "plain"}) == 0
+        assert get("fastaccept_proxy_timeouts_total", {"server": "plain"}) == 0
+    finally:
+        for server in servers.values():
+            server.shutdown()
+
+
+def test_proxy_rejections_of_a_real_server(server_factory, wait_for):
+    server = server_factory(lambda c, a: None, proxy_protocol=True)
+    get = _registry(server).get_sample_value
+    with socket.create_connection(server.address, timeout=10.0) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")        # a direct client: no header
+        assert sock.recv(16) == b""
+    wait_for(lambda: get("fastaccept_proxy_rejected_total", {"reason": "ENOTPROXY"}) == 1,
+             10.0, "the rejection")
+    assert get("fastaccept_proxy_timeouts_total") == 0

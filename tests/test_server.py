@@ -131,12 +131,14 @@ def test_handler_exception_is_logged_counted_and_service_continues(
 CLEAN_REFUSALS = (ConnectionRefusedError, ConnectionResetError, BrokenPipeError)
 
 
-@pytest.mark.parametrize("workers", [1, 4, 16])
-def test_shutdown_under_load(server_factory, ok_handler, join_all, wait_for, workers):
+@pytest.mark.parametrize("workers, proxy", [(1, False), (4, False), (16, False), (4, True)])
+def test_shutdown_under_load(server_factory, ok_handler, join_all, wait_for, workers, proxy):
     """Clients run while shutdown() happens: each one gets its full reply or a
-    clean refusal/reset, none hangs, nothing leaks (server_factory checks)."""
-    server = server_factory(ok_handler, workers=workers, backlog=1024)
+    clean refusal/reset, none hangs, nothing leaks (server_factory checks).
+    With ``proxy``, each client sends a PROXY header before its request."""
+    server = server_factory(ok_handler, workers=workers, backlog=1024, proxy_protocol=proxy)
     address = server.address
+    header = b"PROXY TCP4 203.0.113.7 198.51.100.1 40001 443\r\n" if proxy else b""
     outcomes = []           # ("ok" | "refused" | "eof") per connection
     problems = []
     done = threading.Event()
@@ -147,7 +149,7 @@ def test_shutdown_under_load(server_factory, ok_handler, join_all, wait_for, wor
         for _ in range(max_per_client):
             try:
                 with socket.create_connection(address, timeout=10.0) as sock:
-                    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    sock.sendall(header + b"GET / HTTP/1.0\r\n\r\n")
                     reply = read_to_eof(sock)
                 if reply == REPLY_OK:
                     outcomes.append("ok")
@@ -181,8 +183,12 @@ def test_shutdown_under_load(server_factory, ok_handler, join_all, wait_for, wor
     st = server.stats()
     # Every connection the server accepted was handled, or closed idle by C
     # (connected, nothing sent yet when the stop came: a FIN, the "eof"
-    # outcome): none dropped on the floor.
-    assert st["accepted"] == st["handled"] + st["stop_closed"] + st["peer_closed"]
+    # outcome): none dropped on the floor. Every other end stays 0.
+    assert st["accepted"] == (st["handled"] + st["stop_closed"] + st["peer_closed"]
+                              + st["idle_closed"] + st["shed"]
+                              + sum(st["proxy_rejected"].values()) + st["proxy_timeouts"])
+    assert st["idle_closed"] + st["shed"] + st["proxy_timeouts"] == 0
+    assert st["proxy_rejected"] == {}
     assert st["stop_closed"] + st["peer_closed"] <= outcomes.count("eof")
     assert st["handled"] >= outcomes.count("ok")
     assert st["handler_errors"] <= outcomes.count("eof")
@@ -376,10 +382,11 @@ def test_timeout_is_applied_to_connections(server_factory, http_get, timeout):
     assert seen == [timeout]
 
 
-@pytest.mark.parametrize("worker_nice", [0, 5])
+@pytest.mark.parametrize("worker_nice", [None, 0, 5])
 def test_workers_step_back_for_the_accept_loop(server_factory, http_get, read_request,
                                                worker_nice):
-    """Workers run SCHED_BATCH at +worker_nice; the caller's own thread is untouched."""
+    """Workers run SCHED_BATCH at +worker_nice (default 0: the caller's nice value);
+    the caller's own thread is untouched."""
     seen = []
     main_tid = threading.get_native_id()
     before = (os.sched_getscheduler(main_tid), os.getpriority(os.PRIO_PROCESS, main_tid))
@@ -390,13 +397,11 @@ def test_workers_step_back_for_the_accept_loop(server_factory, http_get, read_re
         read_request(conn)
         conn.sendall(REPLY_OK)
 
-    server = server_factory(handler, worker_nice=worker_nice)
+    options = {} if worker_nice is None else {"worker_nice": worker_nice}
+    server = server_factory(handler, **options)
     assert http_get(server.address, timeout=10.0)
     assert server.shutdown(timeout=10.0)
-    if worker_nice:
-        assert seen == [(os.SCHED_BATCH, min(19, before[1] + worker_nice))]
-    else:
-        assert seen == [before]
+    assert seen == [(os.SCHED_BATCH, min(19, before[1] + (worker_nice or 0)))]
     assert (os.sched_getscheduler(main_tid), os.getpriority(os.PRIO_PROCESS, main_tid)) == before
 
 

@@ -21,7 +21,8 @@ KEYS = {"accepted", "handled", "handler_errors", "accept_errors", "emfile_pauses
         "ring_high_water", "ring_full_waits", "ring_capacity", "workers", "workers_busy",
         "workers_parked", "worker_wakeups", "worker_sleeps", "accept_batches", "accept_naps",
         "queue_wait_count", "queue_wait_p50_us", "queue_wait_p99_us", "kernel_queue_depth",
-        "kernel_backlog", "listen_overflows", "listen_drops", "listen_counters_scope"}
+        "kernel_backlog", "listen_overflows", "listen_drops", "listen_counters_scope",
+        "proxy_rejected", "proxy_timeouts"}
 
 
 def _fill(server: fastaccept.Server, wait_for: Callable[..., Any]) -> dict:
@@ -46,8 +47,11 @@ def test_stats_keys_before_start_while_running_and_after_shutdown(server_factory
     server.start()
     running = server.stats()
     assert KEYS <= set(running)
-    # the stand-in counters before start are the acceptor's, key for key
+    # the stand-in counters before start are the acceptor's, key for key,
+    # of the same types (a dict of counts by name is an empty dict)
     assert set(st) == set(running), set(st) ^ set(running)
+    assert [k for k in running if type(st[k]) is not type(running[k])] == []
+    assert st["accept_errors"] == st["http_rejected"] == st["proxy_rejected"] == {}
     assert server.shutdown(timeout=10.0)
     st = server.stats()
     assert KEYS <= set(st)

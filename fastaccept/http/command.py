@@ -91,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_seconds_or_none, default=DEFAULT_TIMEOUT,
                         metavar="S", help="seconds a request head may take to arrive, and any "
                         f"socket operation of a worker (default {DEFAULT_TIMEOUT:g}; 'none')")
+    parser.add_argument("--proxy-protocol", action="store_true",
+                        help="behind a load balancer: every connection must start with a "
+                             "PROXY protocol header (v1 or v2, e.g. HAProxy's send-proxy-v2), "
+                             "whose client address is then REMOTE_ADDR; others are closed")
     parser.add_argument("--access-log", metavar="FILE", default=None,
                         help="log each request to FILE ('-': stderr); off by default")
     parser.add_argument("--chdir", metavar="DIR", default="",
@@ -125,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     def factory(sock: socket.socket) -> "WSGIServer":
         return WSGIServer(app_now(), sock=sock, workers=args.workers,
                           keep_alive=args.keep_alive, timeout=args.timeout,
-                          access_log=args.access_log)
+                          access_log=args.access_log,
+                          proxy_protocol=args.proxy_protocol)
 
     supervisor = supervise.from_args(args, factory)
     host, port = supervisor.address[:2]

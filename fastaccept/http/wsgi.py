@@ -32,8 +32,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple,
 
 from fastaccept import _options
 from fastaccept._core import HTTPError, Histogram, Request, send_all
-from fastaccept._options import (DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS, DEFAULT_RING_SIZE,
-                                 DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_CONNECTIONS)
+from fastaccept._options import (DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS,
+                                 DEFAULT_PROXY_TIMEOUT, DEFAULT_RING_SIZE, DEFAULT_TIMEOUT,
+                                 DEFAULT_WORKERS, MAX_CONNECTIONS)
 from fastaccept.http import accesslog, responses
 from fastaccept.http.connection import Body
 from fastaccept.server import Server, _Keep
@@ -290,6 +291,11 @@ class WSGIServer(Server):
     - ``access_log``: None (off), "-" (stderr), a path (appended to), a text
       stream, or a ``logging.Logger``: one line per request, common log
       format plus the time to respond in microseconds.
+    - ``proxy_protocol``: behind a load balancer sending the PROXY protocol
+      (v1 or v2), C reads each connection's header before its first request
+      head (within ``proxy_timeout`` seconds), and ``REMOTE_ADDR`` and
+      ``REMOTE_PORT`` are the client's the header names; a connection
+      without a valid header is closed unanswered (see ``Server``).
     """
 
     def __init__(
@@ -313,6 +319,8 @@ class WSGIServer(Server):
         overload: str = "queue",
         url_scheme: str = "http",
         stop_grace: float = DEFAULT_STOP_GRACE,
+        proxy_protocol: bool = False,
+        proxy_timeout: Optional[float] = DEFAULT_PROXY_TIMEOUT,
         **tuning: Any,
     ) -> None:
         if not callable(app):
@@ -341,7 +349,9 @@ class WSGIServer(Server):
                                             else b""),
                              dispatch="readable", idle_timeout=keep_alive,
                              max_connections=max_connections,
-                             stop_grace=min(stop_grace, keep_alive or stop_grace), **tuning)
+                             stop_grace=min(stop_grace, keep_alive or stop_grace),
+                             proxy_protocol=proxy_protocol, proxy_timeout=proxy_timeout,
+                             **tuning)
         except BaseException:
             if self._access is not None:
                 self._access.close()

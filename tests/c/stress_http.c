@@ -9,7 +9,7 @@
  * Build (tests/test_c_stress.py and `make debug` do this):
  *   gcc -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc \
  *       tests/c/stress_http.c src/fa_accept.c src/fa_park.c src/fa_conn.c \
- *       src/fa_http.c -o stress_http
+ *       src/fa_http.c src/fa_proxy.c -o stress_http
  * plus -fsanitize=thread -Wno-tsan, or -fsanitize=address,undefined.
  *
  * The acceptor has small limits so that the edges are hit often: request

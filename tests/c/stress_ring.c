@@ -6,7 +6,7 @@
  * Build (tests/test_c_stress.py and `make debug` do this):
  *   gcc -std=c11 -O1 -g -Wall -Wextra -Werror -pthread -D_GNU_SOURCE -Isrc \
  *       tests/c/stress_ring.c src/fa_accept.c src/fa_park.c src/fa_conn.c \
- *       src/fa_http.c -o stress_ring
+ *       src/fa_http.c src/fa_proxy.c -o stress_ring
  * plus -fsanitize=thread -Wno-tsan (GCC cannot instrument standalone fences
  * and says so; TSan treats them as no-ops, and no data access relies on them
  * for happens-before), or -fsanitize=address,undefined.

@@ -654,6 +654,35 @@ def test_wsgi_verb_serves_module_app(tmp_path, http_get):
         proc.stderr.close()
 
 
+def test_wsgi_verb_behind_a_balancer(tmp_path, http_get):
+    """--proxy-protocol: REMOTE_ADDR is the client's the PROXY header names."""
+    from fa_testutil import read_line
+    (tmp_path / "webapp.py").write_text(
+        "def app(environ, start_response):\n"
+        "    body = environ['REMOTE_ADDR'].encode()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "fastaccept", "wsgi", "webapp:app",
+                             "--port", "0", "--chdir", str(tmp_path), "--workers", "1",
+                             "--proxy-protocol"],
+                            cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = read_line(proc.stdout.fileno(), 30.0, proc).decode()
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        request = (b"PROXY TCP4 203.0.113.7 198.51.100.1 40001 443\r\n"
+                   b"GET / HTTP/1.0\r\n\r\n")
+        assert http_get(("127.0.0.1", port), request=request).endswith(b"\r\n\r\n203.0.113.7")
+        assert http_get(("127.0.0.1", port)) == b""         # no header: closed unanswered
+        proc.send_signal(2)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
 @pytest.mark.parametrize("spec, words", [
     ("nosuchmodule:app", "cannot import"),
     ("webapp:missing", "has no"),

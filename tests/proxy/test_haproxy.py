@@ -9,6 +9,13 @@ client's bytes right after the header. Health checks with send-proxy-v2
 arrive as LOCAL headers, with send-proxy as a TCP4 line of the check
 connection's own addresses.
 
+Then the same balancer in front of a WSGIServer(proxy_protocol=True): the
+application's REMOTE_ADDR and REMOTE_PORT are the client's (not haproxy's
+own connection to the server), for send-proxy and send-proxy-v2, two
+requests on one kept connection included; haproxy's HTTP health checks
+(LOCAL headers with send-proxy-v2) are answered with the real peer as
+REMOTE_ADDR; no connection is refused or timed out.
+
 Skipped, saying so, where haproxy is not installed (.ci/run installs it).
 All traffic stays on 127.0.0.1 and ::1; haproxy runs in the foreground as a
 child of the test and is stopped by its pid.
@@ -21,10 +28,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from fa_testutil import has_ipv6_loopback
 from fastaccept import _core as core
 
 HAPROXY = shutil.which("haproxy")
@@ -32,16 +40,6 @@ pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installe
                                 "(apt-get install haproxy; .ci/run installs it)")
 
 DEADLINE = 10.0
-T = TypeVar("T")
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def free_port(host: str) -> int:
@@ -117,6 +115,55 @@ class CaptureServer:
         self.sock.close()
 
 
+class HAProxy:
+    """``haproxy -db`` in TCP mode with the ``listen`` sections given, a child
+    of the test, its log in ``tmp``."""
+
+    def __init__(self, tmp: Path, sections: List[str]) -> None:
+        config = tmp / "haproxy.cfg"
+        config.write_text(
+            "global\n    maxconn 200\n\n"
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 5s\n"
+            "    timeout server 5s\n    timeout check 2s\n\n" + "\n".join(sections))
+        self.log = open(tmp / "haproxy.log", "w+")
+        self.proc = subprocess.Popen([str(HAPROXY), "-db", "-f", str(config)],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+    def connect(self, host: str, port: int) -> socket.socket:
+        """A client connection to (host, port), once haproxy listens there."""
+        end = time.monotonic() + DEADLINE
+        while True:
+            try:
+                return socket.create_connection((host, port), timeout=2)
+            except OSError as exc:
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    raise AssertionError(f"haproxy is not listening on {host} {port} "
+                                         f"(exit {self.proc.poll()}):\n{self.read_log()}"
+                                         ) from exc
+                time.sleep(0.05)        # haproxy is starting: try again
+
+    def read_log(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+def listen_section(name: str, host: str, port: int, server: str, unique: str = "",
+                   check: str = "") -> str:
+    """A ``listen`` section: bind (host, port), one server line."""
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"listen {name}\n    bind {bind}\n{check}{unique}    server s {server}\n"
+
+
 # name: (bind host, server line options)
 FRONTENDS = {
     "v1": ("127.0.0.1", "send-proxy"),
@@ -129,6 +176,9 @@ CHECKS = {"check-v1": "send-proxy", "check-v2": "send-proxy-v2"}
 
 
 class Balancer:
+    """HAProxy with a frontend per FRONTENDS and CHECKS entry, each in front
+    of its own CaptureServer."""
+
     def __init__(self, tmp: Path) -> None:
         ipv6 = has_ipv6_loopback()
         self.servers: Dict[str, CaptureServer] = {}
@@ -140,51 +190,25 @@ class Balancer:
             srv = self.servers[name] = CaptureServer()
             port = free_port(host)
             self.ports[name] = (host, port)
-            bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             unique = "    unique-id-format %ci:%cp\n" if "unique-id" in options else ""
-            sections.append(f"listen {name}\n    bind {bind}\n{unique}"
-                            f"    server s 127.0.0.1:{srv.port} {options}\n")
+            sections.append(listen_section(name, host, port, f"127.0.0.1:{srv.port} {options}",
+                                           unique=unique))
         for name, options in CHECKS.items():
             srv = self.servers[name] = CaptureServer()
             port = free_port("127.0.0.1")
-            sections.append(f"listen {name}\n    bind 127.0.0.1:{port}\n"
-                            f"    server s 127.0.0.1:{srv.port} {options} check inter 300ms\n")
-        config = tmp / "haproxy.cfg"
-        config.write_text(
-            "global\n    maxconn 200\n\n"
-            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 5s\n"
-            "    timeout server 5s\n    timeout check 2s\n\n" + "\n".join(sections))
-        self.log = open(tmp / "haproxy.log", "w+")
-        self.proc = subprocess.Popen([str(HAPROXY), "-db", "-f", str(config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+            sections.append(listen_section(name, "127.0.0.1", port, f"127.0.0.1:{srv.port} "
+                                           f"{options} check inter 300ms"))
+        self.haproxy = HAProxy(tmp, sections)
         self.ipv6 = ipv6
 
     def connect(self, name: str) -> socket.socket:
         """A client connection through frontend name, once haproxy listens."""
-        host, port = self.ports[name]
-        end = time.monotonic() + DEADLINE
-        while True:
-            try:
-                return socket.create_connection((host, port), timeout=2)
-            except OSError as exc:
-                if self.proc.poll() is not None or time.monotonic() > end:
-                    self.log.seek(0)
-                    raise AssertionError(f"haproxy is not listening on {name} "
-                                         f"(exit {self.proc.poll()}):\n{self.log.read()}"
-                                         ) from exc
-                time.sleep(0.05)
+        return self.haproxy.connect(*self.ports[name])
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        self.haproxy.close()
         for srv in self.servers.values():
             srv.close()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -196,26 +220,17 @@ def balancer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balancer]:
         b.close()
 
 
-def wait_for(what: str, probe: Callable[[], T], deadline: float = DEADLINE) -> T:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        got = probe()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("name", list(FRONTENDS))
-def test_balancer_header_gives_the_client_address(balancer: Balancer, name: str) -> None:
+def test_balancer_header_gives_the_client_address(balancer: Balancer, name: str,
+                                                  wait_for: Any) -> None:
     if name not in balancer.ports:
         pytest.skip("no IPv6 loopback on this machine")
     client = balancer.connect(name)
     with client:
         payload = f"hello from {name} {client.getsockname()[1]}\n".encode()
         client.sendall(payload)
-        data = wait_for(f"{name}'s bytes at the server", lambda: balancer.servers[name].find(
-            payload))
+        data = wait_for(lambda: balancer.servers[name].find(payload), DEADLINE,
+                        f"{name}'s bytes at the server")
         local = client.getsockname()
     rc, h = core.parse_proxy_header(data)
     assert rc > 0 and h is not None, (rc, data)
@@ -242,13 +257,13 @@ def test_balancer_header_gives_the_client_address(balancer: Balancer, name: str)
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
-def test_health_checks(balancer: Balancer, name: str) -> None:
+def test_health_checks(balancer: Balancer, name: str, wait_for: Any) -> None:
     """send-proxy-v2 checks are LOCAL (the connection's own addresses stand);
     send-proxy checks carry the check connection's own addresses (spec
     §2.1: a getsockname()/getpeername() pair), so the destination is the
     capturing server."""
     srv = balancer.servers[name]
-    data = wait_for(f"a health check on {name}", lambda: srv.headers())[0]
+    data = wait_for(srv.headers, DEADLINE, f"a health check on {name}")[0]
     rc, h = core.parse_proxy_header(data)
     assert rc > 0 and h is not None, (rc, data)
     if name == "check-v2":
@@ -257,3 +272,108 @@ def test_health_checks(balancer: Balancer, name: str) -> None:
     else:
         assert (h["version"], h["command"], h["family"]) == (1, "PROXY", "TCP4")
         assert h["src"][0] == "127.0.0.1" and h["dst"] == ("127.0.0.1", srv.port)
+
+
+# -- a WSGIServer behind it ----------------------------------------------------------
+
+class WhoAmI:
+    """A WSGI application answering "REMOTE_ADDR REMOTE_PORT PATH_INFO" and
+    keeping each (PATH_INFO, REMOTE_ADDR) it saw."""
+
+    def __init__(self) -> None:
+        self.seen: List[Tuple[str, str]] = []
+
+    def __call__(self, environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        self.seen.append((environ["PATH_INFO"], environ["REMOTE_ADDR"]))
+        out = (f"{environ['REMOTE_ADDR']} {environ['REMOTE_PORT']} "
+               f"{environ['PATH_INFO']}").encode()
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(out)))])
+        return [out]
+
+
+#: name: (bind host, server line options); the v2 ones check the server over HTTP
+WSGI_FRONTENDS = {
+    "wsgi-v1": ("127.0.0.1", "send-proxy"),
+    "wsgi-v2": ("127.0.0.1", "send-proxy-v2"),
+    "wsgi-v1-ipv6": ("::1", "send-proxy"),
+    "wsgi-v2-ipv6": ("::1", "send-proxy-v2"),
+}
+HTTP_CHECK = ("    option httpchk\n"
+              "    http-check send meth GET uri /health ver HTTP/1.1 hdr Host lb\n")
+
+
+@pytest.fixture
+def wsgi_balancer(tmp_path: Path, wsgi_factory: Any
+                  ) -> Iterator[Tuple[Any, WhoAmI, HAProxy, Dict[str, Tuple[str, int]]]]:
+    """(a WSGIServer(proxy_protocol=True), its WhoAmI application, haproxy in
+    front of it, {frontend name: (host, port)})."""
+    app = WhoAmI()
+    server = wsgi_factory(app, proxy_protocol=True)
+    ipv6 = has_ipv6_loopback()
+    ports = {}
+    sections = []
+    for name, (host, options) in WSGI_FRONTENDS.items():
+        if ":" in host and not ipv6:
+            continue
+        ports[name] = (host, free_port(host))
+        check = ""
+        if "v2" in options:
+            check, options = HTTP_CHECK, options + " check inter 200ms"
+        sections.append(listen_section(name, host, ports[name][1],
+                                       f"127.0.0.1:{server.address[1]} {options}",
+                                       check=check))
+    haproxy = HAProxy(tmp_path, sections)
+    try:
+        yield server, app, haproxy, ports
+    finally:
+        haproxy.close()
+
+
+def http_exchange(client: socket.socket, paths: List[str]) -> List[bytes]:
+    """Send a GET for each path on the connection client, one after the
+    other's response (the last with Connection: close), and return each
+    response's body (Content-Length framed)."""
+    bodies = []
+    for i, path in enumerate(paths):
+        close = "Connection: close\r\n" if i == len(paths) - 1 else ""
+        client.sendall(f"GET {path} HTTP/1.1\r\nHost: fa\r\n{close}\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = client.recv(4096)
+            assert chunk, f"EOF before the response head: {data!r}"
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        while len(body) < length:
+            chunk = client.recv(4096)
+            assert chunk, "EOF in the body"
+            body += chunk
+        bodies.append(body)
+    return bodies
+
+
+@pytest.mark.parametrize("name", list(WSGI_FRONTENDS))
+def test_wsgi_remote_addr_behind_haproxy(wsgi_balancer: Tuple[Any, WhoAmI, HAProxy, Dict],
+                                         name: str, wait_for: Any) -> None:
+    server, app, haproxy, ports = wsgi_balancer
+    if name not in ports:
+        pytest.skip("no IPv6 loopback on this machine")
+    with haproxy.connect(*ports[name]) as client:
+        client.settimeout(DEADLINE)
+        host, port = client.getsockname()[:2]
+        # two requests on one connection: one PROXY header, both name the
+        # client, not haproxy's own connection to the server
+        assert http_exchange(client, ["/a", "/b"]) == [f"{host} {port} /a".encode(),
+                                                       f"{host} {port} /b".encode()]
+    # haproxy's HTTP checks with send-proxy-v2 send LOCAL headers: REMOTE_ADDR
+    # is the connection's own peer, haproxy on 127.0.0.1
+    checks = wait_for(lambda: [a for p, a in app.seen if p == "/health"], DEADLINE,
+                      "a health check answered")
+    assert set(checks) == {"127.0.0.1"}
+    st = wait_for(lambda: (s := server.stats())["conns_open"] == 0 and s, DEADLINE,
+                  "the connections to close")
+    assert st["proxy_rejected"] == {} and st["proxy_timeouts"] == 0, haproxy.read_log()
+    assert st["http_rejected"] == {} and st["app_errors"] == 0

@@ -145,6 +145,42 @@ def test_serve_with_an_inherited_fd(cli, processes, no_leaks):
         lsock.close()
 
 
+PROXIED = b"PROXY TCP4 203.0.113.7 198.51.100.1 40001 443\r\nGET / HTTP/1.0\r\n\r\n"
+
+
+@pytest.mark.parametrize("verb", ["serve", "wsgi"])
+def test_proxy_protocol_reaches_every_process(cli, tmp_path, verb):
+    """--proxy-protocol with --processes 2: each child reads the PROXY
+    header (for wsgi, REMOTE_ADDR is its source), and closes direct clients
+    unanswered. With one SO_REUSEPORT listener per child, 16 connections
+    from 16 ports reach both children (but for 2 in 65536)."""
+    if verb == "wsgi":
+        (tmp_path / "webapp.py").write_text(
+            "def app(environ, start_response):\n"
+            "    body = environ['REMOTE_ADDR'].encode()\n"
+            "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+            "    return [body]\n")
+        args = ["wsgi", "webapp:app", "--chdir", tmp_path]
+        answer = b"\r\n\r\n203.0.113.7"
+    else:
+        args = ["serve"]
+        answer = b"\r\n\r\nok"
+    proc = cli(*args, "--port", "0", "--workers", "1", "--processes", "2",
+               "--listener", "reuseport", "--proxy-protocol")
+    port = port_of(proc)
+    stderr_until(proc, "ready")
+    stderr_until(proc, "ready")
+    for _ in range(16):
+        with socket.create_connection(("127.0.0.1", port), timeout=10.0) as s:
+            s.sendall(PROXIED)
+            assert read_to_eof(s).endswith(answer)
+        assert get(port) == b""             # no header: closed, no answer
+    status, out, err = stop(proc)
+    assert status == 0, err
+    assert ("stopped: accepted 32, handled 16" if verb == "serve"
+            else "stopped: 16 requests on 32 connections") in out, out
+
+
 @pytest.mark.parametrize("args", [
     ["--processes", "0"],
     ["--processes", "2", "--workers", "0"],
