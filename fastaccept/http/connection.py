@@ -37,12 +37,17 @@ class Body:
     """
 
     __slots__ = ("_sock", "_buf", "_left", "_chunked", "_done", "_rest", "_continue",
-                 "_sent_continue", "_max_body")
+                 "_sent_continue", "_max_body", "_timeout")
 
     def __init__(self, sock: socket.socket, rest: bytes, content_length: Optional[int],
                  chunked: bool, max_body: int,
-                 send_continue: Optional[Callable[[], None]] = None) -> None:
+                 send_continue: Optional[Callable[[], None]] = None,
+                 timeout: Optional[float] = None) -> None:
         self._sock = sock
+        # Given to the socket at its first read only: settimeout() is an
+        # ioctl with a GIL hand-off, and most requests (a GET, a body that
+        # came with its head) never read the socket at all.
+        self._timeout: Optional[float] = timeout
         self._max_body = max_body
         self._continue = send_continue      # Expect: 100-continue, sent on the first read
         self._sent_continue = False
@@ -85,6 +90,9 @@ class Body:
             self._sent_continue = True
             self._continue()
         want = READ_SIZE if self._left < 0 else min(READ_SIZE, self._left)
+        if self._timeout is not None:
+            self._sock.settimeout(self._timeout)
+            self._timeout = None
         data = self._sock.recv(want)
         if not data:
             raise HTTPError(400, "the client closed the connection before the end of the body")

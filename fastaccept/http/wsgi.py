@@ -249,6 +249,8 @@ class _Exchange:
         if self.method_head:
             return True
         left = min(size, self.length)
+        if self.timeout is not None:
+            os.set_blocking(self.fd, False)     # so that a wait is bounded: _wait_writable
         while left > 0:
             try:
                 n = os.sendfile(self.fd, fd, offset, left)
@@ -390,9 +392,7 @@ class WSGIServer(Server):
         if request is None:
             return None
         t0 = time.monotonic_ns()
-        timeout = self._timeout
-        if timeout is not None:
-            conn.settimeout(timeout)
+        timeout = self._timeout     # (sends bound it themselves; the body's reads: Body)
         fd = conn.fileno()
         env = request.environ(self._base_environ)
         env["REMOTE_ADDR"] = addr[0] if isinstance(addr, tuple) else ""
@@ -409,7 +409,7 @@ class WSGIServer(Server):
         body: Optional[Body] = None
         try:
             body = Body(conn, request.rest, request.content_length, request.chunked,
-                        self._max_body, send_continue)
+                        self._max_body, send_continue, timeout)
             env["wsgi.input"] = body
             self._run_app(env, ex)
         except HTTPError as e:          # the body broke its framing

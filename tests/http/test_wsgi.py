@@ -598,6 +598,19 @@ def test_slow_head_gets_408_from_c(wsgi_factory, wait_for):
     wait_for(lambda: server.stats()["http_rejected"].get(408) == 1, 10.0, "408 counted")
 
 
+
+def test_a_body_that_stops_coming_times_out_the_read(wsgi_factory, wait_for):
+    """timeout bounds the application's body reads (the socket is given it
+    at its first read): the connection is closed, the worker freed."""
+    server = wsgi_factory(_body_app, workers=1, timeout=0.3)
+    with _connect(server) as sock:
+        sock.sendall(b"POST /all HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        assert read_to_eof(sock) == b""         # no response: a read of the app timed out
+    # the one worker is free again, and a body that arrives whole is read
+    raw = b"POST /all HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+    assert exchange(server, raw)[0]["status"] == 200
+
+
 # -- stopping -----------------------------------------------------------------------
 
 def test_shutdown_answers_in_flight_with_close_and_closes_idle(wsgi_factory, join_all):
