@@ -217,6 +217,10 @@ def test_wsgi_processes_import_the_app_after_fork_and_a_reload_reimports_it(cli,
     proc.send_signal(signal.SIGHUP)
     stderr_until(proc, "generation 2 serving")
     wait_for(lambda: get(port).endswith(b"second"), what="the new code served")
+    # the old children serve what reached them until they stop accepting:
+    # once both have exited, every answer is the new code's
+    stderr_until(proc, "generation 1) exited")
+    stderr_until(proc, "generation 1) exited")
     assert all(get(port).endswith(b"\r\n\r\nsecond") for _ in range(6))
     status, out, err = stop(proc)
     assert status == 0, err
