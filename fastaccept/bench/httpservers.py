@@ -287,10 +287,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads < 1 or args.backlog < 1:
         print("threads and backlog must be >= 1", file=sys.stderr)
         return 2
-    why = missing(args.name)
-    if why is not None:
-        print(f"{args.name}: {why}", file=sys.stderr)
-        return 3
+    # (usage first: a wrong command line is wrong whether the peer is installed or not)
     if args.name == "granian" and args.backlog < GRANIAN_MIN_BACKLOG:
         print(f"granian takes a backlog of at least {GRANIAN_MIN_BACKLOG}", file=sys.stderr)
         return 2
@@ -298,6 +295,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         need = "--port" if args.name in BINDS_ITSELF else "--fd"
         print(f"{args.name} needs {need}", file=sys.stderr)
         return 2
+    why = missing(args.name)
+    if why is not None:
+        print(f"{args.name}: {why}", file=sys.stderr)
+        return 3
     why = take_process_options(args.fds, args.parent)
     if why is not None:
         print(why, file=sys.stderr)
