@@ -4,9 +4,10 @@ Descriptors and clients (fd_table, open_fds, read_to_eof, connect, Gate,
 unread_bytes...), forked children (fork, wait_child), pipes (read_line),
 what this machine has (has_loadgen, has_ipv6_loopback, needs_peer,
 needs_tool), processes that must be gone (all_gone), the command line
-(run_cli) and the child programs of tests/children/ (child_path,
-start_child, run_child, run_child_json, CommandChild). Fixtures are in
-conftest.py.
+(run_cli), the child programs of tests/children/ (child_path,
+start_child, run_child, run_child_json, CommandChild) and the C parsers'
+fuzz targets outside libFuzzer (replay_fuzz_corpus, clang_compiles_clean).
+Fixtures are in conftest.py.
 """
 from __future__ import annotations
 
@@ -498,3 +499,64 @@ class SupervisorChild:
             except (ProcessLookupError, PermissionError):
                 pass
         self.proc.stdout.close()
+
+
+# -- the C parsers' fuzz targets, without libFuzzer ----------------------------------
+
+SAN_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+             "-fno-omit-frame-pointer"]
+FUZZ_FLAGS = ["-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE",
+              f"-I{SOURCE_ROOT / 'src'}", "-DFA_FUZZ_STANDALONE"]
+_SAN_ENV = {"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=66",
+            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=66"}
+_REPORT_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "check failed:")
+
+
+def _run_sanitized(cmd: List[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=dict(os.environ, **_SAN_ENV), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+
+def replay_fuzz_corpus(fuzz_c: str, parser_c: str, corpus: str, tmp_path: Path) -> None:
+    """Build the fuzz target ``fuzz_c`` (paths from the checkout's root) with
+    the parser ``parser_c`` under gcc's ASan and UBSan, standalone (its own
+    main), and replay every file of ``corpus`` through it: the target's own
+    checks abort on failure, and any sanitizer report fails the test. Skips
+    when gcc is missing or cannot build with the sanitizers."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc not found on PATH")
+    probe_c = tmp_path / "probe.c"
+    probe_c.write_text("#include <stdlib.h>\nint main(void) { free(malloc(4)); return 0; }\n")
+    probe = tmp_path / "probe"
+    proc = _run_sanitized([gcc, *SAN_FLAGS, str(probe_c), "-o", str(probe)])
+    if proc.returncode != 0 or _run_sanitized([str(probe)]).returncode != 0:
+        pytest.skip(f"gcc cannot build and run with {' '.join(SAN_FLAGS)}: "
+                    f"{proc.stderr.strip()[:300]}")
+    binary = tmp_path / (Path(fuzz_c).stem + "_replay")
+    proc = _run_sanitized([gcc, *FUZZ_FLAGS, *SAN_FLAGS, str(SOURCE_ROOT / fuzz_c),
+                           str(SOURCE_ROOT / parser_c), "-o", str(binary)])
+    assert proc.returncode == 0, f"compile failed:\n{proc.stderr}"
+    assert proc.stderr == "", proc.stderr
+    directory = SOURCE_ROOT / corpus
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    assert files, "the corpus is empty"
+    proc = _run_sanitized([str(binary), str(directory)])
+    output = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-5000:]}"
+    reports = [m for m in _REPORT_MARKERS if m in proc.stderr]
+    assert not reports, f"report ({', '.join(reports)}):\n{output}"
+    assert proc.returncode == 0, output
+    assert f"replayed {len(files)} inputs" in proc.stdout, output
+
+
+def clang_compiles_clean(source: str, tmp_path: Path) -> None:
+    """Compile ``source`` (from the checkout's root) with clang, -Wall -Wextra
+    -Werror -O2: no error, no warning. Skips when clang is missing."""
+    clang = shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang not found on PATH")
+    cmd = [clang, *FUZZ_FLAGS, "-O2", "-c", str(SOURCE_ROOT / source),
+           "-o", str(tmp_path / "out.o")]
+    proc = _run_sanitized(cmd)
+    assert proc.returncode == 0 and proc.stderr == "", f"{' '.join(cmd)}\n{proc.stderr}"
