@@ -45,7 +45,7 @@ from fastaccept._options import (DEFAULT_BACKLOG, DEFAULT_BACKOFF, DEFAULT_GRACE
                                  DEFAULT_MAX_BACKOFF, DEFAULT_MAX_START_FAILURES,
                                  DEFAULT_MIN_UPTIME, MAX_PROCESSES)
 from fastaccept.server import Server
-from fastaccept.supervise import checks, child, listeners, reload
+from fastaccept.supervise import checks, child, listeners, reload, wakeup
 from fastaccept.supervise.reload import Child, Generations, Slot
 
 __all__ = ["Supervisor", "EXIT_GAVE_UP", "HANDLED_SIGNALS", "Event"]
@@ -60,23 +60,6 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN,
 MAX_WAIT_S = 1.0
 #: on_event's argument: {"event": name, ...what it is about}
 Event = Dict[str, Any]
-
-
-def _ignore(signum: int, frame: Any) -> None:
-    """The Python-level handler: the work happens in the loop (the wake-up pipe)."""
-
-
-def _signals_written(fd: int) -> List[int]:
-    """The signal numbers the wake-up pipe holds, in order, repeats kept."""
-    got: List[int] = []
-    while True:
-        try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
-            return got
-        if not data:
-            return got
-        got.extend(data)
 
 
 def _exit_code(status: int) -> int:
@@ -280,7 +263,7 @@ class Supervisor:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._sel, self._wake = sel, [wake_r, wake_w]
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        previous = {sig: signal.signal(sig, _ignore) for sig in HANDLED_SIGNALS}
+        previous = {sig: signal.signal(sig, wakeup.ignore) for sig in HANDLED_SIGNALS}
         previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         sel.register(wake_r, selectors.EVENT_READ, None)
@@ -315,7 +298,7 @@ class Supervisor:
         while not (self._stopping and not self._children):
             for key, _ in self._sel.select(self._next_wait()):
                 if key.data is None:
-                    for sig in _signals_written(wake_r):
+                    for sig in wakeup.signals_written(wake_r):
                         self._on_signal(sig)
                 else:
                     self._read_status(key.data)

@@ -39,10 +39,10 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterable, Optional, Set
+from typing import Any, Callable, Dict, Iterable, Optional
 
 from fastaccept.server import Server
-from fastaccept.supervise import reload
+from fastaccept.supervise import reload, wakeup
 
 __all__ = ["Factory", "STOP_SIGNALS", "EXIT_OK", "EXIT_TIMED_OUT", "EXIT_START_FAILED",
            "EXIT_ACCEPT_FAILED", "EXIT_INTERNAL", "serve", "child_main", "build"]
@@ -61,23 +61,6 @@ EXIT_INTERNAL = 70
 #: How often the main loop looks at the server and the supervisor without a signal.
 POLL_INTERVAL_S = 0.5
 PR_SET_PDEATHSIG = 1
-
-
-def _ignore(signum: int, frame: Any) -> None:
-    """The handler of a signal acted on through the wake-up pipe."""
-
-
-def _drain(fd: int) -> Set[int]:
-    """The signal numbers written to a nonblocking wake-up pipe."""
-    got: Set[int] = set()
-    while True:
-        try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
-            return got
-        if not data:
-            return got
-        got.update(data)
 
 
 def build(factory: Factory, sock: socket.socket, *, shared: bool) -> Server:
@@ -112,7 +95,7 @@ def serve(server: Server, *, graceful_timeout: float,
         raise RuntimeError("serve() catches SIGTERM and SIGINT: call it in the main thread")
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    previous = {sig: signal.signal(sig, _ignore) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, wakeup.ignore) for sig in STOP_SIGNALS}
     try:
         server.start()
         if ready is not None:
@@ -123,7 +106,7 @@ def serve(server: Server, *, graceful_timeout: float,
                 raise
         while True:
             readable, _, _ = select.select([wake_r], [], [], poll_interval)
-            stops = STOP_SIGNALS & _drain(wake_r) if readable else set()
+            stops = STOP_SIGNALS & set(wakeup.signals_written(wake_r)) if readable else set()
             if stops:
                 log.info("received %s: stopping", signal.Signals(min(stops)).name)
                 break
