@@ -6,7 +6,9 @@ what this machine has (has_loadgen, has_ipv6_loopback, needs_peer,
 needs_tool), processes that must be gone (all_gone), the command line
 (run_cli), the child programs of tests/children/ (child_path,
 start_child, run_child, run_child_json, CommandChild) and the C parsers'
-fuzz targets outside libFuzzer (replay_fuzz_corpus, clang_compiles_clean).
+fuzz targets outside libFuzzer (replay_fuzz_corpus, clang_compiles_clean),
+and the parsers' hypothesis profiles (PROFILE, scaled; FA_HYPOTHESIS_PROFILE
+ci or dig).
 Fixtures are in conftest.py.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from children.childlib import (may_run_realtime, read_request,  # noqa: F401  (the one copy,
                                thread_name, threads_named)     # children's too)
@@ -560,3 +563,24 @@ def clang_compiles_clean(source: str, tmp_path: Path) -> None:
            "-o", str(tmp_path / "out.o")]
     proc = _run_sanitized(cmd)
     assert proc.returncode == 0 and proc.stderr == "", f"{' '.join(cmd)}\n{proc.stderr}"
+
+
+# -- the parsers' property tests: hypothesis profiles ---------------------------------
+
+_SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]
+#: FA_HYPOTHESIS_PROFILE: "ci" (the default: 150 examples, derandomized) or
+#: "dig" (20,000 random examples) for a long search by hand.
+PROFILE_NAME = os.environ.get("FA_HYPOTHESIS_PROFILE", "ci")
+PROFILE = {
+    "ci": settings(max_examples=150, deadline=None, database=None, derandomize=True,
+                   suppress_health_check=_SLOW),
+    "dig": settings(max_examples=20000, deadline=None, database=None,
+                    suppress_health_check=_SLOW),
+}[PROFILE_NAME]
+
+
+def scaled(n: int) -> settings:
+    """The profile with n examples in ci (the dig profile keeps its own count)."""
+    if PROFILE_NAME == "ci":
+        return settings(PROFILE, max_examples=n)
+    return PROFILE

@@ -69,36 +69,20 @@ default; FA_HYPOTHESIS_PROFILE=dig runs many random examples.
 """
 from __future__ import annotations
 
-import os
 import string
 import urllib.parse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from fa_http_oracles import Message, h11_parse, llhttp, llhttp_knows_method
 from fastaccept import _core as core
+from fa_testutil import scaled
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-
-_PROFILES = {
-    "ci": settings(max_examples=150, deadline=None, database=None, derandomize=True,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]),
-    "dig": settings(max_examples=20000, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]),
-}
-PROFILE = _PROFILES[os.environ.get("FA_HYPOTHESIS_PROFILE", "ci")]
-
-
-def scaled(n: int) -> settings:
-    """The profile with n examples in ci (the dig profile keeps its own count)."""
-    if os.environ.get("FA_HYPOTHESIS_PROFILE", "ci") == "ci":
-        return settings(PROFILE, max_examples=n)
-    return PROFILE
-
 
 # ---------------------------------------------------------------------------
 # helpers

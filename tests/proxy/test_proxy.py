@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from proxyprotocol import ProxyProtocolChecksumError
 
@@ -76,24 +76,9 @@ from fa_proxy_build import (FAMILY_BYTES, LOCAL, PP2_SUBTYPE_SSL_VERSION, PP2_TY
                             PP2_TYPE_SSL, PP2_TYPE_UNIQUE_ID, PROXY, SIG, crc32c, oracle,
                             split_tlvs, ssl_tlv, tlv, v1, v2)
 from fastaccept import _core as core
+from fa_testutil import scaled
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-
-_PROFILES = {
-    "ci": settings(max_examples=150, deadline=None, database=None, derandomize=True,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]),
-    "dig": settings(max_examples=20000, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]),
-}
-PROFILE = _PROFILES[os.environ.get("FA_HYPOTHESIS_PROFILE", "ci")]
-
-
-def scaled(n: int) -> settings:
-    """The profile with n examples in ci (the dig profile keeps its own count)."""
-    if os.environ.get("FA_HYPOTHESIS_PROFILE", "ci") == "ci":
-        return settings(PROFILE, max_examples=n)
-    return PROFILE
-
 
 OK = 1          # in the tables: accepted, the whole input is the header
 INC = 0
