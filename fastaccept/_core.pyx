@@ -1024,6 +1024,7 @@ cdef extern from "<sys/socket.h>" nogil:
         size_t msg_controllen
         int msg_flags
     Py_ssize_t sendmsg(int fd, const msghdr *msg, int flags)
+    Py_ssize_t recv(int fd, void *buf, size_t n, int flags)
     int MSG_DONTWAIT
     int MSG_NOSIGNAL
 
@@ -1034,6 +1035,7 @@ cdef extern from "<poll.h>" nogil:
         short revents
     int poll(pollfd *fds, unsigned long nfds, int timeout)
     short POLLOUT
+    short POLLIN
 
 cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
@@ -1227,8 +1229,7 @@ def send_all(int fd, bufs, timeout=None):
     cdef Py_ssize_t nb = len(views), first = 0, k
     cdef size_t off = 0, total = 0, sent_now
     cdef Py_ssize_t rc
-    cdef int err, prc
-    cdef pollfd pfd
+    cdef int err
     cdef int64_t wait_ns = _timeout_ns(timeout)
     cdef const unsigned char[:] v
     cdef int ms = -1 if wait_ns < 0 else <int>((wait_ns + 999999) // 1000000)
@@ -1257,18 +1258,7 @@ def send_all(int fd, bufs, timeout=None):
                 continue
             if err != EAGAIN and err != EWOULDBLOCK:
                 raise OSError(err, _os.strerror(err))
-            pfd.fd = fd
-            pfd.events = POLLOUT
-            with nogil:
-                prc = poll(&pfd, 1, ms)
-            if prc == 0:
-                raise TimeoutError("timed out")
-            if prc < 0:
-                err = errno
-                if err == EINTR:
-                    PyErr_CheckSignals()
-                    continue
-                raise OSError(err, _os.strerror(err))
+            _wait_fd(fd, POLLOUT, ms)
             continue
         sent_now = <size_t>rc
         total += sent_now
@@ -1289,6 +1279,63 @@ def send_all(int fd, bufs, timeout=None):
             first += 1
             off = 0
     return total
+
+
+cdef int _wait_fd(int fd, short events, int ms) except -1:
+    """Poll fd for events without the GIL, up to ms (-1: for ever); 1 when
+    ready, 0 after EINTR (the caller tries again), TimeoutError at the end."""
+    cdef pollfd pfd
+    cdef int prc, err
+    pfd.fd = fd
+    pfd.events = events
+    with nogil:
+        prc = poll(&pfd, 1, ms)
+    if prc == 0:
+        raise TimeoutError("timed out")
+    if prc < 0:
+        err = errno
+        if err == EINTR:
+            PyErr_CheckSignals()
+            return 0
+        raise OSError(err, _os.strerror(err))
+    return 1
+
+
+def recv_some(int fd, Py_ssize_t size, timeout=None):
+    """Read up to ``size`` bytes from fd (a connected socket) and return
+    them; b"" at the end of the input.
+
+    As ``send_all``: the read is nonblocking and made with the GIL held, so
+    bytes that are already there cost one system call and no GIL hand-off;
+    only when there are none does it release the GIL and poll, at most
+    ``timeout`` seconds (None: for ever). Raise TimeoutError then, or
+    OSError with the errno (ConnectionResetError)."""
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    cdef int64_t wait_ns = _timeout_ns(timeout)
+    cdef int ms = -1 if wait_ns < 0 else <int>((wait_ns + 999999) // 1000000)
+    cdef Py_ssize_t rc
+    cdef int err
+    cdef char *buf
+    if size == 0:
+        return b""
+    buf = <char *>PyMem_Malloc(<size_t>size)
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        while True:
+            rc = recv(fd, buf, <size_t>size, MSG_DONTWAIT)
+            if rc >= 0:
+                return PyBytes_FromStringAndSize(buf, rc)
+            err = errno
+            if err == EINTR:
+                PyErr_CheckSignals()
+                continue
+            if err != EAGAIN and err != EWOULDBLOCK:
+                raise OSError(err, _os.strerror(err))
+            _wait_fd(fd, POLLIN, ms)
+    finally:
+        PyMem_Free(buf)
 
 
 # ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def make_inert(server: "Server") -> None:
         if conn is not None and thread.ident != me:
             # detach: the dead thread's socket object must never close
             # this number again, once the child reuses it
-            fd = conn.detach()
+            fd = conn if isinstance(conn, int) else conn.detach()
             if fd >= 0:
                 try:
                     os.close(fd)

@@ -9,7 +9,7 @@ worker thread) and the kernel's view of the listening socket
 from __future__ import annotations
 
 import socket
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from fastaccept import _kernel
 
@@ -27,8 +27,9 @@ Stats = Dict[str, Any]
 class WorkerCounts:
     """Counters written by one worker thread only, so no lock is needed.
 
-    ``conn`` is the connection in the handler right now (None between
-    connections, so the worker is busy exactly when it is set): a forked
+    ``conn`` is the connection in the handler right now, a socket (or its
+    bare descriptor, for the HTTP server's workers), None between
+    connections, so the worker is busy exactly when it is set: a forked
     child closes its copy (see ``fastaccept._fork``)."""
 
     __slots__ = ("handled", "errors", "conn")
@@ -36,7 +37,7 @@ class WorkerCounts:
     def __init__(self) -> None:
         self.handled = 0
         self.errors = 0
-        self.conn: Optional[socket.socket] = None
+        self.conn: Union[socket.socket, int, None] = None
 
 
 #: The accept loop's counters that are dicts (counts by errno, status or error name).

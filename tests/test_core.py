@@ -634,3 +634,80 @@ def test_end_listen_release_and_keep(listener, running):
 def test_end_listen_is_checked(listener):
     with pytest.raises(ValueError, match="end_listen"):
         fastaccept.Acceptor(listener.fileno(), end_listen="close")
+
+
+# -- send_all and recv_some: a worker's I/O on a bare descriptor -------------
+
+def test_recv_some_returns_what_is_there_then_eof():
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"hello")
+        assert fastaccept._core.recv_some(a.fileno(), 64, 5.0) == b"hello"
+        b.sendall(b"abcdef")
+        assert fastaccept._core.recv_some(a.fileno(), 4, 5.0) == b"abcd"
+        assert fastaccept._core.recv_some(a.fileno(), 4, 5.0) == b"ef"
+        assert fastaccept._core.recv_some(a.fileno(), 0, 5.0) == b""
+        b.shutdown(socket.SHUT_WR)
+        assert fastaccept._core.recv_some(a.fileno(), 64, 5.0) == b""
+
+
+def test_recv_some_waits_without_the_gil_up_to_its_timeout():
+    a, b = socket.socketpair()
+    with a, b:
+        with pytest.raises(TimeoutError):
+            fastaccept._core.recv_some(a.fileno(), 64, 0.05)
+        # a wait that bytes end: they are sent by another thread, which runs
+        # only if the wait gave up the GIL
+        sender = threading.Timer(0.05, b.sendall, (b"late",))
+        sender.start()
+        try:
+            assert fastaccept._core.recv_some(a.fileno(), 64, 10.0) == b"late"
+        finally:
+            sender.join()
+
+
+def test_recv_some_and_send_all_name_the_error():
+    a, b = socket.socketpair()
+    with a, b:
+        with pytest.raises(ValueError, match="size"):
+            fastaccept._core.recv_some(a.fileno(), -1)
+        with pytest.raises(ValueError, match="timeout"):
+            fastaccept._core.recv_some(a.fileno(), 1, -1.0)
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(OSError) as e:
+        fastaccept._core.recv_some(r, 1)
+    assert e.value.errno == errno.EBADF
+    with pytest.raises(OSError) as e:
+        fastaccept._core.send_all(w, [b"x"])
+    assert e.value.errno == errno.EBADF
+
+
+def test_send_all_sends_every_buffer_through_a_full_socket_buffer():
+    a, b = socket.socketpair()
+    with a, b:
+        bufs = [b"x" * 1000, memoryview(b"y" * 300000), bytearray(b"z" * 7), b""]
+        got = bytearray()
+
+        def read_all():
+            while len(got) < 301007:
+                chunk = b.recv(65536)
+                if not chunk:
+                    return
+                got.extend(chunk)
+        reader = threading.Thread(target=read_all)
+        reader.start()
+        try:
+            assert fastaccept._core.send_all(a.fileno(), bufs, 10.0) == 301007
+        finally:
+            reader.join(10.0)
+        assert bytes(got) == b"x" * 1000 + b"y" * 300000 + b"z" * 7
+
+
+def test_send_all_times_out_on_a_peer_that_does_not_read():
+    a, b = socket.socketpair()
+    with a, b:
+        with pytest.raises(TimeoutError):
+            fastaccept._core.send_all(a.fileno(), [b"x" * (64 << 20)], 0.05)
+

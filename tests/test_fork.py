@@ -113,6 +113,52 @@ def test_fork_after_start_child_copy_is_inert_and_parent_serves(server_factory, 
     assert st["accepted"] == st["handled"] == 4
 
 
+def test_fork_while_a_wsgi_worker_holds_a_request_closes_its_copy_in_the_child(
+        wsgi_factory, wait_for):
+    """The HTTP server's workers hold a bare descriptor, not a socket: a
+    child forked while one is in the application closes its copy too, so
+    the response's close in the parent ends the connection for the client
+    while the child lives."""
+    gate = Gate()
+
+    def app(environ, start_response):
+        gate.wait()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = wsgi_factory(app, workers=1)
+    held = connect(server.address, b"GET / HTTP/1.0\r\n\r\n")
+    pid = -1
+    to_child = os.pipe()
+    try:
+        wait_for(lambda: server.stats()["workers_busy"] == 1, 10.0, "the worker in the app")
+        pid = fork()
+        if pid == 0:
+            code = 3
+            try:
+                # alive, holding whatever copies it kept, until the parent is done
+                if server.shutdown(timeout=5.0) and read_line(to_child[0], 30.0).strip() == b"exit":
+                    code = 0
+            finally:
+                os._exit(code)
+        gate.open.set()
+        reply = read_to_eof(held)
+        assert reply.startswith(b"HTTP/1.0 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
+        wait_for(lambda: server.stats()["workers_busy"] == 0, 10.0, "the worker to go idle")
+        os.write(to_child[1], b"exit\n")
+        status = wait_child(pid, 30.0)
+        pid = -1
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    finally:
+        gate.open.set()
+        held.close()
+        if pid > 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        for fd in to_child:
+            os.close(fd)
+
+
 def test_server_created_before_fork_starts_in_the_child(no_leaks, read_request, http_get):
     """Bind in the parent, start in the child (the pre-fork pattern): the
     child serves; the parent's unstarted copy just closes its socket."""

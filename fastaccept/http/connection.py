@@ -11,10 +11,9 @@ accept loop with the connection, which parses them first.
 """
 from __future__ import annotations
 
-import socket
 from typing import Callable, Iterator, List, Optional
 
-from fastaccept._core import ChunkedDecoder, HTTPError
+from fastaccept._core import ChunkedDecoder, HTTPError, recv_some
 
 __all__ = ["Body", "DRAIN_MAX", "READ_SIZE"]
 
@@ -36,18 +35,15 @@ class Body:
     closes the connection.
     """
 
-    __slots__ = ("_sock", "_buf", "_left", "_chunked", "_done", "_rest", "_continue",
+    __slots__ = ("_fd", "_buf", "_left", "_chunked", "_done", "_rest", "_continue",
                  "_sent_continue", "_max_body", "_timeout")
 
-    def __init__(self, sock: socket.socket, rest: bytes, content_length: Optional[int],
+    def __init__(self, fd: int, rest: bytes, content_length: Optional[int],
                  chunked: bool, max_body: int,
                  send_continue: Optional[Callable[[], None]] = None,
                  timeout: Optional[float] = None) -> None:
-        self._sock = sock
-        # Given to the socket at its first read only: settimeout() is an
-        # ioctl with a GIL hand-off, and most requests (a GET, a body that
-        # came with its head) never read the socket at all.
-        self._timeout: Optional[float] = timeout
+        self._fd = fd                       # the connection's; the worker owns it
+        self._timeout = timeout             # for each wait for bytes
         self._max_body = max_body
         self._continue = send_continue      # Expect: 100-continue, sent on the first read
         self._sent_continue = False
@@ -90,10 +86,7 @@ class Body:
             self._sent_continue = True
             self._continue()
         want = READ_SIZE if self._left < 0 else min(READ_SIZE, self._left)
-        if self._timeout is not None:
-            self._sock.settimeout(self._timeout)
-            self._timeout = None
-        data = self._sock.recv(want)
+        data = recv_some(self._fd, want, self._timeout)
         if not data:
             raise HTTPError(400, "the client closed the connection before the end of the body")
         if self._chunked is not None:

@@ -31,13 +31,14 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple, Union
 
 from fastaccept import _options
-from fastaccept._core import HTTPError, Histogram, Request, send_all
+from fastaccept._core import Acceptor, HTTPError, Histogram, Request, send_all
 from fastaccept._options import (DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS,
                                  DEFAULT_PROXY_TIMEOUT, DEFAULT_RING_SIZE, DEFAULT_TIMEOUT,
                                  DEFAULT_WORKERS, MAX_CONNECTIONS)
 from fastaccept.http import accesslog, responses
 from fastaccept.http.connection import Body
-from fastaccept.server import Server, _Keep
+from fastaccept._stats import WorkerCounts
+from fastaccept.server import Server, _Keep, _lower_priority
 
 __all__ = ["WSGIServer", "FileWrapper", "DEFAULT_KEEP_ALIVE", "DEFAULT_MAX_BODY"]
 
@@ -384,16 +385,62 @@ class WSGIServer(Server):
 
     # -- one request --------------------------------------------------------------
 
+    def _worker_main(self, acceptor: Acceptor, counts: WorkerCounts) -> None:
+        """A worker's loop: Server's, but the connection stays a bare
+        descriptor. Nothing here needs a socket object, and making one costs
+        a getsockname() per request. A subclass with its own
+        process_connection gets Server's loop, which calls it."""
+        if type(self).process_connection is not WSGIServer.process_connection:
+            super()._worker_main(acceptor, counts)
+            return
+        _lower_priority(self._worker_nice)
+        pop, finish, keep = acceptor.pop_entry, acceptor.finish, acceptor.keep
+        serve, stats = self._serve, self._stats_of_thread()
+        while True:
+            try:
+                item = pop()
+            except (ValueError, RuntimeError):
+                return      # the acceptor was closed under a late worker
+            if item is None:
+                return
+            fd, addr, request = item
+            counts.conn = fd
+            kept: Optional[_Keep] = None
+            try:
+                kept = serve(fd, addr, request, stats)
+            except BaseException:
+                # what _serve does not catch: a KeyboardInterrupt or
+                # SystemExit from the application; the worker goes on
+                counts.errors += 1
+                log.exception("serving a request from %s raised", addr)
+            finally:
+                counts.conn = None
+                counts.handled += 1
+            try:
+                if kept is None:
+                    finish(fd)
+                else:
+                    keep(fd, kept.rest)
+            except (ValueError, RuntimeError):
+                os.close(fd)    # the acceptor is gone (used after fork)
+                return
+
     def process_connection(self, conn: _socket.socket, addr: Any,
                            request: Optional[Request] = None) -> Any:
-        """Serve one request the accept loop parsed; keep the connection if
-        it may carry another (the bytes read past this request go back
-        with it)."""
+        """Serve one request the accept loop parsed (Server's step; see
+        _worker_main)."""
+        if request is None:
+            return None
+        return self._serve(conn.fileno(), addr, request, self._stats_of_thread())
+
+    def _serve(self, fd: int, addr: Any, request: Optional[Request],
+               stats: _Stats) -> Optional[_Keep]:
+        """Serve one request on fd; return a KEEP with the bytes read past
+        it if the connection may carry another, else None (close it)."""
         if request is None:
             return None
         t0 = time.monotonic_ns()
         timeout = self._timeout     # (sends bound it themselves; the body's reads: Body)
-        fd = conn.fileno()
         env = request.environ(self._base_environ)
         env["REMOTE_ADDR"] = addr[0] if isinstance(addr, tuple) else ""
         env["REMOTE_PORT"] = str(addr[1]) if isinstance(addr, tuple) else ""
@@ -404,11 +451,10 @@ class WSGIServer(Server):
                 send_all(fd, [responses.CONTINUE], timeout)
         ex = _Exchange(fd, minor, env["REQUEST_METHOD"] == "HEAD", request.keep_alive,
                        timeout, self)
-        stats = self._stats_of_thread()
         stats.requests += 1
         body: Optional[Body] = None
         try:
-            body = Body(conn, request.rest, request.content_length, request.chunked,
+            body = Body(fd, request.rest, request.content_length, request.chunked,
                         self._max_body, send_continue, timeout)
             env["wsgi.input"] = body
             self._run_app(env, ex)

@@ -527,6 +527,28 @@ def test_close_is_always_called(wsgi_factory):
     assert closed == [True]
 
 
+def test_a_subclass_step_is_called_with_a_socket(no_leaks):
+    """WSGIServer's workers serve bare descriptors; a subclass that
+    overrides process_connection gets Server's loop, which calls it with the
+    connection's socket and the parsed request."""
+    seen = []
+
+    class Tagged(fastaccept.WSGIServer):
+        def process_connection(self, conn, addr, request=None):
+            seen.append((type(conn), request.target))
+            return super().process_connection(conn, addr, request)
+
+    with Tagged(hello, "127.0.0.1", 0, workers=1) as server:
+        server.start()
+        sock = _connect(server)
+        with sock:
+            buf = bytearray()
+            for path in ("/a", "/b"):
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+                assert _read_response(sock, buf)["body"] == HELLO
+    assert seen == [(socket.socket, "/a"), (socket.socket, "/b")]
+
+
 def test_start_response_with_exc_info_replaces_the_status(wsgi_factory):
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
