@@ -1025,8 +1025,11 @@ cdef extern from "<sys/socket.h>" nogil:
         int msg_flags
     Py_ssize_t sendmsg(int fd, const msghdr *msg, int flags)
     Py_ssize_t recv(int fd, void *buf, size_t n, int flags)
+    int shutdown(int fd, int how)
+    int SHUT_WR
     int MSG_DONTWAIT
     int MSG_NOSIGNAL
+    int MSG_MORE
 
 cdef extern from "<poll.h>" nogil:
     cdef struct pollfd:
@@ -1214,7 +1217,7 @@ cdef class Request:
         return env
 
 
-def send_all(int fd, bufs, timeout=None):
+def send_all(int fd, bufs, timeout=None, bint last=False):
     """Send every byte of ``bufs`` (a sequence of bytes-like objects) on fd,
     in as few sendmsg() calls as the socket allows; return the bytes sent.
 
@@ -1222,11 +1225,18 @@ def send_all(int fd, bufs, timeout=None):
     send buffer takes at once (nearly all) costs one system call and no GIL
     hand-off; only when the buffer is full does it release the GIL and poll,
     at most ``timeout`` seconds (None: for ever) per wait. Raise TimeoutError
-    then, or OSError with the errno (BrokenPipeError, ConnectionResetError)."""
+    then, or OSError with the errno (BrokenPipeError, ConnectionResetError).
+
+    ``last``: these are the last bytes of the connection. They are sent with
+    MSG_MORE, then shutdown(SHUT_WR) sends the FIN, which joins the tail
+    the MSG_MORE held back: the peer gets the end of the bytes and the FIN
+    in one segment (one wake-up) instead of two, and the close after costs
+    the sender less (its FIN is out)."""
     cdef iovec iov[16]
     cdef msghdr msg
     cdef list views = [memoryview(x) for x in bufs]
     cdef Py_ssize_t nb = len(views), first = 0, k
+    cdef int flags = MSG_DONTWAIT | MSG_NOSIGNAL | (MSG_MORE if last else 0)
     cdef size_t off = 0, total = 0, sent_now
     cdef Py_ssize_t rc
     cdef int err
@@ -1250,7 +1260,7 @@ def send_all(int fd, bufs, timeout=None):
             k += 1
         msg.msg_iov = iov
         msg.msg_iovlen = k
-        rc = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+        rc = sendmsg(fd, &msg, flags)
         if rc < 0:
             err = errno
             if err == EINTR:
@@ -1278,6 +1288,12 @@ def send_all(int fd, bufs, timeout=None):
                 break
             first += 1
             off = 0
+    if last:
+        while shutdown(fd, SHUT_WR) < 0:
+            err = errno
+            if err != EINTR:
+                raise OSError(err, _os.strerror(err))
+            PyErr_CheckSignals()
     return total
 
 

@@ -711,3 +711,23 @@ def test_send_all_times_out_on_a_peer_that_does_not_read():
         with pytest.raises(TimeoutError):
             fastaccept._core.send_all(a.fileno(), [b"x" * (64 << 20)], 0.05)
 
+
+def test_send_all_last_ends_the_stream_with_the_bytes():
+    """last=True: the bytes, then the FIN, before the sender closes: the
+    peer reads them and then the end; the sender can send no more. Over
+    TCP, where MSG_MORE holds the tail back for the FIN."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        b = socket.create_connection(listener.getsockname(), timeout=5.0)
+        a, _ = listener.accept()
+    with a, b:
+        assert fastaccept._core.send_all(a.fileno(), [b"head\r\n", b"body"], 5.0, True) == 10
+        b.settimeout(5.0)
+        got = b""
+        while len(got) < 10:
+            chunk = b.recv(64)
+            assert chunk, got
+            got += chunk
+        assert got == b"head\r\nbody"
+        assert b.recv(64) == b""
+        with pytest.raises(BrokenPipeError):
+            fastaccept._core.send_all(a.fileno(), [b"more"], 5.0)

@@ -208,7 +208,8 @@ class _Exchange:
         if not self.head_sent:
             head = self._head(data, done)
             self.head_sent = True
-            send_all(self.fd, [head, *self._frame(data)], self.timeout)
+            # the whole response, on a connection it ends: the FIN goes with it
+            send_all(self.fd, [head, *self._frame(data)], self.timeout, done and self.close)
         elif data:
             send_all(self.fd, self._frame(data), self.timeout)
 
