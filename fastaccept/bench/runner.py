@@ -1376,6 +1376,7 @@ def summarize(report: BenchReport) -> Dict[str, Dict[str, Dict[str, Any]]]:
                 "idle_lost": _median([r.failures.get("idle_lost") for r in ok]),
                 "spread": _median([r.spread for r in ok]),
                 "per_process_per_rep": [r.per_process for r in ok],
+                "conn_per_s_by_rep": {r.rep: r.conn_per_s for r in ok},
                 "reload_p50_ms": _median([r.reload_p50_ms for r in ok]),
                 "reload_max_ms": max((r.reload_max_ms for r in ok
                                       if r.reload_max_ms is not None), default=None),
@@ -1535,7 +1536,27 @@ def _process_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
         for label, row in rows.items() if any(row["per_process_per_rep"]))
     if per_process:
         lines.append(f"  (connections per process, each repetition: {per_process})")
+    paired = _paired_ratios(rows, "fastaccept-8")
+    if paired:
+        lines.append(f"  (x 1 proc in each repetition, against fastaccept-8 in the same one: "
+                     f"{paired})")
     return lines
+
+
+def _paired_ratios(rows: Dict[str, Dict[str, Any]], base: str) -> str:
+    """Every other row's conn/s over base's, repetition by repetition, and
+    their median: the runs of one repetition are next to each other in
+    time, so the ratio of a pair leaves out the machine's drift between
+    repetitions, which the ratio of the medians keeps."""
+    ref = rows.get(base, {}).get("conn_per_s_by_rep") or {}
+    parts = []
+    for label, row in rows.items():
+        mine = row.get("conn_per_s_by_rep") or {}
+        ratios = [mine[k] / ref[k] for k in sorted(mine) if label != base and ref.get(k)]
+        if ratios:
+            parts.append(f"{label} " + " ".join(f"{x:.2f}" for x in ratios)
+                         + f", median {statistics.median(ratios):.2f}")
+    return "; ".join(parts)
 
 
 def _reload_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:

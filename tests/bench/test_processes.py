@@ -70,9 +70,13 @@ def test_the_tables_of_several_processes():
     report = bench.BenchReport(["processes-cpu", "reload"],
                                ["fastaccept-8", "fastaccept-8x2", "wsgi-8x2"], 1, False,
                                "private", "", "cpu-clock", 1000)
-    for label, rate, counts in (("fastaccept-8", 900.0, []),
-                                ("fastaccept-8x2", 1500.0, [700, 800])):
-        r = bench.RunResult("processes-cpu", label, 0, connections=100, completed=100,
+    for rep, label, rate, counts in ((0, "fastaccept-8", 900.0, []),
+                                     (0, "fastaccept-8x2", 1500.0, [700, 800]),
+                                     (1, "fastaccept-8", 1000.0, []),
+                                     (1, "fastaccept-8x2", 1800.0, [700, 800]),
+                                     (2, "fastaccept-8", 600.0, []),
+                                     (2, "fastaccept-8x2", 1200.0, [700, 800])):
+        r = bench.RunResult("processes-cpu", label, rep, connections=100, completed=100,
                             failures=dict.fromkeys(("refused", "reset", "timeout", "other",
                                                     "closed"), 0),
                             conn_per_s=rate, cpu_us_per_conn=1100.0,
@@ -87,8 +91,12 @@ def test_the_tables_of_several_processes():
     report.runs.append(r)
     table = bench.format_table(report)
     assert "conn/s x 1 proc  CPU us/conn  client us/conn  spread" in table
+    # medians 900 and 1500: 1.67; the pairs 1.67, 1.80 and 2.00: median 1.80
     assert "fastaccept-8x2        1500     1.67       1100.0            60.0    0.93" in table
-    assert "(connections per process, each repetition: fastaccept-8x2 700/800)" in table
+    assert "(connections per process, each repetition: fastaccept-8x2 700/800 700/800 " \
+           "700/800)" in table
+    assert "(x 1 proc in each repetition, against fastaccept-8 in the same one: " \
+           "fastaccept-8x2 1.67 1.80 2.00, median 1.80)" in table
     assert "wsgi-8x2         1    5000      10      40      90       0     3       0     0" \
            "      0    0           4" in table
     json.dumps(bench.report_dict(report))
