@@ -1262,13 +1262,7 @@ def send_all(int fd, bufs, timeout=None, bint last=False):
         msg.msg_iovlen = k
         rc = sendmsg(fd, &msg, flags)
         if rc < 0:
-            err = errno
-            if err == EINTR:
-                PyErr_CheckSignals()
-                continue
-            if err != EAGAIN and err != EWOULDBLOCK:
-                raise OSError(err, _os.strerror(err))
-            _wait_fd(fd, POLLOUT, ms)
+            _on_io_error(errno, fd, POLLOUT, ms)
             continue
         sent_now = <size_t>rc
         total += sent_now
@@ -1297,11 +1291,18 @@ def send_all(int fd, bufs, timeout=None, bint last=False):
     return total
 
 
-cdef int _wait_fd(int fd, short events, int ms) except -1:
-    """Poll fd for events without the GIL, up to ms (-1: for ever); 1 when
-    ready, 0 after EINTR (the caller tries again), TimeoutError at the end."""
+cdef int _on_io_error(int err, int fd, short events, int ms) except -1:
+    """After a nonblocking send or receive on fd failed with err: for EINTR,
+    run the signal handlers (they may raise); for EAGAIN, poll fd for
+    events without the GIL, up to ms (-1: for ever), TimeoutError at the
+    end; else raise OSError(err). Returning means: try again."""
     cdef pollfd pfd
-    cdef int prc, err
+    cdef int prc
+    if err == EINTR:
+        PyErr_CheckSignals()
+        return 0
+    if err != EAGAIN and err != EWOULDBLOCK:
+        raise OSError(err, _os.strerror(err))
     pfd.fd = fd
     pfd.events = events
     with nogil:
@@ -1310,11 +1311,10 @@ cdef int _wait_fd(int fd, short events, int ms) except -1:
         raise TimeoutError("timed out")
     if prc < 0:
         err = errno
-        if err == EINTR:
-            PyErr_CheckSignals()
-            return 0
-        raise OSError(err, _os.strerror(err))
-    return 1
+        if err != EINTR:
+            raise OSError(err, _os.strerror(err))
+        PyErr_CheckSignals()
+    return 0
 
 
 def recv_some(int fd, Py_ssize_t size, timeout=None):
@@ -1331,7 +1331,6 @@ def recv_some(int fd, Py_ssize_t size, timeout=None):
     cdef int64_t wait_ns = _timeout_ns(timeout)
     cdef int ms = -1 if wait_ns < 0 else <int>((wait_ns + 999999) // 1000000)
     cdef Py_ssize_t rc
-    cdef int err
     cdef char *buf
     if size == 0:
         return b""
@@ -1343,13 +1342,7 @@ def recv_some(int fd, Py_ssize_t size, timeout=None):
             rc = recv(fd, buf, <size_t>size, MSG_DONTWAIT)
             if rc >= 0:
                 return PyBytes_FromStringAndSize(buf, rc)
-            err = errno
-            if err == EINTR:
-                PyErr_CheckSignals()
-                continue
-            if err != EAGAIN and err != EWOULDBLOCK:
-                raise OSError(err, _os.strerror(err))
-            _wait_fd(fd, POLLIN, ms)
+            _on_io_error(errno, fd, POLLIN, ms)
     finally:
         PyMem_Free(buf)
 

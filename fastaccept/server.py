@@ -25,7 +25,7 @@ import signal
 import socket as _socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from fastaccept import _fork, _kernel, _options, _stats
 from fastaccept._core import STATS_KEYS, Acceptor
@@ -599,12 +599,11 @@ class Server:
             log.error("accept loop stopped: %s", e)
             self._stop_requested.set()
 
-    def _worker_main(self, acceptor: Acceptor, counts: WorkerCounts) -> None:
-        _lower_priority(self._worker_nice)
-        pop, finish, keep = acceptor.pop_entry, acceptor.finish, acceptor.keep
-        # (conn, addr), or (conn, addr, request) for the HTTP server's step
-        process: Callable[..., Any] = self.process_connection
-        family, type_, proto = self._family, self._type, self._proto
+    @staticmethod
+    def _popped(acceptor: Acceptor) -> Iterator[Tuple[int, Any, Any]]:
+        """A worker's entries, (fd, addr, request), until the ring is closed
+        and empty."""
+        pop = acceptor.pop_entry
         while True:
             try:
                 item = pop()
@@ -612,7 +611,15 @@ class Server:
                 return      # the acceptor was closed under a late worker
             if item is None:
                 return
-            fd, addr, request = item
+            yield item
+
+    def _worker_main(self, acceptor: Acceptor, counts: WorkerCounts) -> None:
+        _lower_priority(self._worker_nice)
+        finish, keep = acceptor.finish, acceptor.keep
+        # (conn, addr), or (conn, addr, request) for the HTTP server's step
+        process: Callable[..., Any] = self.process_connection
+        family, type_, proto = self._family, self._type, self._proto
+        for fd, addr, request in self._popped(acceptor):
             try:
                 conn = _socket.socket(family, type_, proto, fd)
             except OSError:

@@ -395,16 +395,9 @@ class WSGIServer(Server):
             super()._worker_main(acceptor, counts)
             return
         _lower_priority(self._worker_nice)
-        pop, finish, keep = acceptor.pop_entry, acceptor.finish, acceptor.keep
+        finish, keep = acceptor.finish, acceptor.keep
         serve, stats = self._serve, self._stats_of_thread()
-        while True:
-            try:
-                item = pop()
-            except (ValueError, RuntimeError):
-                return      # the acceptor was closed under a late worker
-            if item is None:
-                return
-            fd, addr, request = item
+        for fd, addr, request in self._popped(acceptor):
             counts.conn = fd
             kept: Optional[_Keep] = None
             try:
