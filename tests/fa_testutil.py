@@ -135,6 +135,13 @@ def fork() -> int:
         return os.fork()
 
 
+def kill_child(pid: int) -> None:
+    """Kill and reap a forked child a test did not see exit (pid <= 0: none)."""
+    if pid > 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
 def wait_child(pid: int, timeout: float) -> int:
     """Exit status of a forked child; kill it and fail if it outlives timeout."""
     deadline = time.monotonic() + timeout

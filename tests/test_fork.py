@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 import fastaccept
-from fa_testutil import REPLY_OK, Gate, close_all, connect, fork, read_line, read_to_eof, wait_child
+from fa_testutil import (REPLY_OK, Gate, close_all, connect, fork, kill_child, read_line,
+                         read_to_eof, wait_child)
 
 
 def _child_after_fork(server: fastaccept.Server, rfd: int, wfd: int, read_request: Any) -> int:
@@ -103,9 +104,7 @@ def test_fork_after_start_child_copy_is_inert_and_parent_serves(server_factory, 
     finally:
         gate.open.set()
         close_all(held)
-        if pid > 0:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
+        kill_child(pid)
         for fd in (*to_child, *from_child):
             if fd >= 0:
                 os.close(fd)
@@ -152,9 +151,7 @@ def test_fork_while_a_wsgi_worker_holds_a_request_closes_its_copy_in_the_child(
     finally:
         gate.open.set()
         held.close()
-        if pid > 0:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
+        kill_child(pid)
         for fd in to_child:
             os.close(fd)
 
@@ -190,9 +187,7 @@ def test_server_created_before_fork_starts_in_the_child(no_leaks, read_request, 
         pid = -1
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
-        if pid > 0:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
+        kill_child(pid)
         server.shutdown(timeout=10.0)
         for fd in (*to_child, *from_child):
             os.close(fd)

@@ -1551,8 +1551,10 @@ def _paired_ratios(rows: Dict[str, Dict[str, Any]], base: str) -> str:
     ref = rows.get(base, {}).get("conn_per_s_by_rep") or {}
     parts = []
     for label, row in rows.items():
+        if label == base:
+            continue
         mine = row.get("conn_per_s_by_rep") or {}
-        ratios = [mine[k] / ref[k] for k in sorted(mine) if label != base and ref.get(k)]
+        ratios = [mine[k] / ref[k] for k in sorted(mine) if ref.get(k)]
         if ratios:
             parts.append(f"{label} " + " ".join(f"{x:.2f}" for x in ratios)
                          + f", median {statistics.median(ratios):.2f}")

@@ -390,8 +390,11 @@ class WSGIServer(Server):
         """A worker's loop: Server's, but the connection stays a bare
         descriptor. Nothing here needs a socket object, and making one costs
         a getsockname() per request. A subclass with its own
-        process_connection gets Server's loop, which calls it."""
-        if type(self).process_connection is not WSGIServer.process_connection:
+        process_connection or handle_error gets Server's loop, which calls
+        them with a socket."""
+        cls = type(self)
+        if cls.process_connection is not WSGIServer.process_connection or \
+                cls.handle_error is not Server.handle_error:
             super()._worker_main(acceptor, counts)
             return
         _lower_priority(self._worker_nice)
@@ -423,8 +426,6 @@ class WSGIServer(Server):
                            request: Optional[Request] = None) -> Any:
         """Serve one request the accept loop parsed (Server's step; see
         _worker_main)."""
-        if request is None:
-            return None
         return self._serve(conn.fileno(), addr, request, self._stats_of_thread())
 
     def _serve(self, fd: int, addr: Any, request: Optional[Request],

@@ -549,6 +549,26 @@ def test_a_subclass_step_is_called_with_a_socket(no_leaks):
     assert seen == [(socket.socket, "/a"), (socket.socket, "/b")]
 
 
+def test_a_subclass_handle_error_gets_what_escapes_the_application(no_leaks):
+    """What the server does not catch (SystemExit from the application)
+    reaches a subclass's handle_error, with the connection's socket."""
+    seen = []
+
+    def quits(environ, start_response):
+        raise SystemExit(3)
+
+    class Noting(fastaccept.WSGIServer):
+        def handle_error(self, conn, addr):
+            seen.append((type(conn), sys.exc_info()[0]))
+
+    with Noting(quits, "127.0.0.1", 0, workers=1) as server:
+        server.start()
+        with _connect(server) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert read_to_eof(sock) == b""     # closed, nothing sent
+    assert seen == [(socket.socket, SystemExit)]
+
+
 def test_start_response_with_exc_info_replaces_the_status(wsgi_factory):
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
