@@ -28,6 +28,9 @@ their own (``--listener reuseport``, bound on ``--port``). The supervisor then
 also prints one ``event {json}`` line on stdout per supervisor event (ready,
 switched, exited...), and at exit ``per-process N1 N2 ...``: the requests
 each process that stopped gracefully served, in the order they exited.
+The serial server takes ``--processes N`` too: forked N times on one
+socket (``--fd``, or one it binds), nothing between the kernel queue and the
+handler, it prints the same ``event`` lines for "ready" and the same counts.
 
 Every server speaks every protocol (``--protocol``), except c-inline, which
 speaks only the first:
@@ -105,8 +108,10 @@ NAMES = ("serial", "threadpool", "socketserver", "fastaccept", "gthread", "c-inl
 PROTOCOLS = ("http-close", "line-keep", "line-close")
 #: Servers that speak the http-close protocol only.
 HTTP_ONLY = ("c-inline", "wsgi")
-#: Servers that run in several processes with --processes.
+#: Servers that run in several processes with --processes: fastaccept's
+#: supervisor, or forked on one shared socket (the serial server).
 SUPERVISED = ("fastaccept", "wsgi")
+FORKED = ("serial",)
 
 #: handler(conn, addr) -> None: nothing was asked (the peer closed first);
 #: False: answered, close the connection; True: answered, keep it for the
@@ -687,9 +692,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(why, file=sys.stderr)
         return 2
     if args.processes > 1 or args.listener is not None:
+        if args.name in FORKED and args.listener != "reuseport":
+            return _serve_forked(args)
         if args.name not in SUPERVISED:
             print(f"{args.name} runs in one process: --processes and --listener are for "
-                  f"{' and '.join(SUPERVISED)}", file=sys.stderr)
+                  f"{' and '.join(SUPERVISED)} (and --processes alone for "
+                  f"{' and '.join(FORKED)})", file=sys.stderr)
             return 2
         return _serve_processes(args)
     # Block the stop signals before any thread exists (threads inherit the
@@ -706,12 +714,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if isinstance(server, FastacceptServer):
         if args.max_connections is not None:
             server.max_connections = args.max_connections
-        server.options = {k: v for k, v in (("dispatch", args.fa_dispatch),
-                                            ("worker_nice", args.fa_worker_nice),
-                                            ("spin_us", args.fa_spin_us),
-                                            ("nap_us", args.fa_nap_us),
-                                            ("accept_priority", args.fa_accept_priority))
-                          if v is not None}
+        server.options = _fa_options(args)
     if isinstance(server, WsgiServer):
         server.app = _wsgi_app(args, cpu_iters)
         server.options = _wsgi_options(args)
@@ -726,6 +729,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not clean:
         print(f"{args.name}: some threads were still busy at exit", file=sys.stderr)
     return 0
+
+
+def _fa_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """fastaccept's Server keyword arguments that the --fa-* options give."""
+    given = (("dispatch", args.fa_dispatch), ("worker_nice", args.fa_worker_nice),
+             ("spin_us", args.fa_spin_us), ("nap_us", args.fa_nap_us),
+             ("accept_priority", args.fa_accept_priority))
+    return {k: v for k, v in given if v is not None}
 
 
 def _wsgi_app(args: argparse.Namespace, cpu_iters: int) -> Callable[..., Any]:
@@ -764,7 +775,8 @@ def _serve_processes(args: argparse.Namespace) -> int:
     def factory(sock: socket.socket) -> Server:
         if args.name == "wsgi":
             return WSGIServer(app, sock=sock, workers=args.workers, **_wsgi_options(args))
-        return Server(counted, sock=sock, workers=args.workers, timeout=None, **limits)
+        return Server(counted, sock=sock, workers=args.workers, timeout=None, **limits,
+                      **_fa_options(args))
 
     def emit(event: Any) -> None:
         print("event " + json.dumps(event, default=str), flush=True)
@@ -780,6 +792,60 @@ def _serve_processes(args: argparse.Namespace) -> int:
     print(f"served {sum(counts)}", flush=True)
     print("per-process " + " ".join(map(str, counts)), flush=True)
     return status
+
+
+def _serve_forked(args: argparse.Namespace) -> int:
+    """The serial server in --processes processes, forked on one listening
+    socket, each serving it as the single process does; for the events and
+    counts, see the module's docstring."""
+    import json
+    import traceback
+
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    cpu_iters = args.cpu_iters if args.cpu_iters is not None else calibrate_cpu_iters(args.cpu_ms)
+    handler = make_handler(args.sleep_ms, cpu_iters, args.protocol)
+    lsock = _listening_socket(args)
+    print(f"port {lsock.getsockname()[1]}", flush=True)
+    parent = os.getpid()
+    children: Dict[int, int] = {}       # pid: the read end of its count pipe
+    counts: List[int] = []
+    try:
+        for _ in range(args.processes):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(r)
+                    die_with_parent(parent)
+                    server = SERVER_CLASSES[args.name](lsock, handler, args.workers)
+                    server.start()
+                    # one write(): the children's lines must not interleave
+                    line = "event " + json.dumps({"event": "ready", "pid": os.getpid()})
+                    os.write(sys.stdout.fileno(), line.encode() + b"\n")
+                    signal.sigwait(stop_signals)
+                    server.stop(time.monotonic() + STOP_GRACE_S)
+                    os.write(w, str(server.served()).encode())
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            os.close(w)
+            children[pid] = r
+        signal.sigwait(stop_signals)
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        for pid, r in children.items():
+            with os.fdopen(r, "rb") as f:
+                counts.append(int(f.read() or b"0"))
+            os.waitpid(pid, 0)
+        lsock.close()
+    print(f"served {sum(counts)}", flush=True)
+    print("per-process " + " ".join(map(str, counts)), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1514,8 +1514,9 @@ def _connections_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
 def _process_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
     """A connections table for several processes: how the connections spread
     over them (the least loaded one's share x processes: 1.00 is even), the
-    client's CPU per connection, and conn/s against one process."""
-    one = rows.get("fastaccept-8", {}).get("conn_per_s")
+    client's CPU per connection, and conn/s against one process: each row's
+    against its ``single`` (the same server in one process), by the medians
+    and repetition by repetition."""
     w = max(18, _label_width(rows))
     lines = [f"{'server':<{w}}{'conn/s':>8}{'x 1 proc':>9}{'CPU us/conn':>13}"
              f"{'client us/conn':>16}{'spread':>8}{'overflows':>11}  {'failures'}"]
@@ -1524,6 +1525,7 @@ def _process_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
         if gone:
             lines.append(gone)
             continue
+        one = rows.get(_single(label), {}).get("conn_per_s")
         ratio = row["conn_per_s"] / one if one and row["conn_per_s"] else None
         lines.append(
             f"{label:<{w}}{_fmt(row['conn_per_s'], '.0f'):>8}{_fmt(ratio, '.2f'):>9}"
@@ -1536,23 +1538,31 @@ def _process_rows(rows: Dict[str, Dict[str, Any]]) -> List[str]:
         for label, row in rows.items() if any(row["per_process_per_rep"]))
     if per_process:
         lines.append(f"  (connections per process, each repetition: {per_process})")
-    paired = _paired_ratios(rows, "fastaccept-8")
+    paired = _paired_ratios(rows)
     if paired:
-        lines.append(f"  (x 1 proc in each repetition, against fastaccept-8 in the same one: "
-                     f"{paired})")
+        lines.append(f"  (x 1 proc in each repetition, against the 1-process row in the same "
+                     f"one: {paired})")
     return lines
 
 
-def _paired_ratios(rows: Dict[str, Dict[str, Any]], base: str) -> str:
-    """Every other row's conn/s over base's, repetition by repetition, and
-    their median: the runs of one repetition are next to each other in
-    time, so the ratio of a pair leaves out the machine's drift between
-    repetitions, which the ratio of the medians keeps."""
-    ref = rows.get(base, {}).get("conn_per_s_by_rep") or {}
+def _single(label: str) -> str:
+    """The 1-process row a row's "x 1 proc" divides by (itself, if it is one)."""
+    spec = SERVERS.get(label) or VARIANTS.get(label)
+    return spec.single if spec is not None and spec.single else label
+
+
+def _paired_ratios(rows: Dict[str, Dict[str, Any]]) -> str:
+    """Every row of several processes: its conn/s over its 1-process row's,
+    repetition by repetition, and their median. The runs of one repetition
+    are next to each other in time, so the ratio of a pair leaves out the
+    machine's drift between repetitions, which the ratio of the medians
+    keeps."""
     parts = []
     for label, row in rows.items():
-        if label == base:
+        base = _single(label)
+        if base == label:
             continue
+        ref = rows.get(base, {}).get("conn_per_s_by_rep") or {}
         mine = row.get("conn_per_s_by_rep") or {}
         ratios = [mine[k] / ref[k] for k in sorted(mine) if ref.get(k)]
         if ratios:

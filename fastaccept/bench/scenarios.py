@@ -62,6 +62,13 @@ IDLE_BLOCKING = (
 #: Several processes: 8 workers each, 2 processes, the two listener layouts,
 #: against one process (fastaccept-8).
 PROCESS_SERVERS = ("fastaccept-8", "fastaccept-8x2", "fastaccept-8x2-rp")
+#: processes-cpu's, each 2-process row against its own 1-process row (its
+#: ``single``): the rows above; fastaccept with the one worker per process a
+#: CPU-bound handler wants (8 threads only pass the GIL around); and the
+#: serial server forked twice on one socket, the least a Python server can
+#: add to the handler's work (and one that overflows in any burst).
+PROCESS_CPU_SERVERS = ("fastaccept-1", "fastaccept-1x2-rp", *PROCESS_SERVERS, "serial",
+                       "serial-x2")
 RELOAD_SERVERS = ("wsgi-8x2", "wsgi-8x2-rp")
 #: Descriptors a server (and the bench) gets beyond its idle connections.
 IDLE_FD_HEADROOM = 1024
@@ -249,7 +256,7 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     Scenario("processes-burst", 2000, 500, 0, True, 128, 8, 1.0, 0.0, 15.0,
              servers=PROCESS_SERVERS, optional=True, per_process=True),
     Scenario("processes-cpu", 4000, 1000, 64, False, 2048, 8, 0.0, 1.0, 60.0,
-             servers=PROCESS_SERVERS, optional=True, per_process=True),
+             servers=PROCESS_CPU_SERVERS, optional=True, per_process=True),
     Scenario("reload", 0, 0, 64, False, 2048, 8, 0.0, 0.0, 12.0, kind="reload",
              servers=RELOAD_SERVERS, optional=True, reloads=10, kill_after=5),
     Scenario("reload-keepalive", 0, 0, 64, False, 2048, 8, 0.0, 0.0, 12.0, kind="reload",
@@ -280,6 +287,8 @@ class ServerSpec:
     idle_ok: bool = True
     #: a peer of ``httpservers`` (kind: its NAME), not a refservers server
     peer: bool = False
+    #: with processes > 1: the 1-process server its "x 1 proc" divides by
+    single: Optional[str] = None
 
     def workers_for(self, scenario: Scenario) -> int:
         """Return the worker count this server runs with in ``scenario``."""
@@ -294,8 +303,14 @@ SERVERS: Dict[str, ServerSpec] = {s.label: s for s in (
     ServerSpec("fastaccept-8", "fastaccept", 8),
     ServerSpec("gthread", "gthread"),
     ServerSpec("c-inline", "c-inline", uses_workers=False),
-    ServerSpec("fastaccept-8x2", "fastaccept", 8, processes=2, listener="shared"),
-    ServerSpec("fastaccept-8x2-rp", "fastaccept", 8, processes=2, listener="reuseport"),
+    ServerSpec("fastaccept-8x2", "fastaccept", 8, processes=2, listener="shared",
+               single="fastaccept-8"),
+    ServerSpec("fastaccept-8x2-rp", "fastaccept", 8, processes=2, listener="reuseport",
+               single="fastaccept-8"),
+    ServerSpec("fastaccept-1x2-rp", "fastaccept", 1, processes=2, listener="reuseport",
+               single="fastaccept-1"),
+    ServerSpec("serial-x2", "serial", 1, uses_workers=False, processes=2, listener="shared",
+               single="serial"),
     ServerSpec("wsgi-8x2", "wsgi", 8, processes=2, listener="shared"),
     ServerSpec("wsgi-8x2-rp", "wsgi", 8, processes=2, listener="reuseport"),
     # the HTTP scenarios' servers: fastaccept's WSGIServer on the hello app,

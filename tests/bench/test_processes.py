@@ -26,9 +26,18 @@ def test_the_scenarios_of_several_processes_are_optional():
     assert bench.SCENARIOS["reload"].reloads == 10
     assert bench.SCENARIOS["reload-keepalive"].per_connection() == 100
     assert bench.SCENARIOS["processes-cpu"].cpu_ms == 1.0
+    for name in ("processes-spread", "processes-burst"):
+        for label in bench.SCENARIOS[name].servers:
+            spec = bench.SERVERS[label]
+            assert spec.workers == 8 and spec.processes in (1, 2)
+    # processes-cpu: every row of 2 processes next to the same server in one
     for label in bench.SCENARIOS["processes-cpu"].servers:
         spec = bench.SERVERS[label]
-        assert spec.workers == 8 and spec.processes in (1, 2)
+        if spec.processes == 2:
+            single = bench.SERVERS[spec.single]
+            assert spec.single in bench.SCENARIOS["processes-cpu"].servers
+            assert (single.kind, single.workers, single.processes) == \
+                (spec.kind, spec.workers, 1)
 
 
 def test_spread():
@@ -38,7 +47,7 @@ def test_spread():
     assert runner.spread([]) is None and runner.spread([0, 0]) is None
 
 
-@pytest.mark.parametrize("label", ["fastaccept-8x2", "fastaccept-8x2-rp"])
+@pytest.mark.parametrize("label", ["fastaccept-8x2", "fastaccept-8x2-rp", "serial-x2"])
 def test_run_one_with_two_processes_counts_each_process(label, no_leaks):
     sc = _tiny("processes-cpu", quick_connections=200, cpu_ms=0.0)
     r = bench.run_one(sc, bench.SERVERS[label], quick=True, cpu_iters=0)
@@ -68,14 +77,20 @@ def test_run_one_reload(name, label, no_leaks):
 
 def test_the_tables_of_several_processes():
     report = bench.BenchReport(["processes-cpu", "reload"],
-                               ["fastaccept-8", "fastaccept-8x2", "wsgi-8x2"], 1, False,
-                               "private", "", "cpu-clock", 1000)
+                               ["fastaccept-8", "fastaccept-8x2", "serial", "serial-x2",
+                                "wsgi-8x2"], 1, False, "private", "", "cpu-clock", 1000)
     for rep, label, rate, counts in ((0, "fastaccept-8", 900.0, []),
                                      (0, "fastaccept-8x2", 1500.0, [700, 800]),
+                                     (0, "serial", 1000.0, []),
+                                     (0, "serial-x2", 1900.0, [750, 750]),
                                      (1, "fastaccept-8", 1000.0, []),
                                      (1, "fastaccept-8x2", 1800.0, [700, 800]),
+                                     (1, "serial", 1000.0, []),
+                                     (1, "serial-x2", 1800.0, [750, 750]),
                                      (2, "fastaccept-8", 600.0, []),
-                                     (2, "fastaccept-8x2", 1200.0, [700, 800])):
+                                     (2, "fastaccept-8x2", 1200.0, [700, 800]),
+                                     (2, "serial", 500.0, []),
+                                     (2, "serial-x2", 1000.0, [750, 750])):
         r = bench.RunResult("processes-cpu", label, rep, connections=100, completed=100,
                             failures=dict.fromkeys(("refused", "reset", "timeout", "other",
                                                     "closed"), 0),
@@ -93,10 +108,14 @@ def test_the_tables_of_several_processes():
     assert "conn/s x 1 proc  CPU us/conn  client us/conn  spread" in table
     # medians 900 and 1500: 1.67; the pairs 1.67, 1.80 and 2.00: median 1.80
     assert "fastaccept-8x2        1500     1.67       1100.0            60.0    0.93" in table
+    # each row against its own 1-process row: serial-x2's medians 1800 / 1000
+    assert "serial-x2             1800     1.80" in table
+    assert "serial                1000     1.00" in table
     assert "(connections per process, each repetition: fastaccept-8x2 700/800 700/800 " \
-           "700/800)" in table
-    assert "(x 1 proc in each repetition, against fastaccept-8 in the same one: " \
-           "fastaccept-8x2 1.67 1.80 2.00, median 1.80)" in table
+           "700/800; serial-x2 750/750 750/750 750/750)" in table
+    assert "(x 1 proc in each repetition, against the 1-process row in the same one: " \
+           "fastaccept-8x2 1.67 1.80 2.00, median 1.80; serial-x2 1.90 1.80 2.00, " \
+           "median 1.90)" in table
     assert "wsgi-8x2         1    5000      10      40      90       0     3       0     0" \
            "      0    0           4" in table
     json.dumps(bench.report_dict(report))

@@ -58,10 +58,23 @@ def test_refserver_in_two_processes(kind, listener, http_get, no_leaks):
     assert [e["event"] for e in server.events].count("exited") == 2
 
 
-def test_refserver_processes_are_for_fastaccept_and_wsgi():
-    proc = subprocess.run([sys.executable, "-m", "fastaccept.bench.refservers", "serial",
-                           "--processes", "2"], capture_output=True, text=True, timeout=30,
-                          cwd=runner.PACKAGE_PARENT)
+def test_serial_forked_in_two_processes_on_one_socket(http_get, no_leaks):
+    server = bench.ServerProcess("serial", backlog=16, workers=1, processes=2, listener="shared")
+    with server:
+        ready = [server.next_event("ready", 30.0) for _ in range(2)]
+        assert all(ready) and len({e["pid"] for e in ready}) == 2
+        assert sorted(server.children()) == sorted(e["pid"] for e in ready)
+        for _ in range(6):
+            assert http_get(("127.0.0.1", server.port), timeout=10.0).endswith(b"\r\n\r\nok")
+    assert server.returncode == 0
+    assert server.served == 6 and sum(server.per_process) == 6 and len(server.per_process) == 2
+
+
+@pytest.mark.parametrize("name, args", [("serial", ["--listener", "reuseport"]),
+                                        ("threadpool", ["--processes", "2"])])
+def test_refserver_processes_are_for_fastaccept_wsgi_and_a_forked_serial(name, args):
+    proc = subprocess.run([sys.executable, "-m", "fastaccept.bench.refservers", name, *args],
+                          capture_output=True, text=True, timeout=30, cwd=runner.PACKAGE_PARENT)
     assert proc.returncode == 2 and "runs in one process" in proc.stderr
 
 
