@@ -42,11 +42,20 @@ pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installe
 DEADLINE = 10.0
 
 
-def free_port(host: str) -> int:
+def listening_socket(host: str) -> socket.socket:
+    """A socket listening on (host, 0) for haproxy to inherit (``bind fd@N``):
+    the port is taken from the start, so nothing can bind it between the
+    choice and haproxy's start."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
         s.bind((host, 0))
-        return int(s.getsockname()[1])
+        s.listen(128)
+        s.set_inheritable(True)
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 class CaptureServer:
@@ -119,29 +128,32 @@ class HAProxy:
     """``haproxy -db`` in TCP mode with the ``listen`` sections given, a child
     of the test, its log in ``tmp``."""
 
-    def __init__(self, tmp: Path, sections: List[str]) -> None:
+    def __init__(self, tmp: Path, sections: List[str], listeners: List[socket.socket]) -> None:
         config = tmp / "haproxy.cfg"
         config.write_text(
             "global\n    maxconn 200\n\n"
             "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 5s\n"
             "    timeout server 5s\n    timeout check 2s\n\n" + "\n".join(sections))
         self.log = open(tmp / "haproxy.log", "w+")
-        self.proc = subprocess.Popen([str(HAPROXY), "-db", "-f", str(config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        try:
+            self.proc = subprocess.Popen([str(HAPROXY), "-db", "-f", str(config)],
+                                         stdout=self.log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         pass_fds=[s.fileno() for s in listeners])
+        finally:
+            # haproxy's alone now: once it exits, a connect is refused
+            for sock in listeners:
+                sock.close()
 
     def connect(self, host: str, port: int) -> socket.socket:
-        """A client connection to (host, port), once haproxy listens there."""
-        end = time.monotonic() + DEADLINE
-        while True:
-            try:
-                return socket.create_connection((host, port), timeout=2)
-            except OSError as exc:
-                if self.proc.poll() is not None or time.monotonic() > end:
-                    raise AssertionError(f"haproxy is not listening on {host} {port} "
-                                         f"(exit {self.proc.poll()}):\n{self.read_log()}"
-                                         ) from exc
-                time.sleep(0.05)        # haproxy is starting: try again
+        """A client connection to (host, port), one of haproxy's inherited
+        listeners: it listens from the start, so only an exited haproxy
+        refuses it."""
+        try:
+            return socket.create_connection((host, port), timeout=2)
+        except OSError as exc:
+            raise AssertionError(f"cannot connect to haproxy on {host} {port} "
+                                 f"(exit {self.proc.poll()}):\n{self.read_log()}") from exc
 
     def read_log(self) -> str:
         self.log.seek(0)
@@ -157,11 +169,11 @@ class HAProxy:
         self.log.close()
 
 
-def listen_section(name: str, host: str, port: int, server: str, unique: str = "",
+def listen_section(name: str, sock: socket.socket, server: str, unique: str = "",
                    check: str = "") -> str:
-    """A ``listen`` section: bind (host, port), one server line."""
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"listen {name}\n    bind {bind}\n{check}{unique}    server s {server}\n"
+    """A ``listen`` section on the inherited listening socket sock, one server line."""
+    return (f"listen {name}\n    bind fd@{sock.fileno()}\n{check}{unique}"
+            f"    server s {server}\n")
 
 
 # name: (bind host, server line options)
@@ -184,21 +196,22 @@ class Balancer:
         self.servers: Dict[str, CaptureServer] = {}
         self.ports: Dict[str, Tuple[str, int]] = {}
         sections = []
+        listeners: List[socket.socket] = []
         for name, (host, options) in FRONTENDS.items():
             if ":" in host and not ipv6:
                 continue
             srv = self.servers[name] = CaptureServer()
-            port = free_port(host)
-            self.ports[name] = (host, port)
+            listeners.append(listening_socket(host))
+            self.ports[name] = (host, int(listeners[-1].getsockname()[1]))
             unique = "    unique-id-format %ci:%cp\n" if "unique-id" in options else ""
-            sections.append(listen_section(name, host, port, f"127.0.0.1:{srv.port} {options}",
-                                           unique=unique))
+            sections.append(listen_section(name, listeners[-1],
+                                           f"127.0.0.1:{srv.port} {options}", unique=unique))
         for name, options in CHECKS.items():
             srv = self.servers[name] = CaptureServer()
-            port = free_port("127.0.0.1")
-            sections.append(listen_section(name, "127.0.0.1", port, f"127.0.0.1:{srv.port} "
+            listeners.append(listening_socket("127.0.0.1"))
+            sections.append(listen_section(name, listeners[-1], f"127.0.0.1:{srv.port} "
                                            f"{options} check inter 300ms"))
-        self.haproxy = HAProxy(tmp, sections)
+        self.haproxy = HAProxy(tmp, sections, listeners)
         self.ipv6 = ipv6
 
     def connect(self, name: str) -> socket.socket:
@@ -313,17 +326,19 @@ def wsgi_balancer(tmp_path: Path, wsgi_factory: Any
     ipv6 = has_ipv6_loopback()
     ports = {}
     sections = []
+    listeners: List[socket.socket] = []
     for name, (host, options) in WSGI_FRONTENDS.items():
         if ":" in host and not ipv6:
             continue
-        ports[name] = (host, free_port(host))
+        listeners.append(listening_socket(host))
+        ports[name] = (host, int(listeners[-1].getsockname()[1]))
         check = ""
         if "v2" in options:
             check, options = HTTP_CHECK, options + " check inter 200ms"
-        sections.append(listen_section(name, host, ports[name][1],
+        sections.append(listen_section(name, listeners[-1],
                                        f"127.0.0.1:{server.address[1]} {options}",
                                        check=check))
-    haproxy = HAProxy(tmp_path, sections)
+    haproxy = HAProxy(tmp_path, sections, listeners)
     try:
         yield server, app, haproxy, ports
     finally:
