@@ -731,3 +731,20 @@ def test_send_all_last_ends_the_stream_with_the_bytes():
         assert b.recv(64) == b""
         with pytest.raises(BrokenPipeError):
             fastaccept._core.send_all(a.fileno(), [b"more"], 5.0)
+
+
+def test_send_all_last_names_the_error_of_its_shutdown():
+    """Nothing to send: last=True is the shutdown(SHUT_WR) alone, whose
+    failure is an OSError with its errno, as a failed sendmsg's is."""
+    with socket.socket() as unconnected:
+        with pytest.raises(OSError) as e:
+            fastaccept._core.send_all(unconnected.fileno(), [], 5.0, True)
+        assert e.value.errno == errno.ENOTCONN
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OSError) as e:
+            fastaccept._core.send_all(w, [], 5.0, True)
+        assert e.value.errno == errno.ENOTSOCK
+    finally:
+        os.close(r)
+        os.close(w)
