@@ -136,10 +136,22 @@ def fork() -> int:
 
 
 def kill_child(pid: int) -> None:
-    """Kill and reap a forked child a test did not see exit (pid <= 0: none)."""
+    """Kill and reap a forked child a test did not see exit (pid <= 0: none;
+    one wait_child already killed and reaped at its timeout is left alone)."""
     if pid > 0:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def exit_child(pid: int, fd: int, timeout: float = 30.0) -> None:
+    """Tell a forked child to exit (a line "exit" on fd, the pipe it reads),
+    wait for it and check it exited with status 0."""
+    os.write(fd, b"exit\n")
+    status = wait_child(pid, timeout)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
 
 
 def wait_child(pid: int, timeout: float) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 import fastaccept
-from fa_testutil import (REPLY_OK, Gate, close_all, connect, fork, kill_child, read_line,
-                         read_to_eof, wait_child)
+from fa_testutil import (REPLY_OK, Gate, close_all, connect, exit_child, fork, kill_child,
+                         read_line, read_to_eof)
 
 
 def _child_after_fork(server: fastaccept.Server, rfd: int, wfd: int, read_request: Any) -> int:
@@ -97,10 +97,8 @@ def test_fork_after_start_child_copy_is_inert_and_parent_serves(server_factory, 
         assert server.shutdown(timeout=10.0)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(server.address, timeout=5.0).close()
-        os.write(to_child[1], b"exit\n")
-        status = wait_child(pid, 30.0)
+        exit_child(pid, to_child[1])
         pid = -1
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         gate.open.set()
         close_all(held)
@@ -144,10 +142,8 @@ def test_fork_while_a_wsgi_worker_holds_a_request_closes_its_copy_in_the_child(
         reply = read_to_eof(held)
         assert reply.startswith(b"HTTP/1.0 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
         wait_for(lambda: server.stats()["workers_busy"] == 0, 10.0, "the worker to go idle")
-        os.write(to_child[1], b"exit\n")
-        status = wait_child(pid, 30.0)
+        exit_child(pid, to_child[1])
         pid = -1
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         gate.open.set()
         held.close()
@@ -182,10 +178,8 @@ def test_server_created_before_fork_starts_in_the_child(no_leaks, read_request, 
         assert read_line(from_child[0], 30.0) == b"started\n"
         assert server.shutdown(timeout=10.0)        # "new" here: closes the parent's copy
         assert http_get(server.address, timeout=10.0) == str(pid).encode()
-        os.write(to_child[1], b"exit\n")
-        status = wait_child(pid, 30.0)
+        exit_child(pid, to_child[1])
         pid = -1
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         kill_child(pid)
         server.shutdown(timeout=10.0)
