@@ -817,7 +817,8 @@ def _serve_forked(args: argparse.Namespace) -> int:
             if pid == 0:
                 code = 1
                 try:
-                    os.close(r)
+                    for own in (r, *children.values()):     # the parent's read ends
+                        os.close(own)
                     die_with_parent(parent)
                     server = SERVER_CLASSES[args.name](lsock, handler, args.workers)
                     server.start()
